@@ -1,0 +1,16 @@
+//! Schema migrations. One migration per schema change; a migration that has landed is never edited.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_first_data_model;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(
+            m20261122_000001_create_first_data_model::Migration,
+        )]
+    }
+}

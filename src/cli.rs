@@ -1,0 +1,328 @@
+//! The command line of the contract: `serve`, `migrate`, `keys`, `users`, `clients`.
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+use rand::RngCore;
+
+use crate::{
+    config::Settings,
+    oauth::{
+        client::{GrantType, hash_secret},
+        scope::Scope,
+        username::Username,
+    },
+    password::{self, Hasher},
+    startup::{App, shutdown_signal},
+    store::{
+        self,
+        clients::{ClientStore, CreateClientError, NewClient},
+        users::{CreateUserError, NewUser, UserStore},
+    },
+};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An OAuth 2.0 authorization server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate if needed, load the keys, and listen.
+    Serve,
+    /// Apply, roll back or list the schema migrations.
+    Migrate {
+        #[arg(value_enum, default_value = "up")]
+        direction: Direction,
+        /// How many migrations `down` rolls back.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Direction {
+    Up,
+    Down,
+    Status,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new RSA signing key into keys.dir (PKCS#8 PEM, mode 0600).
+    Generate {
+        /// 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password is read from standard input (one trailing newline is dropped).
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Disable a user: they can no longer log in.
+    Disable { username: String },
+    /// Enable a disabled user.
+    Enable { username: String },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Create a client. A confidential client's secret is printed once, or read from stdin.
+    Create {
+        #[arg(long)]
+        id: String,
+        /// A public client: no secret (for example a browser or mobile app).
+        #[arg(long)]
+        public: bool,
+        /// Comma-separated grant types.
+        #[arg(long, value_delimiter = ',', default_value = "password,refresh_token")]
+        grants: Vec<String>,
+        /// Space-separated scopes the client may be granted.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Read the secret from standard input instead of generating one.
+        #[arg(long, conflicts_with = "public")]
+        secret_stdin: bool,
+    },
+    /// List clients.
+    List,
+    /// Delete a client and its sessions.
+    Delete { id: String },
+}
+
+impl Cli {
+    pub async fn run(self, settings: Settings) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve => serve(settings).await,
+            Command::Migrate { direction, steps } => migrate(&settings, direction, steps).await,
+            Command::Keys(KeysCommand::Generate { bits }) => {
+                let (path, kid) = crate::keys::generate(&settings.keys.dir, bits)?;
+                println!("generated {} (kid {kid})", path.display());
+                Ok(())
+            }
+            Command::Users(cmd) => users(&settings, cmd).await,
+            Command::Clients(cmd) => clients(&settings, cmd).await,
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = App::build(settings).await?;
+    tracing::info!(addr = %app.addr, "listening");
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(settings: &Settings, direction: Direction, steps: u32) -> anyhow::Result<()> {
+    let db = store::connect(&settings.database.url, 1).await?;
+    match direction {
+        Direction::Up => Migrator::up(&db, None).await?,
+        Direction::Down => Migrator::down(&db, Some(steps)).await?,
+        Direction::Status => {}
+    }
+    for m in Migrator::get_migration_with_status(&db).await? {
+        println!("{:?}\t{}", m.status(), m.name());
+    }
+    Ok(())
+}
+
+/// Connects and brings the schema up to date, for the commands that read or write rows.
+async fn database(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = store::connect(&settings.database.url, 2).await?;
+    store::migrate(&db).await?;
+    Ok(db)
+}
+
+async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
+    let users = UserStore::new(database(settings).await?);
+    match cmd {
+        UsersCommand::Create {
+            username,
+            email,
+            admin,
+        } => {
+            let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let password = read_stdin_line().context("reading the password from stdin")?;
+            password::check_policy(&password, username.as_str(), settings.password.min_length)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hasher = Hasher::new(1, std::time::Duration::from_secs(60))?;
+            let password_hash = hasher
+                .hash(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = users
+                .create(NewUser {
+                    username: &username,
+                    email: email.as_deref(),
+                    password_hash,
+                    is_admin: admin,
+                })
+                .await
+                .map_err(|e| match e {
+                    CreateUserError::Db(e) => anyhow::Error::from(e),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            println!("{}\t{}", user.id, user.username);
+        }
+        UsersCommand::Disable { username } => set_active(&users, &username, false).await?,
+        UsersCommand::Enable { username } => set_active(&users, &username, true).await?,
+        UsersCommand::List => {
+            println!("id\tusername\temail\tactive\tadmin\tcreated_at");
+            for u in users.list(u64::MAX, 0).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.username,
+                    u.email.unwrap_or_default(),
+                    u.is_active,
+                    u.is_admin,
+                    u.created_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_active(users: &UserStore, username: &str, active: bool) -> anyhow::Result<()> {
+    match users.set_active(username, active).await? {
+        Some(u) => {
+            println!(
+                "{} {}",
+                u.username,
+                if active { "enabled" } else { "disabled" }
+            );
+            Ok(())
+        }
+        None => bail!("no user named {username}"),
+    }
+}
+
+async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()> {
+    let clients = ClientStore::new(database(settings).await?);
+    match cmd {
+        ClientsCommand::Create {
+            id,
+            public,
+            grants,
+            scopes,
+            secret_stdin,
+        } => {
+            if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ':') {
+                bail!("--id must be 1 to 128 characters, without ':' or control characters");
+            }
+            let grant_types = grants
+                .iter()
+                .map(|g| {
+                    GrantType::parse(g.trim()).with_context(|| format!("unknown grant type {g}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if public && grant_types.contains(&GrantType::ClientCredentials) {
+                bail!("a public client cannot use client_credentials");
+            }
+            let scopes = Scope::parse(&scopes)
+                .map_err(|_| anyhow::anyhow!("--scopes is not a valid scope list"))?;
+            let secret = match (public, secret_stdin) {
+                (true, _) => None,
+                (false, true) => {
+                    let s = read_stdin_line().context("reading the secret from stdin")?;
+                    if s.len() < 32 {
+                        bail!("a client secret must have at least 32 characters");
+                    }
+                    Some(s)
+                }
+                (false, false) => {
+                    let mut bytes = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut bytes);
+                    Some(URL_SAFE_NO_PAD.encode(bytes))
+                }
+            };
+            clients
+                .create(NewClient {
+                    id: &id,
+                    secret_hash: secret.as_deref().map(hash_secret),
+                    grant_types: &grant_types,
+                    scopes: &scopes,
+                })
+                .await
+                .map_err(|e| match e {
+                    CreateClientError::Exists => anyhow::anyhow!("a client {id} exists already"),
+                    CreateClientError::Db(e) => e.into(),
+                })?;
+            match secret {
+                // Shown once: only its hash is stored.
+                Some(secret) if !secret_stdin => {
+                    println!("client_id: {id}\nclient_secret: {secret}")
+                }
+                _ => println!("client_id: {id}"),
+            }
+        }
+        ClientsCommand::List => {
+            println!("client_id\ttype\tgrant_types\tscopes\tcreated_at");
+            for c in clients.list().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.client_id,
+                    if c.is_public {
+                        "public"
+                    } else {
+                        "confidential"
+                    },
+                    c.grant_types,
+                    c.scopes,
+                    c.created_at.to_rfc3339()
+                );
+            }
+        }
+        ClientsCommand::Delete { id } => {
+            if !clients.delete(&id).await? {
+                bail!("no client {id}");
+            }
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
+/// One line from standard input, without its trailing newline.
+fn read_stdin_line() -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input)?;
+    let line = input
+        .strip_suffix("\r\n")
+        .or_else(|| input.strip_suffix('\n'))
+        .unwrap_or(&input);
+    if line.is_empty() {
+        bail!("standard input is empty");
+    }
+    Ok(line.to_owned())
+}

@@ -1,0 +1,413 @@
+//! Layered, typed settings: the defaults compiled in from `config/default.toml`, then that file on disk
+//! (so an operator may edit it), then the file named by `PORTCULLIS_CONFIG`, then `PORTCULLIS__SECTION__KEY`
+//! environment variables. Everything is checked here, at start-up; a bad value names its key.
+
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+/// The defaults, compiled in so that the binary runs anywhere without its source tree.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub keys: KeySettings,
+    pub tokens: TokenSettings,
+    pub refresh: RefreshSettings,
+    pub rate_limit: RateLimitSettings,
+    pub throttle: ThrottleSettings,
+    pub registration: RegistrationSettings,
+    pub password: PasswordSettings,
+    pub clients: ClientSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub issuer: Url,
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+// The URL may carry a password: never print it.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Option<String>,
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub dir: PathBuf,
+    pub jwks_max_age: u64,
+    pub publish_ahead: Option<u64>,
+    pub rescan_interval: u64,
+}
+
+impl KeySettings {
+    /// How long a new key is published before it may sign: by default, as long as a JWKS may be cached.
+    pub fn publish_ahead(&self) -> Duration {
+        Duration::from_secs(self.publish_ahead.unwrap_or(self.jwks_max_age))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub access_ttl: u64,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshSettings {
+    pub idle_ttl: u64,
+    pub absolute_ttl: u64,
+    pub reuse_grace: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub login_per_ip: NonZeroU32,
+    pub login_per_user: NonZeroU32,
+    pub register_per_ip: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSettings {
+    pub failures: u32,
+    pub base_delay: u64,
+    pub max_delay: u64,
+    pub user_ceiling: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    pub min_length: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub default_client_id: String,
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub default_scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// The full layering of the contract, reading the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        let on_disk = PathBuf::from("config/default.toml");
+        if on_disk.is_file() {
+            figment = figment.merge(Toml::file(on_disk));
+        }
+        if let Some(path) = std::env::var_os("PORTCULLIS_CONFIG") {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "PORTCULLIS_CONFIG names {}, which is not a readable file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("PORTCULLIS__").split("__")))
+    }
+
+    /// The compiled-in defaults alone, ignoring files and environment: the base tests start from.
+    pub fn defaults() -> Self {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)))
+            .expect("the compiled-in defaults are valid")
+    }
+
+    /// Extracts and checks settings from any figment (tests layer their own values this way).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment names the key and the source that set it; keep every error, not only the first.
+            ConfigError(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if !matches!(self.server.issuer.scheme(), "http" | "https") {
+            return bad("server.issuer", "must be an http or https URL");
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return bad("database.url", "must be a sqlite: or postgres:// URL");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if let Some(url) = &self.redis.url
+            && redis::Client::open(url.as_str()).is_err()
+        {
+            return bad("redis.url", "is not a valid redis:// URL");
+        }
+        if self.tokens.access_ttl == 0 {
+            return bad("tokens.access_ttl", "must be at least 1 second");
+        }
+        if self.tokens.audience.trim().is_empty() {
+            return bad("tokens.audience", "must not be empty");
+        }
+        if self.keys.jwks_max_age == 0 {
+            return bad("keys.jwks_max_age", "must be at least 1 second");
+        }
+        if self.keys.rescan_interval == 0 {
+            return bad("keys.rescan_interval", "must be at least 1 second");
+        }
+        if self.refresh.idle_ttl == 0 {
+            return bad("refresh.idle_ttl", "must be at least 1 second");
+        }
+        if self.refresh.absolute_ttl < self.refresh.idle_ttl {
+            return bad(
+                "refresh.absolute_ttl",
+                "must not be shorter than refresh.idle_ttl",
+            );
+        }
+        if self.throttle.base_delay == 0 || self.throttle.max_delay < self.throttle.base_delay {
+            return bad(
+                "throttle.max_delay",
+                "must be at least throttle.base_delay, which must be at least 1",
+            );
+        }
+        if !(1..=crate::password::MAX_LENGTH).contains(&self.password.min_length) {
+            return bad("password.min_length", "must be between 1 and 128");
+        }
+        if crate::oauth::scope::Scope::parse(&self.clients.default_scopes.join(" ")).is_err() {
+            return bad(
+                "clients.default_scopes",
+                "must be valid RFC 6749 scope tokens",
+            );
+        }
+        if self.clients.default_client_id.is_empty() || self.clients.default_client_id.len() > 128 {
+            return bad("clients.default_client_id", "must be 1 to 128 characters");
+        }
+        Ok(())
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.tokens.access_ttl)
+    }
+
+    pub fn refresh_absolute_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh.absolute_ttl)
+    }
+
+    /// The issuer as it appears in `iss`: the configured URL without a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.server.issuer.as_str().trim_end_matches('/').to_owned()
+    }
+}
+
+/// Accepts a TOML list or, as environment variables can only carry strings, one comma-separated string.
+fn list_or_comma_separated<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Raw::deserialize(de)? {
+        Raw::List(items) => items,
+        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_item::<T>(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn parse_item<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    // A bare address is a one-address range.
+    s.parse::<T>()
+        .or_else(|first| {
+            let widened = match s.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => format!("{s}/32"),
+                Ok(std::net::IpAddr::V6(_)) => format!("{s}/128"),
+                Err(_) => return Err(first),
+            };
+            widened.parse::<T>().map_err(|_| first)
+        })
+        .map_err(|e| format!("`{s}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(key: &str, value: impl serde::Serialize) -> Result<Settings, ConfigError> {
+        Settings::from_figment(
+            Figment::from(Toml::string(DEFAULTS)).merge(Serialized::default(key, value)),
+        )
+    }
+
+    #[test]
+    fn the_defaults_are_the_contract_defaults() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.issuer.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(s.database.url, "sqlite://data/portcullis.db?mode=rwc");
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.keys.publish_ahead(), Duration::from_secs(300));
+        assert_eq!(s.tokens.access_ttl, 900);
+        assert_eq!(s.refresh.idle_ttl, 604_800);
+        assert_eq!(s.refresh.absolute_ttl, 2_592_000);
+        assert_eq!(s.rate_limit.login_per_ip.get(), 30);
+        assert_eq!(s.throttle.max_delay, 900);
+        assert_eq!(s.password.min_length, 8);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = with("tokens.access_ttl", "soon").unwrap_err().to_string();
+        assert!(err.contains("tokens.access_ttl"), "{err}");
+        let err = with("server.bind", "nowhere").unwrap_err().to_string();
+        assert!(err.contains("server.bind"), "{err}");
+        let err = with("tokens.access_ttl", 0).unwrap_err().to_string();
+        assert!(err.contains("tokens.access_ttl"), "{err}");
+        let err = with("password.min_length", 500).unwrap_err().to_string();
+        assert!(err.contains("password.min_length"), "{err}");
+        let err = with("server.trusted_proxies", "10.0.0.0/8,banana")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.trusted_proxies") && err.contains("banana"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_rather_than_ignored() {
+        let err = with("tokens.acess_ttl", 60).unwrap_err().to_string();
+        assert!(err.contains("acess_ttl"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_a_comma_separated_string_and_bare_addresses() {
+        let s = with("server.trusted_proxies", "10.0.0.0/8, 192.168.1.7,::1").unwrap();
+        let got: Vec<String> = s
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(got, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
+    }
+
+    #[test]
+    fn environment_variables_override_with_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PORTCULLIS__TOKENS__ACCESS_TTL", "60");
+            jail.set_env(
+                "PORTCULLIS__SERVER__TRUSTED_PROXIES",
+                "10.1.0.0/16,10.2.0.1",
+            );
+            let s = Settings::load().map_err(|e| e.to_string())?;
+            assert_eq!(s.tokens.access_ttl, 60);
+            assert_eq!(s.server.trusted_proxies.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_file_named_by_portcullis_config_overrides_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("prod.toml", "[tokens]\naudience = \"api\"\n")?;
+            jail.set_env("PORTCULLIS_CONFIG", "prod.toml");
+            let s = Settings::load().map_err(|e| e.to_string())?;
+            assert_eq!(s.tokens.audience, "api");
+            Ok(())
+        });
+    }
+}

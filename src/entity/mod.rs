@@ -1,0 +1,6 @@
+//! sea-orm entities, one module per table. Only `store` uses them.
+
+pub mod client;
+pub mod refresh_token;
+pub mod session;
+pub mod user;

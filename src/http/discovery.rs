@@ -1,0 +1,125 @@
+//! `GET /.well-known/jwks.json` (RFC 7517): the key store's bytes, serialised once per key set, with a
+//! strong ETag and a `Cache-Control` lifetime so that resource servers cache them.
+
+use std::sync::Arc;
+
+use poem::{
+    Request, Response,
+    http::{StatusCode, header},
+    web::Data,
+};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::Payload,
+    registry::{MetaSchemaRef, Registry},
+    types::Type,
+};
+
+use super::Tag;
+use crate::state::AppState;
+
+/// One RSA public key (RFC 7517 §4, RFC 7518 §6.3).
+#[derive(Object)]
+#[allow(dead_code)]
+struct JwkDoc {
+    /// `RSA`.
+    kty: String,
+    /// `sig`.
+    #[oai(rename = "use")]
+    use_: String,
+    /// `RS256`.
+    alg: String,
+    /// The RFC 7638 thumbprint of the key.
+    kid: String,
+    /// Modulus, base64url.
+    n: String,
+    /// Exponent, base64url.
+    e: String,
+}
+
+/// Every key that may have signed a live token, plus the next key once it is pre-published.
+#[derive(Object)]
+#[allow(dead_code)]
+struct JwksDoc {
+    keys: Vec<JwkDoc>,
+}
+
+/// JSON that was serialised once, described by the schema `T`.
+pub struct PreRendered<T>(bytes::Bytes, std::marker::PhantomData<T>);
+
+impl<T> PreRendered<T> {
+    pub fn new(bytes: bytes::Bytes) -> Self {
+        Self(bytes, std::marker::PhantomData)
+    }
+}
+
+impl<T: Type> Payload for PreRendered<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> poem::IntoResponse for PreRendered<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .status(StatusCode::OK)
+            .content_type("application/json")
+            .body(poem::Body::from_bytes(self.0))
+    }
+}
+
+#[derive(ApiResponse)]
+enum JwksResponse {
+    /// The key set.
+    #[oai(status = 200)]
+    Ok(
+        PreRendered<JwksDoc>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The client's copy (its `If-None-Match`) is current.
+    #[oai(status = 304)]
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+pub struct DiscoveryApi;
+
+#[OpenApi]
+impl DiscoveryApi {
+    /// The JSON Web Key Set
+    ///
+    /// The public keys that verify this server's access tokens. Cache it as `Cache-Control` says;
+    /// refetch it when a token names a `kid` you do not know.
+    #[oai(
+        path = "/.well-known/jwks.json",
+        method = "get",
+        tag = "Tag::Discovery"
+    )]
+    async fn jwks(&self, state: Data<&Arc<AppState>>, req: &Request) -> JwksResponse {
+        let keys = state.keys.current();
+        let etag = keys.etag().to_owned();
+        let cache = format!("public, max-age={}", state.settings.keys.jwks_max_age);
+        let matches = req
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == etag || tag == "*");
+        if matches {
+            JwksResponse::NotModified(etag, cache)
+        } else {
+            JwksResponse::Ok(PreRendered::new(keys.jwks().clone()), etag, cache)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The HTTP edge: the only module that knows poem. Handlers parse requests into domain values, call the
+//! domain, and turn results into responses; every error is rendered by [`crate::error`].
+
+mod bearer;
+mod client_auth;
+mod discovery;
+mod form;
+mod ops;
+mod token;
+mod users;
+
+use std::sync::Arc;
+
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+    http::{HeaderValue, Method, header},
+    middleware::Cors,
+};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{error::Error, state::AppState};
+
+/// Request bodies larger than this are refused with `413` before anything reads them.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Tags)]
+enum Tag {
+    /// Tokens (RFC 6749, RFC 9068).
+    #[oai(rename = "OAuth 2.0")]
+    OAuth,
+    /// Keys and metadata for resource servers.
+    Discovery,
+    /// Accounts.
+    Users,
+    /// Health and operations.
+    Operations,
+}
+
+/// The OpenAPI service: every operation of the contract.
+pub fn api(
+    issuer: &str,
+) -> OpenApiService<
+    (
+        token::TokenApi,
+        discovery::DiscoveryApi,
+        users::UsersApi,
+        ops::OpsApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (token::TokenApi, discovery::DiscoveryApi, users::UsersApi, ops::OpsApi),
+        "Portcullis",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("An OAuth 2.0 authorization server: RS256 JWT access tokens, rotating refresh tokens, a JWKS.")
+    .server(issuer)
+}
+
+/// Every route, with the middleware every response passes through.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    let api = api(&state.settings.issuer());
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let cors = cors(&state.settings.server.cors_origins);
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .data(state)
+        .around(|ep, mut req: Request| async move {
+            limit_body(&mut req).await?;
+            ep.call(req).await
+        })
+        .catch_all_error(render_error)
+        .after(|resp: poem::Result<Response>| async move {
+            let mut resp = resp?;
+            // Tokens and account data must not be cached (RFC 6749 §5.1); what may be cached (the
+            // JWKS, the docs) says so itself.
+            let headers = resp.headers_mut();
+            if !headers.contains_key(header::CACHE_CONTROL) {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            }
+            headers.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            Ok(resp)
+        })
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .map_to_response()
+}
+
+fn cors(origins: &[String]) -> Option<Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        Cors::new()
+            .allow_origins(origins.iter().map(String::as_str))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_credentials(false),
+    )
+}
+
+/// Buffers the body, refusing more than [`MAX_BODY`] whether or not a `Content-Length` announced it.
+async fn limit_body(req: &mut Request) -> poem::Result<()> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(Error::PayloadTooLarge.into());
+    }
+    let body = req
+        .take_body()
+        .into_bytes_limit(MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            poem::error::ReadBodyError::PayloadTooLarge => Error::PayloadTooLarge,
+            _ => Error::invalid_request("the request body could not be read"),
+        })?;
+    req.set_body(body);
+    Ok(())
+}
+
+/// Renders any error as the contract's JSON envelope: ours as they are, poem's and poem-openapi's
+/// (a malformed body, a wrong content type, a missing credential, an unknown route) mapped onto ours.
+async fn render_error(err: poem::Error) -> Response {
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
+    };
+    if err.is::<Error>() {
+        return err.into_response();
+    }
+    let mapped = if err.is::<AuthorizationError>() {
+        Error::MissingToken
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        Error::invalid_request(e.to_string())
+    } else if err.is::<ParseRequestPayloadError>() {
+        Error::invalid_request("malformed request body")
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        Error::invalid_request(format!("malformed parameter `{}`", e.name))
+    } else {
+        let status = err.status();
+        if status.is_server_error() {
+            Error::Internal(anyhow::anyhow!("{err}"))
+        } else {
+            let code = match status.as_u16() {
+                404 => "not_found",
+                405 => "method_not_allowed",
+                _ => "invalid_request",
+            };
+            let body = serde_json::json!({ "error": code, "error_description": err.to_string() });
+            return Response::builder()
+                .status(status)
+                .content_type("application/json")
+                .body(body.to_string());
+        }
+    };
+    mapped.into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        poem::error::ResponseError::as_response(&self)
+    }
+}

@@ -1,0 +1,148 @@
+//! `POST /users` (registration) and `GET /users/me`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use uuid::Uuid;
+
+use super::{Tag, bearer::Auth};
+use crate::{
+    entity::user,
+    error::{BearerErrors, Error, Failure, RegisterErrors},
+    oauth::username::Username,
+    password,
+    state::AppState,
+    store::users::{CreateUserError, NewUser},
+};
+
+#[derive(Object)]
+pub struct RegisterRequest {
+    /// 3 to 64 of `A-Z a-z 0-9 . _ -`; unique regardless of case.
+    username: String,
+    /// 8 to 128 characters (the minimum is configurable), not a common password, not the username.
+    #[oai(write_only)]
+    password: String,
+    email: Option<String>,
+}
+
+/// A user as the API shows one.
+#[derive(Object)]
+pub struct UserView {
+    id: Uuid,
+    username: String,
+    email: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for UserView {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Registered {
+    /// The user was created.
+    #[oai(status = 201)]
+    Created(Json<UserView>),
+}
+
+pub struct UsersApi;
+
+#[OpenApi]
+impl UsersApi {
+    /// Register a user
+    #[oai(path = "/users", method = "post", tag = "Tag::Users")]
+    async fn register(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: Json<RegisterRequest>,
+    ) -> Result<Registered, Failure<RegisterErrors>> {
+        if !state.settings.registration.enabled {
+            return Err(Error::RegistrationDisabled.into());
+        }
+        let RegisterRequest {
+            username,
+            password,
+            email,
+        } = body.0;
+        let username = Username::parse(&username)?;
+        let email = email.filter(|e| !e.is_empty());
+        if let Some(email) = &email {
+            check_email(email)?;
+        }
+        password::check_policy(
+            &password,
+            username.as_str(),
+            state.settings.password.min_length,
+        )?;
+        let password_hash = state.hasher.hash(password).await?;
+        let created = state
+            .users
+            .create(NewUser {
+                username: &username,
+                email: email.as_deref(),
+                password_hash,
+                is_admin: false,
+            })
+            .await
+            .map_err(|e| match e {
+                CreateUserError::UsernameTaken => Error::Conflict("username_taken"),
+                CreateUserError::EmailTaken => Error::Conflict("email_taken"),
+                CreateUserError::Db(e) => e.into(),
+            })?;
+        tracing::info!(user = %created.id, "registered");
+        Ok(Registered::Created(Json(created.into())))
+    }
+
+    /// The caller
+    #[oai(path = "/users/me", method = "get", tag = "Tag::Users")]
+    async fn me(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+    ) -> Result<Json<UserView>, Failure<BearerErrors>> {
+        let user = current_user(&state, &auth).await?;
+        Ok(Json(user.into()))
+    }
+}
+
+/// The live user a token speaks for. A client's own token (no user) lacks the scope of a user route.
+pub async fn current_user(state: &AppState, auth: &Auth) -> Result<user::Model, Error> {
+    let claims = auth.claims();
+    if claims.username.is_none() {
+        return Err(Error::InsufficientScope);
+    }
+    let id: Uuid = claims
+        .sub
+        .parse()
+        .map_err(|_| Error::InvalidToken("sub is not a user id"))?;
+    match state.users.find(id).await? {
+        Some(user) if user.is_active => Ok(user),
+        _ => Err(Error::InvalidToken("user is gone or disabled")),
+    }
+}
+
+/// A plausibility check only; an address is proven by mail, which this server does not send.
+fn check_email(email: &str) -> Result<(), Error> {
+    let plausible = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if plausible {
+        Ok(())
+    } else {
+        Err(Error::Policy {
+            code: "invalid_email",
+            description: "the email address is not valid".into(),
+        })
+    }
+}

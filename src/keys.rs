@@ -1,0 +1,297 @@
+//! The key store: RSA private keys as PKCS#8 PEM files in `keys.dir`, one file per key, named by creation
+//! time. It chooses the signing key, and serialises the JWKS once per key set.
+//!
+//! The `rsa` crate only generates keys and reads their public parts; every private-key operation
+//! (signing) goes through jsonwebtoken's aws-lc-rs backend, which is constant-time (RUSTSEC-2023-0071).
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rsa::{
+    RsaPrivateKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    traits::PublicKeyParts,
+};
+use sha2::{Digest, Sha256};
+
+/// How key files are named: the creation time, so that ordering by name is ordering by age.
+const FILE_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// One signing key and what is published of it.
+pub struct Key {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    pub created_at: DateTime<Utc>,
+    pub path: PathBuf,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    n: String,
+    e: String,
+}
+
+/// The keys of one scan of the folder, with the JWKS bytes built once from them.
+pub struct KeySet {
+    keys: Vec<Arc<Key>>,
+    signing: Arc<Key>,
+    jwks: Bytes,
+    etag: String,
+}
+
+impl KeySet {
+    /// The key new tokens are signed with.
+    pub fn signing(&self) -> &Arc<Key> {
+        &self.signing
+    }
+
+    /// The published key with this `kid`; only published keys verify tokens.
+    pub fn find(&self, kid: &str) -> Option<&Arc<Key>> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn keys(&self) -> &[Arc<Key>] {
+        &self.keys
+    }
+
+    /// The serialised JWKS document.
+    pub fn jwks(&self) -> &Bytes {
+        &self.jwks
+    }
+
+    /// A strong ETag derived from the published key set, so instances with the same keys agree.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+/// Shares the current [`KeySet`]; readers take a cheap `Arc` clone and never wait on a scan.
+pub struct KeyStore {
+    dir: PathBuf,
+    publish_ahead: Duration,
+    access_ttl: Duration,
+    current: RwLock<Arc<KeySet>>,
+}
+
+impl KeyStore {
+    /// Loads every key in `dir`. A folder without a key is an error: the server cannot sign.
+    pub fn load(dir: &Path, publish_ahead: Duration, access_ttl: Duration) -> anyhow::Result<Self> {
+        let set = scan(dir, publish_ahead, access_ttl, Utc::now())?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            publish_ahead,
+            access_ttl,
+            current: RwLock::new(Arc::new(set)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.read().expect("key set lock").clone()
+    }
+
+    /// Reads the folder again; the JWKS bytes change only when the published set does.
+    pub fn rescan(&self) -> anyhow::Result<()> {
+        let set = scan(&self.dir, self.publish_ahead, self.access_ttl, Utc::now())?;
+        let mut current = self.current.write().expect("key set lock");
+        if current.etag != set.etag || current.signing.kid != set.signing.kid {
+            *current = Arc::new(set);
+        }
+        Ok(())
+    }
+}
+
+fn scan(
+    dir: &Path,
+    publish_ahead: Duration,
+    access_ttl: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<KeySet> {
+    let mut keys = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the key folder {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "pem") {
+            keys.push(Arc::new(read_key(&path)?));
+        }
+    }
+    if keys.is_empty() {
+        bail!(
+            "no signing key in {}: run `portcullis keys generate` (or `make run`, which does it)",
+            dir.display()
+        );
+    }
+    keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    keys.dedup_by(|a, b| a.kid == b.kid);
+
+    let publish_ahead = chrono::Duration::from_std(publish_ahead)?;
+    let access_ttl = chrono::Duration::from_std(access_ttl)?;
+    // The newest key that has been published long enough for caches to know it; on a fresh
+    // installation no key is that old, and the oldest signs.
+    let signing_at = keys
+        .iter()
+        .rposition(|k| k.created_at + publish_ahead <= now)
+        .unwrap_or(0);
+    // An older key stays published until every token it may have signed has expired: it stopped
+    // signing when its successor became eligible.
+    let first_published = (0..signing_at)
+        .find(|&i| keys[i + 1].created_at + publish_ahead + access_ttl > now)
+        .unwrap_or(signing_at);
+    let signing = keys[signing_at].clone();
+    let keys: Vec<_> = keys.drain(first_published..).collect();
+
+    let jwks = serde_json::json!({
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, "n": k.n, "e": k.e,
+        })).collect::<Vec<_>>()
+    });
+    let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
+    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
+    Ok(KeySet {
+        keys,
+        signing,
+        jwks,
+        etag,
+    })
+}
+
+fn read_key(path: &Path) -> anyhow::Result<Key> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key {}", path.display()))?;
+    let private = RsaPrivateKey::from_pkcs8_pem(&pem)
+        .with_context(|| format!("{} is not a PKCS#8 PEM RSA private key", path.display()))?;
+    let n = URL_SAFE_NO_PAD.encode(private.n().to_bytes_be());
+    let e = URL_SAFE_NO_PAD.encode(private.e().to_bytes_be());
+    let created_at = created_at(path)?;
+    Ok(Key {
+        kid: thumbprint(&n, &e),
+        created_at,
+        path: path.to_owned(),
+        encoding: EncodingKey::from_rsa_pem(pem.as_bytes())
+            .with_context(|| format!("loading {} for signing", path.display()))?,
+        decoding: DecodingKey::from_rsa_components(&n, &e)?,
+        n,
+        e,
+    })
+}
+
+/// The creation time from the file name, or the file's modification time for a key added by hand.
+fn created_at(path: &Path) -> anyhow::Result<DateTime<Utc>> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let stamp = stem.split('-').next().unwrap_or("");
+    if let Ok(t) = NaiveDateTime::parse_from_str(stamp, FILE_TIME_FORMAT) {
+        return Ok(t.and_utc());
+    }
+    Ok(std::fs::metadata(path)?.modified()?.into())
+}
+
+/// RFC 7638 §3: SHA-256 over the required members in lexicographic order, without white space.
+pub fn thumbprint(n: &str, e: &str) -> String {
+    let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Generates a new key into `dir` as PKCS#8 PEM, readable by its owner only. Returns its path and kid.
+pub fn generate(dir: &Path, bits: usize) -> anyhow::Result<(PathBuf, String)> {
+    if ![2048, 3072, 4096].contains(&bits) {
+        bail!("--bits must be 2048, 3072 or 4096");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits)?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF)?;
+    let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+    let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+    let kid = thumbprint(&n, &e);
+    let path = dir.join(format!(
+        "{}-{}.pem",
+        Utc::now().format(FILE_TIME_FORMAT),
+        &kid[..8]
+    ));
+    let mut file = open_private(&path)?;
+    file.write_all(pem.as_bytes())?;
+    file.sync_all()?;
+    Ok((path, kid))
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        // RFC 7638 §3.1.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        assert_eq!(
+            thumbprint(n, "AQAB"),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn a_generated_key_is_private_and_its_kid_is_the_thumbprint_jsonwebtoken_computes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, kid) = generate(dir.path(), 2048).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let pem = std::fs::read(&path).unwrap();
+        assert!(pem.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+        let enc = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::RS256)
+            .unwrap();
+        assert_eq!(
+            jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                .unwrap(),
+            kid
+        );
+        let store = KeyStore::load(
+            dir.path(),
+            Duration::from_secs(300),
+            Duration::from_secs(900),
+        )
+        .unwrap();
+        assert_eq!(store.current().signing().kid, kid);
+    }
+
+    #[test]
+    fn an_empty_folder_says_how_to_make_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("portcullis keys generate"),
+            "{err}"
+        );
+    }
+}

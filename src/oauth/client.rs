@@ -1,0 +1,106 @@
+//! Client authentication (RFC 6749 §2.3): `client_secret_basic`, `client_secret_post`, or a public
+//! client's `client_id` alone. A request that names no client at all is the default public client.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::scope::Scope;
+use crate::{entity::client, error::Error, store::clients::ClientStore};
+
+/// What a request presented to identify its client, before anything was checked.
+#[derive(Debug)]
+pub enum Presented {
+    Nothing,
+    Basic { id: String, secret: String },
+    Post { id: String, secret: String },
+    IdOnly(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    Password,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const ALL: [GrantType; 3] = [Self::Password, Self::RefreshToken, Self::ClientCredentials];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+/// A client whose identity has been proven (or which is public and needs no proof).
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient {
+    pub id: String,
+    pub is_public: bool,
+    pub grant_types: Vec<GrantType>,
+    pub scopes: Scope,
+}
+
+impl AuthenticatedClient {
+    pub fn may_use(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+}
+
+/// SHA-256 of a client secret: secrets are 256 random bits, so a fast hash is enough to keep the stored
+/// value useless to a thief, and it can be compared in constant time.
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+pub async fn authenticate(
+    store: &ClientStore,
+    presented: Presented,
+    default_client_id: &str,
+) -> Result<AuthenticatedClient, Error> {
+    let basic = matches!(presented, Presented::Basic { .. });
+    let refuse = |detail| Error::InvalidClient { basic, detail };
+    let (id, secret) = match presented {
+        Presented::Nothing => (default_client_id.to_owned(), None),
+        Presented::IdOnly(id) => (id, None),
+        Presented::Basic { id, secret } | Presented::Post { id, secret } => (id, Some(secret)),
+    };
+    let Some(client) = store.find(&id).await? else {
+        // Hash anyway, so an unknown client costs what a known one does.
+        if let Some(secret) = &secret {
+            let _ = hash_secret(secret);
+        }
+        return Err(refuse("unknown client"));
+    };
+    match (client.is_public, &client.secret_hash, secret) {
+        (true, _, None) => {}
+        (true, _, Some(_)) => return Err(refuse("public client presented a secret")),
+        (false, Some(stored), Some(secret)) => {
+            if !bool::from(hash_secret(&secret).ct_eq(stored)) {
+                return Err(refuse("wrong secret"));
+            }
+        }
+        (false, _, _) => return Err(refuse("confidential client without a valid secret")),
+    }
+    Ok(from_model(client))
+}
+
+pub fn from_model(client: client::Model) -> AuthenticatedClient {
+    AuthenticatedClient {
+        grant_types: client
+            .grant_types
+            .split(' ')
+            .filter_map(GrantType::parse)
+            .collect(),
+        scopes: Scope::parse(&client.scopes).unwrap_or_default(),
+        is_public: client.is_public,
+        id: client.client_id,
+    }
+}

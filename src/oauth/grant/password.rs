@@ -1,0 +1,92 @@
+//! The resource owner password credentials grant (RFC 6749 §4.3).
+//!
+//! An unknown user, a wrong password and a disabled user get the same `invalid_grant` after the same
+//! work: the password is always verified, against a dummy hash when there is no user.
+
+use super::{Issued, resolve_scope};
+use crate::{
+    error::Error,
+    oauth::{client::AuthenticatedClient, issuer::Subject, scope::Scope},
+    password::Verified,
+    state::AppState,
+};
+
+/// Only admin users may hold this scope.
+pub const ADMIN_SCOPE: &str = "admin";
+
+pub async fn handle(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    username: &str,
+    password: String,
+    requested: Option<Scope>,
+) -> Result<Issued, Error> {
+    // Checked before the password so that it reveals nothing about the user.
+    if let Some(requested) = &requested
+        && !requested.is_subset(&client.scopes)
+    {
+        return Err(Error::InvalidScope);
+    }
+    let user = state.users.find_by_username(username).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = state.hasher.verify(password.clone(), stored).await?;
+    let user = match (user, verified) {
+        (Some(user), Verified::Match { needs_rehash }) if user.is_active => {
+            if needs_rehash {
+                rehash(state, user.id, password).await;
+            }
+            user
+        }
+        (None, _) => return Err(Error::InvalidGrant("unknown user")),
+        (Some(user), Verified::Mismatch) if user.is_active => {
+            return Err(Error::InvalidGrant("wrong password"));
+        }
+        (Some(_), _) => return Err(Error::InvalidGrant("disabled user")),
+    };
+
+    let grantable = if user.is_admin {
+        client.scopes.clone()
+    } else {
+        client.scopes.without(ADMIN_SCOPE)
+    };
+    let scope = resolve_scope(requested, &grantable)?;
+    let session = state
+        .sessions
+        .create(
+            user.id,
+            &client.id,
+            &scope,
+            state.settings.refresh_absolute_ttl(),
+        )
+        .await?;
+    let access = state.issuer.access_token(
+        Subject::User {
+            id: user.id,
+            username: &user.username,
+            session: session.id,
+        },
+        &client.id,
+        &scope,
+    )?;
+    tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "password grant");
+    Ok(Issued {
+        access,
+        refresh_token: None,
+        scope,
+    })
+}
+
+/// Stores a hash with current parameters; the login succeeds even if this fails.
+async fn rehash(state: &AppState, user: uuid::Uuid, password: String) {
+    let result = match state.hasher.hash(password).await {
+        Ok(phc) => state
+            .users
+            .update_hash(user, phc)
+            .await
+            .map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(%user, error = %e, "could not rehash a password with current parameters");
+    }
+}

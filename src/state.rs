@@ -1,0 +1,69 @@
+//! The shared services, built once, the same way by `main` and by the tests.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    config::Settings,
+    keys::KeyStore,
+    oauth::{issuer::Issuer, scope::Scope, verifier::Verifier},
+    password::Hasher,
+    store::{clients::ClientStore, sessions::SessionStore, users::UserStore},
+};
+
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub keys: Arc<KeyStore>,
+    pub hasher: Hasher,
+    pub issuer: Issuer,
+    pub verifier: Verifier,
+    pub users: UserStore,
+    pub clients: ClientStore,
+    pub sessions: SessionStore,
+}
+
+/// How long a login waits for a hashing slot before it is told to retry.
+const HASH_WAIT: Duration = Duration::from_secs(5);
+
+impl AppState {
+    /// Connects, migrates, loads the keys and makes sure the default client exists.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Exactly one jsonwebtoken backend is compiled in; installing it makes that explicit and turns
+        // a feature-unification accident into a start-up error instead of a panic on the first token.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let db = crate::store::connect(&settings.database.url, settings.database.max_connections)
+            .await?;
+        crate::store::migrate(&db).await?;
+        let keys = Arc::new(KeyStore::load(
+            &settings.keys.dir,
+            settings.keys.publish_ahead(),
+            settings.access_ttl(),
+        )?);
+        let clients = ClientStore::new(db.clone());
+        let default_scopes = Scope::parse(&settings.clients.default_scopes.join(" "))
+            .map_err(|_| anyhow::anyhow!("clients.default_scopes is invalid"))?;
+        clients
+            .ensure_default(&settings.clients.default_client_id, &default_scopes)
+            .await?;
+        let issuer_url = settings.issuer();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self {
+            hasher: Hasher::new(cores, HASH_WAIT)?,
+            issuer: Issuer::new(
+                keys.clone(),
+                issuer_url.clone(),
+                settings.tokens.audience.clone(),
+                settings.access_ttl(),
+            ),
+            verifier: Verifier::new(keys.clone(), &issuer_url, &settings.tokens.audience),
+            users: crate::store::users::UserStore::new(db.clone()),
+            sessions: SessionStore::new(db.clone()),
+            clients,
+            keys,
+            db,
+            settings: Arc::new(settings),
+        })
+    }
+}
