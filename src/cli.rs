@@ -197,7 +197,7 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Enable { username } => set_active(&users, &username, true).await?,
         UsersCommand::List => {
             println!("id\tusername\temail\tactive\tadmin\tcreated_at");
-            for u in users.list(u64::MAX, 0).await? {
+            for u in users.list(None, 0).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     u.id,

@@ -192,14 +192,19 @@ impl Settings {
 
     /// Extracts and checks settings from any figment (tests layer their own values this way).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|e| {
-            // figment names the key and the source that set it; keep every error, not only the first.
-            ConfigError(
-                e.into_iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
+        let settings: Settings = figment.extract().map_err(|errors| {
+            // Name each bad key as the contract spells it (`section.key`, lowercase, whichever source set
+            // it) and say where the value came from; keep every error, not only the first.
+            let described = errors.into_iter().map(|e| {
+                let key = e.path.join(".").to_lowercase();
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!(" (from {})", m.name))
+                    .unwrap_or_default();
+                format!("{key}: {}{source}", e.kind)
+            });
+            ConfigError(described.collect::<Vec<_>>().join("; "))
         })?;
         settings.check()?;
         Ok(settings)
@@ -322,6 +327,8 @@ where
 }
 
 #[cfg(test)]
+// figment::Jail's closures return its own large error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::providers::Serialized;

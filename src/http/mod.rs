@@ -107,25 +107,34 @@ fn cors(origins: &[String]) -> Option<Cors> {
 
 /// Buffers the body, refusing more than [`MAX_BODY`] whether or not a `Content-Length` announced it.
 async fn limit_body(req: &mut Request) -> poem::Result<()> {
+    use tokio::io::AsyncReadExt;
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+    if announced.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(Error::PayloadTooLarge.into());
     }
-    let body = req
-        .take_body()
-        .into_bytes_limit(MAX_BODY)
-        .await
-        .map_err(|e| match e {
-            poem::error::ReadBodyError::PayloadTooLarge => Error::PayloadTooLarge,
-            _ => Error::invalid_request("the request body could not be read"),
-        })?;
+    let mut reader = req.take_body().into_async_read();
+    let mut body = Vec::new();
+    let read = (&mut reader)
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .await;
+    read.map_err(|_| Error::invalid_request("the request body could not be read"))?;
+    if body.len() > MAX_BODY {
+        // Read (a bounded amount of) the rest before answering, so that the client, still sending,
+        // receives the 413 rather than a reset connection.
+        let _ = tokio::io::copy(&mut reader.take(DRAIN_LIMIT), &mut tokio::io::sink()).await;
+        return Err(Error::PayloadTooLarge.into());
+    }
     req.set_body(body);
     Ok(())
 }
+
+/// The most of an oversized body that is read and discarded; anything larger is refused unread.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
 
 /// Renders any error as the contract's JSON envelope: ours as they are, poem's and poem-openapi's
 /// (a malformed body, a wrong content type, a missing credential, an unknown route) mapped onto ours.

@@ -51,14 +51,20 @@ impl UserStore {
             .await
     }
 
-    pub async fn list(&self, limit: u64, offset: u64) -> Result<Vec<user::Model>, sea_orm::DbErr> {
-        user::Entity::find()
+    /// Users in creation order; `None` lists them all.
+    pub async fn list(
+        &self,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> Result<Vec<user::Model>, sea_orm::DbErr> {
+        let mut query = user::Entity::find()
             .order_by_asc(user::Column::CreatedAt)
-            .order_by_asc(user::Column::Id)
-            .limit(limit)
-            .offset(offset)
-            .all(&self.db)
-            .await
+            .order_by_asc(user::Column::Id);
+        // SQLite accepts OFFSET only after a LIMIT.
+        if let Some(limit) = limit {
+            query = query.limit(limit).offset(offset);
+        }
+        query.all(&self.db).await
     }
 
     /// Inserts a user; the unique indexes, not a prior read, decide whether the name is taken, so two

@@ -1,0 +1,39 @@
+# Portcullis. `make run` and `make test` are all a newcomer needs; see README.md.
+
+CARGO ?= cargo
+BIN   := target/release/portcullis
+
+# The integration tests use these; PostgreSQL and Redis as the machine runs them by default.
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/
+
+.PHONY: build run keys test lint fmt openapi
+
+## build: the release binary, target/release/portcullis
+build:
+	$(CARGO) build --release --locked --bin portcullis
+
+## run: build, generate a development key into keys/ if there is none, and serve on the defaults
+run: build keys
+	$(BIN) serve
+
+## keys: a development signing key in keys/, unless one exists
+keys: build
+	@if ls keys/*.pem >/dev/null 2>&1; then echo "keys/ has a key"; else $(BIN) keys generate; fi
+
+## test: every unit and integration test, on SQLite files and on PostgreSQL
+test:
+	$(CARGO) test --workspace --locked
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## openapi: print the OpenAPI document of a running server (make run first)
+openapi:
+	@curl -fsS http://127.0.0.1:8080/openapi.json

@@ -1,0 +1,378 @@
+//! `spawn_app`: the real application, built as `main` builds it, on port 0 with its own database (a
+//! temporary SQLite file, or a fresh PostgreSQL database created for the test and dropped after it).
+
+use std::{
+    path::Path,
+    sync::{Arc, LazyLock},
+};
+
+use portcullis::{
+    config::Settings,
+    oauth::{client::GrantType, client::hash_secret, scope::Scope, username::Username},
+    startup::App,
+    state::AppState,
+    store::{clients::NewClient, users::NewUser},
+};
+use reqwest::{Response, StatusCode};
+use sea_orm::{ConnectionTrait, Database, Statement};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Runs a test body once on SQLite and once on PostgreSQL: `mod NAME { sqlite, postgres }`.
+macro_rules! on_both_databases {
+    ($($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        $(#[$meta])*
+        async fn $name($backend: crate::helpers::Backend) $body
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One key for the whole test process: RSA generation is slow, and no test here rotates keys.
+static KEYS: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().expect("temp dir");
+    portcullis::keys::generate(dir.path(), 2048).expect("generate a test key");
+    dir
+});
+
+pub fn test_keys_dir() -> &'static Path {
+    KEYS.path()
+}
+
+/// The PEM of the test key, to forge tokens signed by the real key with other claims.
+pub fn test_signing_pem() -> Vec<u8> {
+    let entry = std::fs::read_dir(test_keys_dir())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::read(entry.path()).unwrap()
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_url();
+                let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at TEST_DATABASE_URL ({admin_url}) does not answer: {e}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap();
+                admin.close().await.ok();
+                let mut url = url::Url::parse(&admin_url).unwrap();
+                url.set_path(&name);
+                Self {
+                    url: url.to_string(),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread of our own.
+        let admin_url = postgres_url();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    admin.close().await.ok();
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub settings: Settings,
+    server: tokio::task::JoinHandle<()>,
+    // Dropped last: the database outlives the server.
+    _db: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn test_settings(db_url: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.database.url = db_url.to_owned();
+    s.database.max_connections = 8;
+    s.keys.dir = test_keys_dir().to_owned();
+    s
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let db = TestDatabase::new(backend).await;
+    let mut settings = test_settings(&db.url);
+    configure(&mut settings);
+    let app = App::build(settings.clone()).await.expect("the app builds");
+    let base = format!("http://{}", app.addr);
+    let state = app.state.clone();
+    let server = tokio::spawn(async move {
+        app.run_until(std::future::pending()).await.unwrap();
+    });
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        state,
+        settings,
+        server,
+        _db: db,
+    }
+}
+
+fn init_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            portcullis::telemetry::init(&Settings::defaults().log);
+        }
+    });
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub id: String,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenBody {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Registers a new user through the API.
+    pub async fn seed_user(&self) -> TestUser {
+        let user = TestUser {
+            username: format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            password: PASSWORD.to_owned(),
+        };
+        let resp = self.register(&user.username, &user.password).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        user
+    }
+
+    /// An admin user, created as the CLI does.
+    pub async fn seed_admin(&self) -> TestUser {
+        let username = format!("admin-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let password_hash = self.state.hasher.hash(PASSWORD.into()).await.unwrap();
+        self.state
+            .users
+            .create(NewUser {
+                username: &Username::parse(&username).unwrap(),
+                email: None,
+                password_hash,
+                is_admin: true,
+            })
+            .await
+            .unwrap();
+        TestUser {
+            username,
+            password: PASSWORD.to_owned(),
+        }
+    }
+
+    /// A client created as the CLI creates one; confidential clients get a secret.
+    pub async fn seed_client(
+        &self,
+        public: bool,
+        grants: &[GrantType],
+        scopes: &str,
+    ) -> TestClient {
+        let id = format!(
+            "client-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let secret = (!public).then(|| format!("secret-{}", uuid::Uuid::new_v4().simple()));
+        self.state
+            .clients
+            .create(NewClient {
+                id: &id,
+                secret_hash: secret.as_deref().map(hash_secret),
+                grant_types: grants,
+                scopes: &Scope::parse(scopes).unwrap(),
+            })
+            .await
+            .unwrap();
+        TestClient { id, secret }
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Response {
+        self.http
+            .post(self.url("/users"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /oauth/token` with a form body.
+    pub async fn token(&self, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(self.url("/oauth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token_basic(&self, id: &str, secret: &str, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(self.url("/oauth/token"))
+            .basic_auth(id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The password grant with no client at all; must succeed.
+    pub async fn login(&self, user: &TestUser) -> TokenBody {
+        let resp = self
+            .token(&[
+                ("grant_type", "password"),
+                ("username", &user.username),
+                ("password", &user.password),
+            ])
+            .await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        resp.json().await.unwrap()
+    }
+
+    pub async fn me(&self, access_token: &str) -> Response {
+        self.http
+            .get(self.url("/users/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Rows in a table, to show that a refused request wrote nothing.
+    pub async fn count(&self, table: &str) -> i64 {
+        let backend = self.state.db.get_database_backend();
+        let row = self
+            .state
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+}
+
+/// Asserts an error response: status, `error` code, `no-store`; returns the body.
+pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
+    let got = resp.status().as_u16();
+    let cache = resp
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.unwrap();
+    assert_eq!(got, status, "status for {code}: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["error"], code, "{text}");
+    assert_eq!(cache.as_deref(), Some("no-store"), "{text}");
+    body
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on an ephemeral port, on SQLite files and on PostgreSQL.
+
+#[macro_use]
+mod helpers;
+
+mod bad_input;
+mod bearer;
+mod cli;
+mod docs;
+mod jwks;
+mod migrations;
+mod token_password;
+mod users;
