@@ -1,6 +1,6 @@
 //! The command line of the contract: `serve`, `migrate`, `keys`, `users`, `clients`.
 
-use std::io::Read;
+use std::{io::Read, sync::Arc};
 
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -12,6 +12,7 @@ use crate::{
     config::Settings,
     oauth::{
         client::{GrantType, hash_secret},
+        revocation::Revoker,
         scope::Scope,
         username::Username,
     },
@@ -20,6 +21,8 @@ use crate::{
     store::{
         self,
         clients::{ClientStore, CreateClientError, NewClient},
+        deny_list::DenyList,
+        sessions::SessionStore,
         users::{CreateUserError, NewUser, UserStore},
     },
 };
@@ -163,7 +166,8 @@ async fn database(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnec
 }
 
 async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
-    let users = UserStore::new(database(settings).await?);
+    let db = database(settings).await?;
+    let users = UserStore::new(db.clone());
     match cmd {
         UsersCommand::Create {
             username,
@@ -193,8 +197,8 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
                 })?;
             println!("{}\t{}", user.id, user.username);
         }
-        UsersCommand::Disable { username } => set_active(&users, &username, false).await?,
-        UsersCommand::Enable { username } => set_active(&users, &username, true).await?,
+        UsersCommand::Disable { username } => set_active(settings, db, &username, false).await?,
+        UsersCommand::Enable { username } => set_active(settings, db, &username, true).await?,
         UsersCommand::List => {
             println!("id\tusername\temail\tactive\tadmin\tcreated_at");
             for u in users.list(None, 0).await? {
@@ -213,18 +217,41 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_active(users: &UserStore, username: &str, active: bool) -> anyhow::Result<()> {
-    match users.set_active(username, active).await? {
-        Some(u) => {
-            println!(
-                "{} {}",
-                u.username,
-                if active { "enabled" } else { "disabled" }
-            );
-            Ok(())
-        }
-        None => bail!("no user named {username}"),
+/// Disables (revoking every session and access token of the user) or enables a user.
+async fn set_active(
+    settings: &Settings,
+    db: sea_orm::DatabaseConnection,
+    username: &str,
+    active: bool,
+) -> anyhow::Result<()> {
+    let users = UserStore::new(db.clone());
+    let user = users
+        .find_by_username(username)
+        .await?
+        .with_context(|| format!("no user named {username}"))?;
+    users.set_active(user.id, active).await?;
+    if !active {
+        // Without Redis the deny list lives in the server's process, out of reach from here: the
+        // sessions end at once, and the user's access tokens fail at every route that reads the user.
+        let deny_list = match &settings.redis.url {
+            Some(url) => DenyList::redis(url, &settings.redis.key_prefix)?,
+            None => DenyList::memory(),
+        };
+        Revoker::new(
+            SessionStore::new(db),
+            Arc::new(deny_list),
+            settings.access_ttl(),
+        )
+        .user(user.id, "disabled")
+        .await
+        .map_err(|e| anyhow::anyhow!("revoking the user's tokens: {e}"))?;
     }
+    println!(
+        "{} {}",
+        user.username,
+        if active { "enabled" } else { "disabled" }
+    );
+    Ok(())
 }
 
 async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()> {

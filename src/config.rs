@@ -273,6 +273,13 @@ impl Settings {
         Duration::from_secs(self.tokens.access_ttl)
     }
 
+    pub fn refresh_rules(&self) -> crate::store::sessions::RefreshRules {
+        crate::store::sessions::RefreshRules {
+            idle_ttl: Duration::from_secs(self.refresh.idle_ttl),
+            reuse_grace: Duration::from_secs(self.refresh.reuse_grace),
+        }
+    }
+
     pub fn refresh_absolute_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh.absolute_ttl)
     }

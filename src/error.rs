@@ -64,6 +64,9 @@ pub enum Error {
         code: &'static str,
         description: Cow<'static, str>,
     },
+    /// The current password given to change it is wrong.
+    #[error("invalid_current_password")]
+    InvalidCurrentPassword,
     #[error("registration_disabled")]
     RegistrationDisabled,
     #[error("payload_too_large")]
@@ -98,6 +101,7 @@ impl Error {
             Self::NotFound => "not_found",
             Self::Conflict(code) => code,
             Self::Policy { code, .. } => code,
+            Self::InvalidCurrentPassword => "invalid_current_password",
             Self::RegistrationDisabled => "registration_disabled",
             Self::PayloadTooLarge => "invalid_request",
             Self::RateLimited { .. } => "rate_limited",
@@ -139,6 +143,7 @@ impl Error {
             Self::NotFound => fixed("no such resource"),
             Self::Conflict(_) => fixed("that value is already taken"),
             Self::Policy { description, .. } => Some(description.clone()),
+            Self::InvalidCurrentPassword => fixed("current_password is not the user's password"),
             Self::RegistrationDisabled => fixed("registration is switched off"),
             Self::PayloadTooLarge => fixed("the request body is larger than 64 KiB"),
             Self::RateLimited { .. } => fixed("too many requests; retry later"),
@@ -234,13 +239,35 @@ error_sets! {
         403 => "RFC 6750 insufficient_scope",
         503 => "the deny list cannot be read, so the token cannot be checked",
     }
-    /// Routes that take a Bearer token and a JSON body.
-    BearerBodyErrors {
-        400 => "invalid_request: a malformed body",
+    /// Bearer routes with query parameters.
+    BearerQueryErrors {
+        400 => "invalid_request: a malformed parameter",
+        401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
+        403 => "RFC 6750 insufficient_scope",
+        503 => "the deny list cannot be read, so the token cannot be checked",
+    }
+    /// `POST /oauth/revoke` and `POST /oauth/introspect`.
+    ClientEndpointErrors {
+        400 => "invalid_request: a missing, repeated or malformed parameter",
+        401 => "invalid_client (introspection also refuses public clients), with `WWW-Authenticate: Basic` when HTTP Basic was used",
+        413 => "the body is larger than 64 KiB",
+        503 => "the deny list (Redis) cannot be read or written now",
+    }
+    /// Bearer routes that name one resource.
+    BearerItemErrors {
+        401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
+        403 => "RFC 6750 insufficient_scope",
+        404 => "no such resource (or not yours)",
+        503 => "the deny list cannot be read, so the token cannot be checked",
+    }
+    /// `POST /users/me/password`.
+    PasswordChangeErrors {
+        400 => "invalid_request (a malformed body) or invalid_current_password",
         401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
         403 => "RFC 6750 insufficient_scope",
         413 => "the body is larger than 64 KiB",
-        503 => "the deny list cannot be read, so the token cannot be checked",
+        422 => "the new password breaks a rule; `error` names it",
+        503 => "the deny list or the hashing pool is unavailable",
     }
     /// `POST /users`.
     RegisterErrors {

@@ -7,9 +7,12 @@ use sea_orm::DatabaseConnection;
 use crate::{
     config::Settings,
     keys::KeyStore,
-    oauth::{issuer::Issuer, scope::Scope, verifier::Verifier},
+    oauth::{
+        issuer::Issuer, refresh::RefreshTokens, revocation::Revoker, scope::Scope,
+        verifier::Verifier,
+    },
     password::Hasher,
-    store::{clients::ClientStore, sessions::SessionStore, users::UserStore},
+    store::{clients::ClientStore, deny_list::DenyList, sessions::SessionStore, users::UserStore},
 };
 
 pub struct AppState {
@@ -22,6 +25,9 @@ pub struct AppState {
     pub users: UserStore,
     pub clients: ClientStore,
     pub sessions: SessionStore,
+    pub deny_list: Arc<DenyList>,
+    pub revoker: Revoker,
+    pub refresh_tokens: RefreshTokens,
 }
 
 /// How long a login waits for a hashing slot before it is told to retry.
@@ -47,6 +53,12 @@ impl AppState {
         clients
             .ensure_default(&settings.clients.default_client_id, &default_scopes)
             .await?;
+        let deny_list = Arc::new(match &settings.redis.url {
+            Some(url) => DenyList::redis(url, &settings.redis.key_prefix)?,
+            None => DenyList::memory(),
+        });
+        let sessions = SessionStore::new(db.clone());
+        let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
@@ -57,9 +69,17 @@ impl AppState {
                 settings.tokens.audience.clone(),
                 settings.access_ttl(),
             ),
-            verifier: Verifier::new(keys.clone(), &issuer_url, &settings.tokens.audience),
+            verifier: Verifier::new(
+                keys.clone(),
+                deny_list.clone(),
+                &issuer_url,
+                &settings.tokens.audience,
+            ),
             users: crate::store::users::UserStore::new(db.clone()),
-            sessions: SessionStore::new(db.clone()),
+            revoker: Revoker::new(sessions.clone(), deny_list.clone(), settings.access_ttl()),
+            refresh_tokens: RefreshTokens::new(successor_key),
+            sessions,
+            deny_list,
             clients,
             keys,
             db,

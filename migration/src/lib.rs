@@ -3,14 +3,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_first_data_model;
+mod m20261122_000002_create_server_secrets;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261122_000001_create_first_data_model::Migration,
-        )]
+        vec![
+            Box::new(m20261122_000001_create_first_data_model::Migration),
+            Box::new(m20261122_000002_create_server_secrets::Migration),
+        ]
     }
 }

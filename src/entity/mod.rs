@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod refresh_token;
+pub mod server_secret;
 pub mod session;
 pub mod user;

@@ -57,5 +57,5 @@ async fn check(req: &Request, bearer: Bearer) -> poem::Result<AccessClaims> {
     let state = req
         .data::<Arc<AppState>>()
         .expect("the app state is attached to every route");
-    Ok(state.verifier.verify(&bearer.token)?)
+    Ok(state.verifier.check(&bearer.token).await?)
 }

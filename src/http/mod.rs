@@ -1,11 +1,14 @@
 //! The HTTP edge: the only module that knows poem. Handlers parse requests into domain values, call the
 //! domain, and turn results into responses; every error is rendered by [`crate::error`].
 
+mod admin;
 mod bearer;
 mod client_auth;
 mod discovery;
 mod form;
 mod ops;
+mod revoke;
+mod sessions;
 mod token;
 mod users;
 
@@ -30,26 +33,36 @@ enum Tag {
     OAuth,
     /// Keys and metadata for resource servers.
     Discovery,
-    /// Accounts.
+    /// Accounts, sessions and passwords.
     Users,
+    /// User administration (scope `admin`).
+    Admin,
     /// Health and operations.
     Operations,
 }
 
+type Apis = (
+    token::TokenApi,
+    revoke::RevokeApi,
+    discovery::DiscoveryApi,
+    users::UsersApi,
+    sessions::SessionsApi,
+    admin::AdminApi,
+    ops::OpsApi,
+);
+
 /// The OpenAPI service: every operation of the contract.
-pub fn api(
-    issuer: &str,
-) -> OpenApiService<
-    (
-        token::TokenApi,
-        discovery::DiscoveryApi,
-        users::UsersApi,
-        ops::OpsApi,
-    ),
-    (),
-> {
+pub fn api(issuer: &str) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (token::TokenApi, discovery::DiscoveryApi, users::UsersApi, ops::OpsApi),
+        (
+            token::TokenApi,
+            revoke::RevokeApi,
+            discovery::DiscoveryApi,
+            users::UsersApi,
+            sessions::SessionsApi,
+            admin::AdminApi,
+            ops::OpsApi,
+        ),
         "Portcullis",
         env!("CARGO_PKG_VERSION"),
     )

@@ -12,6 +12,7 @@ use crate::{
     oauth::{
         client,
         grant::{self, GrantRequest, Issued},
+        refresh,
         scope::Scope,
         username,
     },
@@ -129,6 +130,13 @@ fn grant_request(form: TokenForm) -> Result<GrantRequest, Error> {
                 password,
                 scope,
             })
+        }
+        "refresh_token" => {
+            let token = need(form.refresh_token, "refresh_token")?;
+            if token.len() > refresh::MAX_LENGTH {
+                return Err(Error::invalid_request("refresh_token is too long"));
+            }
+            Ok(GrantRequest::RefreshToken { token, scope })
         }
         _ => Err(Error::UnsupportedGrantType),
     }

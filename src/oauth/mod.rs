@@ -5,6 +5,8 @@ pub mod claims;
 pub mod client;
 pub mod grant;
 pub mod issuer;
+pub mod refresh;
+pub mod revocation;
 pub mod scope;
 pub mod username;
 pub mod verifier;

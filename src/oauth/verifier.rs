@@ -6,10 +6,11 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::claims::AccessClaims;
-use crate::{error::Error, keys::KeyStore};
+use crate::{error::Error, keys::KeyStore, store::deny_list::DenyList};
 
 pub struct Verifier {
     keys: Arc<KeyStore>,
+    deny_list: Arc<DenyList>,
     validation: Validation,
 }
 
@@ -17,7 +18,12 @@ pub struct Verifier {
 const MAX_TOKEN_LENGTH: usize = 8 * 1024;
 
 impl Verifier {
-    pub fn new(keys: Arc<KeyStore>, issuer: &str, audience: &str) -> Self {
+    pub fn new(
+        keys: Arc<KeyStore>,
+        deny_list: Arc<DenyList>,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
         // Pinned to RS256: a token that names `none` or HS256 is refused before any key is used, so a
         // public key can never be mistaken for an HMAC secret.
         let mut validation = Validation::new(Algorithm::RS256);
@@ -26,7 +32,21 @@ impl Verifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub", "jti"]);
-        Self { keys, validation }
+        Self {
+            keys,
+            deny_list,
+            validation,
+        }
+    }
+
+    /// [`Verifier::verify`], then the deny list: what Bearer routes and introspection accept. When the
+    /// deny list cannot be read the answer is `503`, never a guess.
+    pub async fn check(&self, token: &str) -> Result<AccessClaims, Error> {
+        let claims = self.verify(token)?;
+        if self.deny_list.is_denied(&claims).await? {
+            return Err(Error::InvalidToken("revoked"));
+        }
+        Ok(claims)
     }
 
     /// Checks the signature and every claim; the deny list is the caller's second step.

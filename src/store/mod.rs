@@ -2,6 +2,8 @@
 //! knows tables.
 
 pub mod clients;
+pub mod deny_list;
+pub mod secrets;
 pub mod sessions;
 pub mod users;
 

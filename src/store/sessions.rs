@@ -1,16 +1,68 @@
-//! Sessions: one login, the family of refresh tokens it issues, and the `sid` of its access tokens.
+//! Sessions and their refresh tokens. A session is one login: the family of refresh tokens it issues
+//! (each spent when rotated) and the `sid` of every access token issued in it.
+//!
+//! Rotation is one transaction (IMMEDIATE on SQLite, `FOR UPDATE` on PostgreSQL) that spends the
+//! presented token with a conditional update, so that of many concurrent uses exactly one wins on both.
 
 use std::time::Duration;
 
-use chrono::Utc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sea_query::Expr,
+};
 use uuid::Uuid;
 
-use crate::{entity::session, oauth::scope::Scope};
+use crate::{
+    entity::{refresh_token, session, user},
+    oauth::scope::Scope,
+};
 
 #[derive(Clone)]
 pub struct SessionStore {
     db: DatabaseConnection,
+}
+
+/// The lifetimes rotation enforces.
+#[derive(Clone, Copy)]
+pub struct RefreshRules {
+    pub idle_ttl: Duration,
+    pub reuse_grace: Duration,
+}
+
+/// A successful rotation.
+pub struct Rotated {
+    pub session: session::Model,
+    pub user: user::Model,
+    pub scope: Scope,
+    /// `true` when this answers a retry within the grace window with the successor issued before.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("no such refresh token")]
+    NotFound,
+    #[error("the refresh token belongs to another client")]
+    WrongClient,
+    #[error("the refresh token is past its idle lifetime")]
+    Expired,
+    #[error("the session is revoked or past its absolute lifetime")]
+    SessionEnded,
+    #[error("the user is gone, disabled, or changed their password since the session began")]
+    UserInvalid,
+    #[error("the requested scope is wider than the token's")]
+    InvalidScope,
+    /// A spent token was presented again: the session was revoked (RFC 9700 §4.14.2).
+    #[error("a spent refresh token was presented again")]
+    Reused { session: Uuid },
+    #[error(transparent)]
+    Db(#[from] sea_orm::DbErr),
+}
+
+fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
 
 impl SessionStore {
@@ -18,29 +70,241 @@ impl SessionStore {
         Self { db }
     }
 
-    /// Starts a session that ends at the latest after `absolute_ttl`.
-    pub async fn create(
+    /// Starts a session that ends at the latest after `absolute_ttl`, with its first refresh token
+    /// (given by its hash) when the client may refresh. Both rows or neither.
+    pub async fn start(
         &self,
         user_id: Uuid,
         client_id: &str,
         scope: &Scope,
         absolute_ttl: Duration,
+        refresh: Option<(Vec<u8>, Duration)>,
     ) -> Result<session::Model, sea_orm::DbErr> {
         let now = Utc::now();
-        session::ActiveModel {
+        let txn = self.db.begin().await?;
+        let session = session::ActiveModel {
             id: Set(Uuid::new_v4()),
             user_id: Set(user_id),
             client_id: Set(client_id.to_owned()),
             scope: Set(scope.to_string()),
             created_at: Set(now),
             last_used_at: Set(now),
-            expires_at: Set(
-                now + chrono::Duration::from_std(absolute_ttl).unwrap_or(chrono::Duration::MAX)
-            ),
+            expires_at: Set(later(now, absolute_ttl)),
             revoked_at: Set(None),
             revoked_reason: Set(None),
         }
-        .insert(&self.db)
-        .await
+        .insert(&txn)
+        .await?;
+        if let Some((hash, idle_ttl)) = refresh {
+            insert_token(&txn, &session, hash, scope, now, idle_ttl).await?;
+        }
+        txn.commit().await?;
+        Ok(session)
     }
+
+    /// Spends the token whose hash is `presented` and issues its successor (`successor`, a hash) in the
+    /// same session. See [`RotateError`] for every refusal; only reuse writes anything.
+    pub async fn rotate(
+        &self,
+        presented: &[u8],
+        successor: Vec<u8>,
+        client_id: &str,
+        requested: Option<&Scope>,
+        rules: RefreshRules,
+    ) -> Result<Rotated, RotateError> {
+        let now = Utc::now();
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        let token = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(presented.to_vec()))
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or(RotateError::NotFound)?;
+        let session = session::Entity::find_by_id(token.session_id)
+            .one(&txn)
+            .await?
+            .ok_or(RotateError::NotFound)?;
+        if session.client_id != client_id {
+            return Err(RotateError::WrongClient);
+        }
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Err(RotateError::SessionEnded);
+        }
+        let user = user::Entity::find_by_id(session.user_id).one(&txn).await?;
+        let user = match user {
+            Some(u) if u.is_active && u.password_changed_at <= session.created_at => u,
+            _ => return Err(RotateError::UserInvalid),
+        };
+        let token_scope = Scope::parse(&token.scope).unwrap_or_default();
+        let narrowed = |within: &Scope| match requested {
+            Some(r) if !r.is_subset(within) => Err(RotateError::InvalidScope),
+            Some(r) => Ok(r.clone()),
+            None => Ok(within.clone()),
+        };
+
+        if let Some(spent_at) = token.spent_at {
+            // Within the grace window, a retry gets the successor already issued, while it is live, so
+            // the session never forks; anything else is reuse.
+            let within_grace =
+                !rules.reuse_grace.is_zero() && now <= later(spent_at, rules.reuse_grace);
+            if within_grace {
+                let live_successor = refresh_token::Entity::find()
+                    .filter(refresh_token::Column::TokenHash.eq(successor))
+                    .filter(refresh_token::Column::SessionId.eq(session.id))
+                    .filter(refresh_token::Column::SpentAt.is_null())
+                    .filter(refresh_token::Column::ExpiresAt.gt(now))
+                    .one(&txn)
+                    .await?;
+                if let Some(live) = live_successor {
+                    let scope = narrowed(&Scope::parse(&live.scope).unwrap_or_default())?;
+                    return Ok(Rotated {
+                        session,
+                        user,
+                        scope,
+                        replayed: true,
+                    });
+                }
+            }
+            revoke_in(&txn, session.id, "refresh_token_reuse", now).await?;
+            txn.commit().await?;
+            return Err(RotateError::Reused {
+                session: session.id,
+            });
+        }
+        if token.expires_at <= now {
+            return Err(RotateError::Expired);
+        }
+        let scope = narrowed(&token_scope)?;
+        let spent = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::SpentAt, Expr::value(now))
+            .filter(refresh_token::Column::Id.eq(token.id))
+            .filter(refresh_token::Column::SpentAt.is_null())
+            .exec(&txn)
+            .await?;
+        if spent.rows_affected != 1 {
+            // Another rotation spent it between our read and our write (only possible without the
+            // row lock); it is a concurrent use, and only one may win.
+            return Err(RotateError::NotFound);
+        }
+        insert_token(&txn, &session, successor, &scope, now, rules.idle_ttl).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::LastUsedAt, Expr::value(now))
+            .filter(session::Column::Id.eq(session.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Rotated {
+            session,
+            user,
+            scope,
+            replayed: false,
+        })
+    }
+
+    /// The session a refresh token belongs to, spent or not.
+    pub async fn find_by_refresh(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<session::Model>, sea_orm::DbErr> {
+        let Some(token) = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        session::Entity::find_by_id(token.session_id)
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn find(&self, id: Uuid) -> Result<Option<session::Model>, sea_orm::DbErr> {
+        session::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// The user's sessions that are neither revoked nor past their absolute lifetime, newest first.
+    pub async fn list_live(&self, user_id: Uuid) -> Result<Vec<session::Model>, sea_orm::DbErr> {
+        session::Entity::find()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .filter(session::Column::ExpiresAt.gt(Utc::now()))
+            .order_by_desc(session::Column::CreatedAt)
+            .all(&self.db)
+            .await
+    }
+
+    /// Revokes one session; `false` when it was already revoked.
+    pub async fn revoke(&self, id: Uuid, reason: &str) -> Result<bool, sea_orm::DbErr> {
+        revoke_in(&self.db, id, reason, Utc::now()).await
+    }
+
+    /// Revokes every session of a user that is not revoked yet; returns their ids.
+    pub async fn revoke_all_of_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        let ids: Vec<Uuid> = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::RevokedAt.is_null())
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::Id.is_in(ids.clone()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(ids)
+    }
+}
+
+async fn revoke_in(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sea_orm::DbErr> {
+    let res = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+async fn insert_token(
+    db: &impl ConnectionTrait,
+    session: &session::Model,
+    hash: Vec<u8>,
+    scope: &Scope,
+    now: DateTime<Utc>,
+    idle_ttl: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    refresh_token::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        session_id: Set(session.id),
+        token_hash: Set(hash),
+        scope: Set(scope.to_string()),
+        created_at: Set(now),
+        // A token never outlives its session.
+        expires_at: Set(later(now, idle_ttl).min(session.expires_at)),
+        spent_at: Set(None),
+    }
+    .insert(db)
+    .await
+    .map(drop)
 }

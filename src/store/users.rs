@@ -106,17 +106,17 @@ impl UserStore {
         .map(drop)
     }
 
-    /// Enables or disables a user by name; returns the user, or `None` when there is no such user.
+    /// Enables or disables a user; `None` when there is no such user.
     pub async fn set_active(
         &self,
-        name: &str,
+        id: Uuid,
         active: bool,
     ) -> Result<Option<user::Model>, sea_orm::DbErr> {
-        let Some(found) = self.find_by_username(name).await? else {
+        if self.find(id).await?.is_none() {
             return Ok(None);
-        };
+        }
         let model = user::ActiveModel {
-            id: Set(found.id),
+            id: Set(id),
             is_active: Set(active),
             updated_at: Set(Utc::now()),
             ..Default::default()
@@ -124,5 +124,24 @@ impl UserStore {
         .update(&self.db)
         .await?;
         Ok(Some(model))
+    }
+
+    /// Sets a new password; sessions that began before now can no longer refresh.
+    pub async fn change_password(
+        &self,
+        id: Uuid,
+        password_hash: String,
+    ) -> Result<(), sea_orm::DbErr> {
+        let now = Utc::now();
+        user::ActiveModel {
+            id: Set(id),
+            password_hash: Set(password_hash),
+            password_changed_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+        .update(&self.db)
+        .await
+        .map(drop)
     }
 }

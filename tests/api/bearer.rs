@@ -111,7 +111,7 @@ on_both_databases! {
         let token = app.login(&user).await.access_token;
         assert_eq!(app.me(&token).await.status(), StatusCode::OK);
 
-        app.state.users.set_active(&user.username, false).await.unwrap();
+        app.disable_in_database(&user).await;
 
         assert_error(app.me(&token).await, 401, "invalid_token").await;
     }

@@ -289,6 +289,23 @@ impl TestApp {
         TestClient { id, secret }
     }
 
+    /// Marks a user disabled in the database only, as a row edited by hand would be.
+    pub async fn disable_in_database(&self, user: &TestUser) {
+        let found = self
+            .state
+            .users
+            .find_by_username(&user.username)
+            .await
+            .unwrap()
+            .unwrap();
+        self.state
+            .users
+            .set_active(found.id, false)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     pub async fn register(&self, username: &str, password: &str) -> Response {
         self.http
             .post(self.url("/users"))

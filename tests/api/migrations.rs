@@ -4,7 +4,13 @@ use migration::{Migrator, MigratorTrait, SchemaManager};
 
 use crate::helpers::TestDatabase;
 
-const TABLES: [&str; 4] = ["users", "clients", "sessions", "refresh_tokens"];
+const TABLES: [&str; 5] = [
+    "users",
+    "clients",
+    "sessions",
+    "refresh_tokens",
+    "server_secrets",
+];
 
 async fn tables(db: &sea_orm::DatabaseConnection) -> Vec<bool> {
     let manager = SchemaManager::new(db);
@@ -21,14 +27,14 @@ on_both_databases! {
         let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
 
         Migrator::up(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [true; 4]);
+        assert_eq!(tables(&db).await, [true; 5]);
         assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
 
         Migrator::down(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [false; 4]);
+        assert_eq!(tables(&db).await, [false; 5]);
 
         Migrator::up(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [true; 4]);
+        assert_eq!(tables(&db).await, [true; 5]);
         // Running up when nothing is pending changes nothing.
         Migrator::up(&db, None).await.unwrap();
         db.close().await.unwrap();

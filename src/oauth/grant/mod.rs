@@ -3,6 +3,7 @@
 //! runs it.
 
 pub mod password;
+pub mod refresh_token;
 
 use super::{
     client::{AuthenticatedClient, GrantType},
@@ -18,12 +19,17 @@ pub enum GrantRequest {
         password: String,
         scope: Option<Scope>,
     },
+    RefreshToken {
+        token: String,
+        scope: Option<Scope>,
+    },
 }
 
 impl GrantRequest {
     pub fn grant_type(&self) -> GrantType {
         match self {
             Self::Password { .. } => GrantType::Password,
+            Self::RefreshToken { .. } => GrantType::RefreshToken,
         }
     }
 }
@@ -49,6 +55,9 @@ pub async fn handle(
             password,
             scope,
         } => password::handle(state, client, &username, password, scope).await,
+        GrantRequest::RefreshToken { token, scope } => {
+            refresh_token::handle(state, client, &token, scope).await
+        }
     }
 }
 

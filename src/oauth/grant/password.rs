@@ -6,7 +6,12 @@
 use super::{Issued, resolve_scope};
 use crate::{
     error::Error,
-    oauth::{client::AuthenticatedClient, issuer::Subject, scope::Scope},
+    oauth::{
+        client::{AuthenticatedClient, GrantType},
+        issuer::Subject,
+        refresh::RefreshTokens,
+        scope::Scope,
+    },
     password::Verified,
     state::AppState,
 };
@@ -50,13 +55,23 @@ pub async fn handle(
         client.scopes.without(ADMIN_SCOPE)
     };
     let scope = resolve_scope(requested, &grantable)?;
+    // A refresh token only for a client that may use it.
+    let refresh_token = client
+        .may_use(GrantType::RefreshToken)
+        .then(RefreshTokens::generate);
     let session = state
         .sessions
-        .create(
+        .start(
             user.id,
             &client.id,
             &scope,
             state.settings.refresh_absolute_ttl(),
+            refresh_token.as_deref().map(|t| {
+                (
+                    RefreshTokens::hash(t),
+                    state.settings.refresh_rules().idle_ttl,
+                )
+            }),
         )
         .await?;
     let access = state.issuer.access_token(
@@ -71,7 +86,7 @@ pub async fn handle(
     tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "password grant");
     Ok(Issued {
         access,
-        refresh_token: None,
+        refresh_token,
         scope,
     })
 }

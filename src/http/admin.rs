@@ -1,0 +1,122 @@
+//! `/admin/users`: list, disable and enable users. Needs the `admin` scope.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use uuid::Uuid;
+
+use super::{Tag, bearer::Auth, sessions::Done};
+use crate::{
+    entity::user,
+    error::{BearerItemErrors, BearerQueryErrors, Error, Failure},
+    oauth::grant::password::ADMIN_SCOPE,
+    state::AppState,
+};
+
+/// A user as an administrator sees one.
+#[derive(Object)]
+pub struct AdminUserView {
+    id: Uuid,
+    username: String,
+    email: Option<String>,
+    is_active: bool,
+    is_admin: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for AdminUserView {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            is_active: u.is_active,
+            is_admin: u.is_admin,
+            created_at: u.created_at,
+        }
+    }
+}
+
+const MAX_PAGE: u64 = 1000;
+
+pub struct AdminApi;
+
+#[OpenApi]
+impl AdminApi {
+    /// List users
+    #[oai(path = "/admin/users", method = "get", tag = "Tag::Admin")]
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        /// At most 1000; 100 by default.
+        #[oai(default = "default_limit")]
+        limit: Query<u64>,
+        #[oai(default)] offset: Query<u64>,
+    ) -> Result<Json<Vec<AdminUserView>>, Failure<BearerQueryErrors>> {
+        require_admin(&auth)?;
+        if limit.0 == 0 || limit.0 > MAX_PAGE {
+            return Err(Error::invalid_request("limit must be between 1 and 1000").into());
+        }
+        let users = state.users.list(Some(limit.0), offset.0).await?;
+        Ok(Json(users.into_iter().map(Into::into).collect()))
+    }
+
+    /// Disable a user
+    ///
+    /// The user can no longer log in or refresh; every session and access token of theirs is revoked.
+    #[oai(path = "/admin/users/:id/disable", method = "post", tag = "Tag::Admin")]
+    async fn disable(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> Result<Done, Failure<BearerItemErrors>> {
+        require_admin(&auth)?;
+        state
+            .users
+            .set_active(id.0, false)
+            .await?
+            .ok_or(Error::NotFound)?;
+        state.revoker.user(id.0, "disabled").await?;
+        tracing::info!(user = %id.0, by = %auth.claims().sub, "user disabled");
+        Ok(Done::NoContent)
+    }
+
+    /// Enable a user
+    #[oai(path = "/admin/users/:id/enable", method = "post", tag = "Tag::Admin")]
+    async fn enable(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> Result<Done, Failure<BearerItemErrors>> {
+        require_admin(&auth)?;
+        state
+            .users
+            .set_active(id.0, true)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tracing::info!(user = %id.0, by = %auth.claims().sub, "user enabled");
+        Ok(Done::NoContent)
+    }
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+/// RFC 6750 §3.1: a valid token without the scope is `403 insufficient_scope`.
+fn require_admin(auth: &Auth) -> Result<(), Error> {
+    if auth.claims().has_scope(ADMIN_SCOPE) {
+        Ok(())
+    } else {
+        Err(Error::InsufficientScope)
+    }
+}

@@ -1,0 +1,143 @@
+//! The caller's sessions and password: `GET/DELETE /users/me/sessions[/{id}]`, `POST /users/me/password`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use uuid::Uuid;
+
+use super::{Tag, bearer::Auth, users::current_user};
+use crate::{
+    entity::session,
+    error::{BearerErrors, BearerItemErrors, Error, Failure, PasswordChangeErrors},
+    password::{self, Verified},
+    state::AppState,
+};
+
+/// One login: a refresh-token family and the access tokens issued in it.
+#[derive(Object)]
+pub struct SessionView {
+    id: Uuid,
+    client_id: String,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    /// The absolute end of the session.
+    expires_at: DateTime<Utc>,
+}
+
+impl From<session::Model> for SessionView {
+    fn from(s: session::Model) -> Self {
+        Self {
+            id: s.id,
+            client_id: s.client_id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct PasswordChange {
+    #[oai(write_only)]
+    current_password: String,
+    /// Under the same rules as at registration.
+    #[oai(write_only)]
+    new_password: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Done {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+pub struct SessionsApi;
+
+#[OpenApi]
+impl SessionsApi {
+    /// The caller's live sessions
+    #[oai(path = "/users/me/sessions", method = "get", tag = "Tag::Users")]
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+    ) -> Result<Json<Vec<SessionView>>, Failure<BearerErrors>> {
+        let user = current_user(&state, &auth).await?;
+        let sessions = state.sessions.list_live(user.id).await?;
+        Ok(Json(sessions.into_iter().map(Into::into).collect()))
+    }
+
+    /// Log one session out
+    ///
+    /// Its refresh token stops working at once, and so do the access tokens issued in it.
+    #[oai(path = "/users/me/sessions/:id", method = "delete", tag = "Tag::Users")]
+    async fn logout(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> Result<Done, Failure<BearerItemErrors>> {
+        let user = current_user(&state, &auth).await?;
+        match state.sessions.find(id.0).await? {
+            Some(session) if session.user_id == user.id => {
+                state.revoker.session(session.id, "logout").await?;
+                Ok(Done::NoContent)
+            }
+            _ => Err(Error::NotFound.into()),
+        }
+    }
+
+    /// Log out everywhere
+    ///
+    /// Every session of the caller ends, and every access token issued to them so far is denied.
+    #[oai(path = "/users/me/sessions", method = "delete", tag = "Tag::Users")]
+    async fn logout_everywhere(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+    ) -> Result<Done, Failure<BearerErrors>> {
+        let user = current_user(&state, &auth).await?;
+        state.revoker.user(user.id, "logout_everywhere").await?;
+        Ok(Done::NoContent)
+    }
+
+    /// Change the caller's password
+    ///
+    /// Every session and every access token of the user issued before the change is revoked.
+    #[oai(path = "/users/me/password", method = "post", tag = "Tag::Users")]
+    async fn change_password(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        body: Json<PasswordChange>,
+    ) -> Result<Done, Failure<PasswordChangeErrors>> {
+        let user = current_user(&state, &auth).await?;
+        let PasswordChange {
+            current_password,
+            new_password,
+        } = body.0;
+        if current_password.chars().count() > password::MAX_LENGTH {
+            return Err(Error::InvalidCurrentPassword.into());
+        }
+        let verified = state
+            .hasher
+            .verify(current_password, Some(user.password_hash.clone()))
+            .await?;
+        if verified == Verified::Mismatch {
+            return Err(Error::InvalidCurrentPassword.into());
+        }
+        password::check_policy(
+            &new_password,
+            &user.username,
+            state.settings.password.min_length,
+        )?;
+        let hash = state.hasher.hash(new_password).await?;
+        state.users.change_password(user.id, hash).await?;
+        state.revoker.user(user.id, "password_changed").await?;
+        tracing::info!(user = %user.id, "password changed; sessions revoked");
+        Ok(Done::NoContent)
+    }
+}

@@ -1,0 +1,63 @@
+//! The refresh-token grant (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2): every use
+//! spends the token and issues its successor in the same session; a spent token presented again
+//! revokes the session, except within `refresh.reuse_grace`, where it gets the same successor again.
+
+use super::Issued;
+use crate::{
+    error::Error,
+    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens, scope::Scope},
+    state::AppState,
+    store::sessions::RotateError,
+};
+
+pub async fn handle(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    presented: &str,
+    requested: Option<Scope>,
+) -> Result<Issued, Error> {
+    let successor = state.refresh_tokens.successor(presented);
+    let rotated = state
+        .sessions
+        .rotate(
+            &RefreshTokens::hash(presented),
+            RefreshTokens::hash(&successor),
+            &client.id,
+            requested.as_ref(),
+            state.settings.refresh_rules(),
+        )
+        .await;
+    let rotated = match rotated {
+        Ok(r) => r,
+        Err(RotateError::InvalidScope) => return Err(Error::InvalidScope),
+        Err(RotateError::Reused { session }) => {
+            tracing::warn!(sid = %session, client = %client.id, "refresh token reuse: session revoked");
+            // The session is revoked in the database already; its access tokens go on the deny list.
+            // If that cannot be written now, the refusal stands all the same.
+            if let Err(e) = state.revoker.deny_session(session).await {
+                tracing::error!(sid = %session, error = %e, "could not deny a reused session's access tokens");
+            }
+            return Err(Error::InvalidGrant("refresh token reuse"));
+        }
+        Err(RotateError::Db(e)) => return Err(e.into()),
+        Err(other) => {
+            tracing::debug!(client = %client.id, reason = %other, "refresh refused");
+            return Err(Error::InvalidGrant("refresh token refused"));
+        }
+    };
+    let access = state.issuer.access_token(
+        Subject::User {
+            id: rotated.user.id,
+            username: &rotated.user.username,
+            session: rotated.session.id,
+        },
+        &client.id,
+        &rotated.scope,
+    )?;
+    tracing::info!(sid = %rotated.session.id, client = %client.id, jti = %access.claims.jti, replayed = rotated.replayed, "refresh grant");
+    Ok(Issued {
+        access,
+        refresh_token: Some(successor),
+        scope: rotated.scope,
+    })
+}
