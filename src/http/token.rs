@@ -133,8 +133,9 @@ fn grant_request(form: TokenForm) -> Result<GrantRequest, Error> {
         }
         "refresh_token" => {
             let token = need(form.refresh_token, "refresh_token")?;
+            // No refresh token is that long: it is simply not one of ours.
             if token.len() > refresh::MAX_LENGTH {
-                return Err(Error::invalid_request("refresh_token is too long"));
+                return Err(Error::InvalidGrant("refresh token too long"));
             }
             Ok(GrantRequest::RefreshToken { token, scope })
         }

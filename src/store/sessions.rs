@@ -192,7 +192,13 @@ impl SessionStore {
             // row lock); it is a concurrent use, and only one may win.
             return Err(RotateError::NotFound);
         }
-        insert_token(&txn, &session, successor, &scope, now, rules.idle_ttl).await?;
+        // The successor is derived from the token, so a second rotation of it can only collide.
+        if let Err(e) = insert_token(&txn, &session, successor, &scope, now, rules.idle_ttl).await {
+            return Err(match super::unique_violation(&e) {
+                Some(_) => RotateError::NotFound,
+                None => e.into(),
+            });
+        }
         session::Entity::update_many()
             .col_expr(session::Column::LastUsedAt, Expr::value(now))
             .filter(session::Column::Id.eq(session.id))

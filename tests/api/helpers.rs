@@ -36,6 +36,54 @@ macro_rules! on_both_databases {
     )*};
 }
 
+/// Runs a test body on each database with each deny list: `mod NAME { sqlite_memory, sqlite_redis,
+/// postgres_memory, postgres_redis }`.
+macro_rules! on_every_backend {
+    ($($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend, $deny:ident: Deny) $body:block)*) => {$(
+        $(#[$meta])*
+        async fn $name($backend: crate::helpers::Backend, $deny: crate::helpers::Deny) $body
+        mod $name {
+            use crate::helpers::{Backend, Deny};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_memory() {
+                super::$name(Backend::Sqlite, Deny::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_redis() {
+                super::$name(Backend::Sqlite, Deny::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_memory() {
+                super::$name(Backend::Postgres, Deny::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                super::$name(Backend::Postgres, Deny::Redis).await
+            }
+        }
+    )*};
+}
+
+/// Which deny list a test server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deny {
+    Memory,
+    /// Real Redis at `TEST_REDIS_URL`, under a key prefix of the test's own.
+    Redis,
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// Settings with a deny list: Redis under a fresh prefix, or none (in-process).
+pub fn with_deny(settings: &mut Settings, deny: Deny) {
+    if deny == Deny::Redis {
+        settings.redis.url = Some(redis_url());
+        settings.redis.key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -145,7 +193,7 @@ pub struct TestApp {
     pub settings: Settings,
     server: tokio::task::JoinHandle<()>,
     // Dropped last: the database outlives the server.
-    _db: TestDatabase,
+    db: Arc<TestDatabase>,
 }
 
 impl Drop for TestApp {
@@ -169,9 +217,18 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
-    let db = TestDatabase::new(backend).await;
+    let db = Arc::new(TestDatabase::new(backend).await);
     let mut settings = test_settings(&db.url);
     configure(&mut settings);
+    start(settings, db).await
+}
+
+/// The same, with the given deny list.
+pub async fn spawn_app_on(backend: Backend, deny: Deny) -> TestApp {
+    spawn_app_with(backend, |s| with_deny(s, deny)).await
+}
+
+async fn start(settings: Settings, db: Arc<TestDatabase>) -> TestApp {
     let app = App::build(settings.clone()).await.expect("the app builds");
     let base = format!("http://{}", app.addr);
     let state = app.state.clone();
@@ -187,7 +244,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         state,
         settings,
         server,
-        _db: db,
+        db,
     }
 }
 
@@ -224,6 +281,12 @@ pub struct TokenBody {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
+    /// A second server on the same database, Redis prefix and keys: one more instance behind the
+    /// balancer.
+    pub async fn another_instance(&self) -> TestApp {
+        start(self.settings.clone(), self.db.clone()).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -351,6 +414,58 @@ impl TestApp {
             resp.text().await.unwrap()
         );
         resp.json().await.unwrap()
+    }
+
+    /// The refresh grant with no client (the default public client).
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    /// A successful refresh.
+    pub async fn refreshed(&self, refresh_token: &str) -> TokenBody {
+        let resp = self.refresh(refresh_token).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        resp.json().await.unwrap()
+    }
+
+    /// `POST /oauth/introspect` as a confidential client; returns the JSON answer.
+    pub async fn introspect(&self, client: &TestClient, token: &str) -> Response {
+        self.http
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(&client.id, client.secret.as_deref())
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Whether introspection calls the token active (asserting a `200`).
+    pub async fn is_active(&self, client: &TestClient, token: &str) -> bool {
+        let resp = self.introspect(client, token).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        resp.json::<Value>().await.unwrap()["active"]
+            .as_bool()
+            .unwrap()
+    }
+
+    /// A confidential client fit for introspection.
+    pub async fn resource_server(&self) -> TestClient {
+        self.seed_client(false, &[GrantType::ClientCredentials], "")
+            .await
     }
 
     pub async fn me(&self, access_token: &str) -> Response {
