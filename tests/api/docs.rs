@@ -20,6 +20,16 @@ async fn the_openapi_document_lists_every_operation_and_both_security_schemes() 
         ("/users", "post"),
         ("/users/me", "get"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/oauth/revoke", "post"),
+        ("/oauth/introspect", "post"),
+        ("/users/me/sessions", "get"),
+        ("/users/me/sessions", "delete"),
+        ("/users/me/sessions/{id}", "delete"),
+        ("/users/me/password", "post"),
+        ("/admin/users", "get"),
+        ("/admin/users/{id}/disable", "post"),
+        ("/admin/users/{id}/enable", "post"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is documented");
@@ -65,6 +75,18 @@ async fn the_openapi_document_lists_every_operation_and_both_security_schemes() 
         assert!(
             documented("/users/me", "get").contains(&status.to_owned()),
             "me {status}"
+        );
+    }
+    for status in ["200", "400", "401", "503"] {
+        assert!(
+            documented("/oauth/introspect", "post").contains(&status.to_owned()),
+            "introspect {status}"
+        );
+    }
+    for status in ["204", "401", "403", "404", "503"] {
+        assert!(
+            documented("/admin/users/{id}/disable", "post").contains(&status.to_owned()),
+            "disable {status}"
         );
     }
     for status in ["200", "304"] {
