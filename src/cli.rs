@@ -234,7 +234,10 @@ async fn set_active(
         // Without Redis the deny list lives in the server's process, out of reach from here: the
         // sessions end at once, and the user's access tokens fail at every route that reads the user.
         let deny_list = match &settings.redis.url {
-            Some(url) => DenyList::redis(url, &settings.redis.key_prefix)?,
+            Some(url) => DenyList::redis(
+                crate::store::redis::connect(url)?,
+                &settings.redis.key_prefix,
+            ),
             None => DenyList::memory(),
         };
         Revoker::new(

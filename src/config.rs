@@ -134,6 +134,10 @@ pub struct RegistrationSettings {
 #[serde(deny_unknown_fields)]
 pub struct PasswordSettings {
     pub min_length: usize,
+    /// Hashes computed at once; 0 means one per core.
+    pub hash_concurrency: usize,
+    /// How long a request waits for a hashing slot before it gets `503` + `Retry-After`.
+    pub hash_queue_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -46,11 +46,23 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let routes = crate::http::routes(self.state.clone());
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
+        housekeeping.abort();
         self.state.db.clone().close().await.ok();
         result
+    }
+}
+
+/// Drops stale rate-limit keys and throttle counters, so their memory stays bounded.
+async fn housekeeping(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        state.limits.housekeeping();
+        state.throttle.housekeeping(chrono::Utc::now().timestamp());
     }
 }
 

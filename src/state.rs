@@ -12,7 +12,9 @@ use crate::{
         verifier::Verifier,
     },
     password::Hasher,
+    ratelimit::Limits,
     store::{clients::ClientStore, deny_list::DenyList, sessions::SessionStore, users::UserStore},
+    throttle::Throttle,
 };
 
 pub struct AppState {
@@ -28,10 +30,9 @@ pub struct AppState {
     pub deny_list: Arc<DenyList>,
     pub revoker: Revoker,
     pub refresh_tokens: RefreshTokens,
+    pub limits: Limits,
+    pub throttle: Throttle,
 }
-
-/// How long a login waits for a hashing slot before it is told to retry.
-const HASH_WAIT: Duration = Duration::from_secs(5);
 
 impl AppState {
     /// Connects, migrates, loads the keys and makes sure the default client exists.
@@ -53,16 +54,35 @@ impl AppState {
         clients
             .ensure_default(&settings.clients.default_client_id, &default_scopes)
             .await?;
-        let deny_list = Arc::new(match &settings.redis.url {
-            Some(url) => DenyList::redis(url, &settings.redis.key_prefix)?,
+        let redis = settings
+            .redis
+            .url
+            .as_deref()
+            .map(crate::store::redis::connect)
+            .transpose()?;
+        let prefix = &settings.redis.key_prefix;
+        let deny_list = Arc::new(match &redis {
+            Some(conn) => DenyList::redis(conn.clone(), prefix),
             None => DenyList::memory(),
         });
+        let throttle = match &redis {
+            Some(conn) => Throttle::redis(settings.throttle.clone(), conn.clone(), prefix),
+            None => Throttle::memory(settings.throttle.clone()),
+        };
         let sessions = SessionStore::new(db.clone());
         let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = match settings.password.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Ok(Self {
-            hasher: Hasher::new(cores, HASH_WAIT)?,
+            hasher: Hasher::new(
+                slots,
+                Duration::from_millis(settings.password.hash_queue_wait_ms),
+            )?,
+            limits: Limits::new(&settings.rate_limit),
+            throttle,
             issuer: Issuer::new(
                 keys.clone(),
                 issuer_url.clone(),

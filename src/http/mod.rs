@@ -4,6 +4,7 @@
 mod admin;
 mod bearer;
 mod client_auth;
+mod client_ip;
 mod discovery;
 mod form;
 mod ops;

@@ -6,7 +6,7 @@ use poem::{Request, web::Data};
 use poem_openapi::{Object, OpenApi, payload::Json};
 use serde::Deserialize;
 
-use super::{Tag, client_auth, form::StrictForm};
+use super::{Tag, client_auth, client_ip::client_ip, form::StrictForm};
 use crate::{
     error::{Error, Failure, TokenErrors},
     oauth::{
@@ -90,6 +90,10 @@ impl TokenApi {
         let presented =
             client_auth::presented(req, form.client_id.take(), form.client_secret.take())?;
         let request = grant_request(form)?;
+        let ip = client_ip(req, &state.settings.server.trusted_proxies);
+        if let GrantRequest::Password { username, .. } = &request {
+            state.limits.login(ip, username)?;
+        }
         let client = client::authenticate(
             &state.clients,
             presented,
@@ -100,7 +104,7 @@ impl TokenApi {
             access,
             refresh_token,
             scope,
-        } = grant::handle(&state, &client, request).await?;
+        } = grant::handle(&state, &client, request, ip).await?;
         Ok(Json(TokenResponse {
             access_token: access.token,
             token_type: "Bearer".into(),

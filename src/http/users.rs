@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth};
+use super::{Tag, bearer::Auth, client_ip::client_ip};
 use crate::{
     entity::user,
     error::{BearerErrors, Error, Failure, RegisterErrors},
@@ -63,11 +63,15 @@ impl UsersApi {
     async fn register(
         &self,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         body: Json<RegisterRequest>,
     ) -> Result<Registered, Failure<RegisterErrors>> {
         if !state.settings.registration.enabled {
             return Err(Error::RegistrationDisabled.into());
         }
+        state
+            .limits
+            .register(client_ip(req, &state.settings.server.trusted_proxies))?;
         let RegisterRequest {
             username,
             password,

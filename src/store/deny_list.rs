@@ -13,10 +13,9 @@ use std::{
 
 use redis::{AsyncCommands, aio::ConnectionManager};
 
-use crate::oauth::claims::AccessClaims;
+use super::redis::bounded;
 
-/// The longest any Redis call may take before the caller is told Redis is unavailable.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+use crate::oauth::claims::AccessClaims;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {
@@ -50,21 +49,11 @@ pub enum DenyList {
 }
 
 impl DenyList {
-    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        // The defaults retry for about 9.5 s while Redis is down; this server must answer at once.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(200)))
-            .set_response_timeout(Some(Duration::from_millis(200)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        // Lazy: the server starts while Redis is down and connects when it comes back.
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self::Redis(RedisDenyList {
+    pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
+        Self::Redis(RedisDenyList {
             conn,
             prefix: prefix.to_owned(),
-        }))
+        })
     }
 
     pub fn memory() -> Self {
@@ -129,37 +118,29 @@ pub struct RedisDenyList {
 }
 
 impl RedisDenyList {
-    async fn bounded<T>(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, DenyError> {
-        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(DenyError::Unavailable(e.to_string())),
-            Err(_) => Err(DenyError::Unavailable("timed out".into())),
-        }
-    }
-
     async fn set(&self, key: &str, value: i64, ttl: Duration) -> Result<(), DenyError> {
         let mut conn = self.conn.clone();
         let key = format!("{}{key}", self.prefix);
-        self.bounded(conn.set_ex::<_, _, ()>(key, value, ttl.as_secs()))
+        bounded(conn.set_ex::<_, _, ()>(key, value, ttl.as_secs()))
             .await
+            .map_err(DenyError::Unavailable)
     }
 
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<i64>>, DenyError> {
         let mut conn = self.conn.clone();
         let keys: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.prefix)).collect();
         // MGET of one key answers a bare value; always ask as a command for a list.
-        self.bounded(redis::cmd("MGET").arg(&keys).query_async(&mut conn))
+        bounded(redis::cmd("MGET").arg(&keys).query_async(&mut conn))
             .await
+            .map_err(DenyError::Unavailable)
     }
 
     async fn ping(&self) -> Result<(), DenyError> {
         let mut conn = self.conn.clone();
-        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+        bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(drop)
+            .map_err(DenyError::Unavailable)
     }
 }
 

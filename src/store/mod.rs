@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod deny_list;
+pub mod redis;
 pub mod secrets;
 pub mod sessions;
 pub mod users;

@@ -9,6 +9,7 @@ mod cli;
 mod docs;
 mod introspection;
 mod jwks;
+mod login_protection;
 mod migrations;
 mod redis_failure;
 mod refresh;

@@ -2,6 +2,8 @@
 //! [`GrantRequest`] and authenticates the client; [`handle`] checks the client may use the grant and
 //! runs it.
 
+use std::net::IpAddr;
+
 pub mod password;
 pub mod refresh_token;
 
@@ -41,10 +43,12 @@ pub struct Issued {
     pub scope: Scope,
 }
 
+/// Runs a grant for `client`; `ip` is the client's address, for failure throttling.
 pub async fn handle(
     state: &AppState,
     client: &AuthenticatedClient,
     request: GrantRequest,
+    ip: IpAddr,
 ) -> Result<Issued, Error> {
     if !client.may_use(request.grant_type()) {
         return Err(Error::UnauthorizedClient);
@@ -54,7 +58,7 @@ pub async fn handle(
             username,
             password,
             scope,
-        } => password::handle(state, client, &username, password, scope).await,
+        } => password::handle(state, client, &username, password, scope, ip).await,
         GrantRequest::RefreshToken { token, scope } => {
             refresh_token::handle(state, client, &token, scope).await
         }

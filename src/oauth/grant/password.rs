@@ -3,6 +3,10 @@
 //! An unknown user, a wrong password and a disabled user get the same `invalid_grant` after the same
 //! work: the password is always verified, against a dummy hash when there is no user.
 
+use std::net::IpAddr;
+
+use chrono::Utc;
+
 use super::{Issued, resolve_scope};
 use crate::{
     error::Error,
@@ -25,6 +29,7 @@ pub async fn handle(
     username: &str,
     password: String,
     requested: Option<Scope>,
+    ip: IpAddr,
 ) -> Result<Issued, Error> {
     // Checked before the password so that it reveals nothing about the user.
     if let Some(requested) = &requested
@@ -32,22 +37,39 @@ pub async fn handle(
     {
         return Err(Error::InvalidScope);
     }
+    // While delayed, the password is not even checked.
+    let now = Utc::now().timestamp();
+    match state.throttle.wait(username, ip, now).await {
+        Ok(0) => {}
+        Ok(retry_after) => {
+            tracing::warn!(%ip, retry_after, "password grant throttled after repeated failures");
+            return Err(Error::RateLimited { retry_after });
+        }
+        // Failing open here keeps logins possible while Redis is down; the per-address and
+        // per-username rate limits still hold.
+        Err(e) => tracing::warn!(error = %e, "throttle unavailable; not applied"),
+    }
     let user = state.users.find_by_username(username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state.hasher.verify(password.clone(), stored).await?;
-    let user = match (user, verified) {
-        (Some(user), Verified::Match { needs_rehash }) if user.is_active => {
-            if needs_rehash {
-                rehash(state, user.id, password).await;
-            }
-            user
-        }
-        (None, _) => return Err(Error::InvalidGrant("unknown user")),
-        (Some(user), Verified::Mismatch) if user.is_active => {
-            return Err(Error::InvalidGrant("wrong password"));
-        }
-        (Some(_), _) => return Err(Error::InvalidGrant("disabled user")),
+    let refusal = match (&user, &verified) {
+        (Some(user), Verified::Match { .. }) if user.is_active => None,
+        (None, _) => Some("unknown user"),
+        (Some(user), Verified::Mismatch) if user.is_active => Some("wrong password"),
+        (Some(_), _) => Some("disabled user"),
     };
+    let Some(user) = user.filter(|_| refusal.is_none()) else {
+        if let Err(e) = state.throttle.failed(username, ip, now).await {
+            tracing::warn!(error = %e, "throttle unavailable; failure not counted");
+        }
+        return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
+    };
+    if let Err(e) = state.throttle.succeeded(username, ip).await {
+        tracing::warn!(error = %e, "throttle unavailable; counter not reset");
+    }
+    if verified == (Verified::Match { needs_rehash: true }) {
+        rehash(state, user.id, password).await;
+    }
 
     let grantable = if user.is_admin {
         client.scopes.clone()

@@ -1,0 +1,167 @@
+//! Per-instance rate limits (governor): password grants per client address and per username,
+//! registrations per client address. Over a limit the answer is `429` with the limiter's own
+//! `Retry-After`. Old keys are dropped on a timer ([`Limits::housekeeping`]), so memory stays bounded
+//! however many addresses or usernames appear.
+
+use std::{collections::hash_map::RandomState, hash::BuildHasher, net::IpAddr, num::NonZeroU32};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::keyed::DashMapStateStore,
+};
+
+use crate::{config::RateLimitSettings, error::Error};
+
+type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+pub struct Limits<C: Clock + Clone = DefaultClock> {
+    clock: C,
+    login_per_ip: Keyed<IpAddr, C>,
+    /// Keyed by a hash of the lowercased username: eight bytes a key, whatever an attacker sends.
+    login_per_user: Keyed<u64, C>,
+    register_per_ip: Keyed<IpAddr, C>,
+    username_hasher: RandomState,
+}
+
+impl Limits<DefaultClock> {
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        Self::with_clock(settings, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Self {
+        let per_minute = |n: NonZeroU32| Quota::per_minute(n);
+        Self {
+            login_per_ip: RateLimiter::dashmap_with_clock(
+                per_minute(settings.login_per_ip),
+                clock.clone(),
+            ),
+            login_per_user: RateLimiter::dashmap_with_clock(
+                per_minute(settings.login_per_user),
+                clock.clone(),
+            ),
+            register_per_ip: RateLimiter::dashmap_with_clock(
+                per_minute(settings.register_per_ip),
+                clock.clone(),
+            ),
+            username_hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    /// One password grant from `ip` for `username`.
+    pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), Error> {
+        self.check(&self.login_per_ip, &ip).inspect_err(|_| {
+            tracing::warn!(%ip, limit = "rate_limit.login_per_ip", "rate limited");
+        })?;
+        let user = self.username_hasher.hash_one(username.to_lowercase());
+        self.check(&self.login_per_user, &user).inspect_err(|_| {
+            tracing::warn!(%ip, limit = "rate_limit.login_per_user", "rate limited");
+        })
+    }
+
+    /// One registration from `ip`.
+    pub fn register(&self, ip: IpAddr) -> Result<(), Error> {
+        self.check(&self.register_per_ip, &ip).inspect_err(|_| {
+            tracing::warn!(%ip, limit = "rate_limit.register_per_ip", "rate limited");
+        })
+    }
+
+    fn check<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: &Keyed<K, C>,
+        key: &K,
+    ) -> Result<(), Error> {
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            // Retry-After is whole seconds; round up so that a client that waits is let in.
+            let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            Error::RateLimited { retry_after }
+        })
+    }
+
+    /// Drops the keys whose buckets are full again (they would behave exactly like absent keys).
+    pub fn housekeeping(&self) {
+        for limiter in [&self.login_per_ip, &self.register_per_ip] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.login_per_user.retain_recent();
+        self.login_per_user.shrink_to_fit();
+    }
+
+    /// How many keys the limiters hold.
+    pub fn len(&self) -> usize {
+        self.login_per_ip.len() + self.login_per_user.len() + self.register_per_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn settings(per_minute: u32) -> RateLimitSettings {
+        let n = NonZeroU32::new(per_minute).unwrap();
+        RateLimitSettings {
+            login_per_ip: n,
+            login_per_user: n,
+            register_per_ip: n,
+        }
+    }
+
+    #[test]
+    fn the_n_plus_first_attempt_gets_an_honest_retry_after() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(&settings(10), clock.clone());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..10 {
+            limits
+                .register(ip)
+                .unwrap_or_else(|_| panic!("attempt {i}"));
+        }
+        let Err(Error::RateLimited { retry_after }) = limits.register(ip) else {
+            panic!("the eleventh is limited");
+        };
+        // Ten a minute: one cell every six seconds.
+        assert_eq!(retry_after, 6);
+        clock.advance(Duration::from_secs(6));
+        assert!(limits.register(ip).is_ok());
+    }
+
+    #[test]
+    fn a_hundred_thousand_addresses_do_not_grow_memory_without_bound() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(&settings(30), clock.clone());
+        for i in 0..100_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            limits.register(ip).unwrap();
+        }
+        assert_eq!(limits.len(), 100_000);
+        // Once every bucket has refilled, housekeeping drops them all.
+        clock.advance(Duration::from_secs(61));
+        limits.housekeeping();
+        assert!(limits.is_empty(), "{} keys left", limits.len());
+    }
+
+    #[test]
+    fn usernames_are_limited_whatever_their_case_or_address() {
+        let limits = Limits::with_clock(&settings(2), FakeRelativeClock::default());
+        limits.login("192.0.2.1".parse().unwrap(), "Alice").unwrap();
+        limits.login("192.0.2.2".parse().unwrap(), "alice").unwrap();
+        assert!(matches!(
+            limits.login("192.0.2.3".parse().unwrap(), "ALICE"),
+            Err(Error::RateLimited { .. })
+        ));
+    }
+}

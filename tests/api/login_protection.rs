@@ -1,0 +1,318 @@
+//! Login protection: rate limits per address and per username, the trusted-proxy rule, failure
+//! throttling shared through Redis, and the bounded hashing queue.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{Backend, Deny, TestApp, TestUser, assert_error, spawn_app_with, with_deny};
+
+fn n(v: u32) -> NonZeroU32 {
+    NonZeroU32::new(v).unwrap()
+}
+
+/// A password grant as if from `from` (the test server trusts 127.0.0.1 as a proxy where it must).
+async fn login_from(app: &TestApp, from: &str, username: &str, password: &str) -> Response {
+    app.http
+        .post(app.url("/oauth/token"))
+        .header("x-forwarded-for", from)
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_rate_limited(resp: Response, at_most: u64) -> u64 {
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("whole seconds");
+    assert!(
+        (1..=at_most).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    let body = assert_error(resp, 429, "rate_limited").await;
+    assert_eq!(body["error"], "rate_limited");
+    retry_after
+}
+
+fn behind_a_proxy(s: &mut portcullis::config::Settings) {
+    s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_login_over_the_per_address_limit_is_429_and_other_addresses_are_not() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        behind_a_proxy(s);
+        s.rate_limit.login_per_ip = n(3);
+    })
+    .await;
+    let user = app.seed_user().await;
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(&app, "198.51.100.1", &user.username, &user.password)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+
+    // Three a minute: a cell every twenty seconds.
+    assert_rate_limited(
+        login_from(&app, "198.51.100.1", &user.username, &user.password).await,
+        20,
+    )
+    .await;
+    assert_eq!(
+        login_from(&app, "198.51.100.2", &user.username, &user.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_username_limit_holds_across_addresses() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        behind_a_proxy(s);
+        s.rate_limit.login_per_user = n(2);
+    })
+    .await;
+    let user = app.seed_user().await;
+    let other = app.seed_user().await;
+    assert_eq!(
+        login_from(&app, "198.51.100.1", &user.username, &user.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        login_from(
+            &app,
+            "198.51.100.2",
+            &user.username.to_uppercase(),
+            &user.password
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+
+    assert_rate_limited(
+        login_from(&app, "198.51.100.3", &user.username, &user.password).await,
+        30,
+    )
+    .await;
+    assert_eq!(
+        login_from(&app, "198.51.100.3", &other.username, &other.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    // Not trusted: every request is from 127.0.0.1, whatever the header says.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.rate_limit.login_per_ip = n(2)).await;
+    let user = app.seed_user().await;
+    for from in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(
+            login_from(&app, from, &user.username, &user.password)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_rate_limited(
+        login_from(&app, "198.51.100.3", &user.username, &user.password).await,
+        30,
+    )
+    .await;
+
+    // Trusted: the rightmost address that is not a trusted proxy is the client.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit.login_per_ip = n(1);
+        s.server.trusted_proxies = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+    })
+    .await;
+    let user = app.seed_user().await;
+    assert_eq!(
+        login_from(
+            &app,
+            "203.0.113.9, 198.51.100.1, 10.1.2.3",
+            &user.username,
+            &user.password
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    // A spoofed leftmost entry does not make a new client.
+    assert_rate_limited(
+        login_from(
+            &app,
+            "203.0.113.77, 198.51.100.1",
+            &user.username,
+            &user.password,
+        )
+        .await,
+        60,
+    )
+    .await;
+    assert_eq!(
+        login_from(&app, "198.51.100.2", &user.username, &user.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_limited_per_address() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.rate_limit.register_per_ip = n(2)).await;
+    app.seed_user().await;
+    app.seed_user().await;
+    assert_rate_limited(
+        app.register("one-too-many", "correct horse battery staple")
+            .await,
+        30,
+    )
+    .await;
+    assert_eq!(app.count("users").await, 2);
+}
+
+on_every_backend! {
+    async fn throttling_grows_per_failure_stops_at_the_maximum_and_resets_on_success(backend: Backend, deny: Deny) {
+        // Arrange: delays from the first failure, 1 s doubling to at most 2 s.
+        let app = spawn_app_with(backend, |s| {
+            with_deny(s, deny);
+            behind_a_proxy(s);
+            s.throttle.failures = 1;
+            s.throttle.base_delay = 1;
+            s.throttle.max_delay = 2;
+        }).await;
+        let user = app.seed_user().await;
+        let here = "198.51.100.7";
+        let wrong = || login_from(&app, here, &user.username, "not the password at all");
+
+        // Act + Assert
+        assert_error(wrong().await, 400, "invalid_grant").await;
+        assert_eq!(assert_rate_limited(wrong().await, 1).await, 1);
+        // While delayed even the right password is refused unchecked.
+        assert_rate_limited(login_from(&app, here, &user.username, &user.password).await, 1).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_error(wrong().await, 400, "invalid_grant").await;
+        assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "doubled");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_error(wrong().await, 400, "invalid_grant").await;
+        assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "capped at max_delay");
+        // Another address is not slowed for this user (the ceiling is far).
+        assert_eq!(login_from(&app, "198.51.100.8", &user.username, &user.password).await.status(), StatusCode::OK);
+
+        // A success from the delayed address, once its delay is paid, resets it.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(login_from(&app, here, &user.username, &user.password).await.status(), StatusCode::OK);
+        assert_error(wrong().await, 400, "invalid_grant").await;
+    }
+
+    async fn the_per_username_ceiling_delays_every_address_and_unknown_names_count_alike(backend: Backend, deny: Deny) {
+        let app = spawn_app_with(backend, |s| {
+            with_deny(s, deny);
+            behind_a_proxy(s);
+            s.throttle.failures = 100;
+            s.throttle.user_ceiling = 2;
+            s.throttle.base_delay = 60;
+        }).await;
+        let user = app.seed_user().await;
+        for (i, name) in [&user.username, &"nobody-here".to_owned()].into_iter().enumerate() {
+            for from in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+                assert_error(login_from(&app, from, name, "wrong password here").await, 400, "invalid_grant").await;
+            }
+            // Three failures, over the ceiling of two: a fresh address waits too.
+            assert_rate_limited(login_from(&app, "198.51.100.99", name, "wrong password here").await, 60).await;
+            assert!(i < 2);
+        }
+    }
+}
+
+on_both_databases! {
+    async fn two_instances_share_the_failure_counters_and_a_restart_keeps_them(backend: Backend) {
+        let a = spawn_app_with(backend, |s| {
+            with_deny(s, Deny::Redis);
+            behind_a_proxy(s);
+            s.throttle.failures = 1;
+            s.throttle.base_delay = 60;
+        }).await;
+        let b = a.another_instance().await;
+        let user = a.seed_user().await;
+
+        assert_error(login_from(&a, "198.51.100.5", &user.username, "wrong password here").await, 400, "invalid_grant").await;
+
+        assert_rate_limited(login_from(&b, "198.51.100.5", &user.username, &user.password).await, 60).await;
+        drop(b);
+        let restarted = a.another_instance().await;
+        drop(a);
+        assert_rate_limited(login_from(&restarted, "198.51.100.5", &user.username, &user.password).await, 60).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_hashing_queue_answers_503_while_the_rest_of_the_server_answers() {
+    // Arrange: one hashing slot, and almost no patience for it.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.password.hash_concurrency = 1;
+        s.password.hash_queue_wait_ms = 1;
+    })
+    .await;
+    let user = TestUser {
+        username: "nobody-at-all".into(),
+        password: "whatever it is".into(),
+    };
+
+    // Act: a flood of logins, and beside it the JWKS.
+    let form = [
+        ("grant_type", "password"),
+        ("username", user.username.as_str()),
+        ("password", user.password.as_str()),
+    ];
+    let flood = futures_util::future::join_all((0..40).map(|_| app.token(&form)));
+    let beside = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        app.http
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (answers, jwks) = tokio::join!(flood, beside);
+
+    // Assert
+    assert_eq!(jwks.status(), StatusCode::OK);
+    let mut unavailable = 0;
+    for resp in answers {
+        match resp.status().as_u16() {
+            400 => {}
+            503 => {
+                unavailable += 1;
+                assert!(resp.headers().contains_key("retry-after"));
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["error"], "temporarily_unavailable");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(unavailable > 0, "the queue was saturated");
+}
