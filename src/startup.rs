@@ -62,7 +62,9 @@ async fn housekeeping(state: Arc<AppState>) {
     loop {
         every.tick().await;
         state.limits.housekeeping();
-        state.throttle.housekeeping(chrono::Utc::now().timestamp());
+        state
+            .throttle
+            .housekeeping(chrono::Utc::now().timestamp_millis());
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{config::ThrottleSettings, store::redis::bounded};
 const ADDRESS_MEMORY_SECS: i64 = 24 * 3600;
 /// The per-username window.
 const USER_WINDOW_SECS: i64 = 3600;
+const MS: i64 = 1000;
 
 pub struct Throttle {
     rules: ThrottleSettings,
@@ -57,14 +58,15 @@ impl Throttle {
         }
     }
 
-    /// Seconds this attempt must still wait (0: go ahead). `now` is seconds since the epoch.
+    /// Seconds this attempt must still wait, rounded up (0: go ahead). Times are milliseconds since the
+    /// epoch: whole seconds would let a one-second delay round down to nothing.
     pub async fn wait(&self, username: &str, ip: IpAddr, now: i64) -> Result<u64, String> {
         let (address, user) = keys(username, ip);
         let [by_address, by_user] = self.counters.read([&address, &user], now).await?;
         let r = &self.rules;
         let address_wait = wait(by_address, i64::from(r.failures), r, now);
         let user_wait = wait(by_user, i64::from(r.user_ceiling) + 1, r, now);
-        Ok(address_wait.max(user_wait))
+        Ok(address_wait.max(user_wait).div_ceil(MS as u64))
     }
 
     pub async fn failed(&self, username: &str, ip: IpAddr, now: i64) -> Result<(), String> {
@@ -77,7 +79,7 @@ impl Throttle {
         self.counters.reset(&address).await
     }
 
-    /// Drops expired in-process counters (Redis expires its own).
+    /// Drops expired in-process counters (Redis expires its own); `now` in milliseconds.
     pub fn housekeeping(&self, now: i64) {
         if let Counters::Memory(map) = &self.counters {
             map.lock()
@@ -87,7 +89,7 @@ impl Throttle {
     }
 }
 
-/// The delay owed after `counter.failures` failures when delays start at `threshold` failures.
+/// The milliseconds owed after `counter.failures` failures when delays start at `threshold` failures.
 fn wait(counter: Counter, threshold: i64, rules: &ThrottleSettings, now: i64) -> u64 {
     if counter.failures < threshold.max(1) {
         return 0;
@@ -97,7 +99,7 @@ fn wait(counter: Counter, threshold: i64, rules: &ThrottleSettings, now: i64) ->
         .base_delay
         .saturating_mul(1u64 << doublings)
         .min(rules.max_delay) as i64;
-    (counter.last + delay - now).max(0) as u64
+    (counter.last + delay * MS - now).max(0) as u64
 }
 
 /// Keys carry a hash of the lowercased username: fixed length, and no user input in Redis keys.
@@ -204,8 +206,8 @@ impl Counters {
                         c.expires = fresh_expiry;
                     }
                 };
-                bump(address, now + ADDRESS_MEMORY_SECS, true);
-                bump(user, now + USER_WINDOW_SECS, false);
+                bump(address, now + ADDRESS_MEMORY_SECS * MS, true);
+                bump(user, now + USER_WINDOW_SECS * MS, false);
                 Ok(())
             }
         }
@@ -249,16 +251,17 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut waits = Vec::new();
         for now in 0..6 {
-            t.failed("alice", ip, now * 100).await.unwrap();
-            waits.push(t.wait("alice", ip, now * 100).await.unwrap());
+            t.failed("alice", ip, now * 100_000).await.unwrap();
+            waits.push(t.wait("alice", ip, now * 100_000).await.unwrap());
         }
         assert_eq!(waits, [0, 0, 2, 4, 8, 10]);
-        // Time pays the delay off.
-        assert_eq!(t.wait("alice", ip, 500 + 10).await.unwrap(), 0);
+        // Time pays the delay off, to the millisecond; part of a second still owed counts as one.
+        assert_eq!(t.wait("alice", ip, 500_000 + 9_999).await.unwrap(), 1);
+        assert_eq!(t.wait("alice", ip, 500_000 + 10_000).await.unwrap(), 0);
         // Another address is not slowed while the user is under the ceiling... but six failures in the
         // hour are over it (5), so every address waits too.
         assert_eq!(
-            t.wait("alice", "192.0.2.2".parse().unwrap(), 500)
+            t.wait("alice", "192.0.2.2".parse().unwrap(), 500_000)
                 .await
                 .unwrap(),
             2

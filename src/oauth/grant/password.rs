@@ -38,7 +38,7 @@ pub async fn handle(
         return Err(Error::InvalidScope);
     }
     // While delayed, the password is not even checked.
-    let now = Utc::now().timestamp();
+    let now = Utc::now().timestamp_millis();
     match state.throttle.wait(username, ip, now).await {
         Ok(0) => {}
         Ok(retry_after) => {
