@@ -76,6 +76,16 @@ enum KeysCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
+    /// Add the next signing key: published at once, signing after keys.publish_ahead.
+    Rotate {
+        /// 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// Each key's kid, age and state (next, signing, retiring, expired).
+    List,
+    /// Delete the expired keys: those whose every token has expired.
+    Prune,
 }
 
 #[derive(Subcommand)]
@@ -127,11 +137,7 @@ impl Cli {
         match self.command {
             Command::Serve => serve(settings).await,
             Command::Migrate { direction, steps } => migrate(&settings, direction, steps).await,
-            Command::Keys(KeysCommand::Generate { bits }) => {
-                let (path, kid) = crate::keys::generate(&settings.keys.dir, bits)?;
-                println!("generated {} (kid {kid})", path.display());
-                Ok(())
-            }
+            Command::Keys(cmd) => keys(&settings, cmd),
             Command::Users(cmd) => users(&settings, cmd).await,
             Command::Clients(cmd) => clients(&settings, cmd).await,
         }
@@ -143,6 +149,62 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr, "listening");
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
+    let dir = &settings.keys.dir;
+    let (ahead, ttl) = (settings.keys.publish_ahead(), settings.access_ttl());
+    match cmd {
+        KeysCommand::Generate { bits } => {
+            let (path, kid) = crate::keys::generate(dir, bits)?;
+            println!("generated {} (kid {kid})", path.display());
+        }
+        KeysCommand::Rotate { bits } => {
+            let (path, kid) = crate::keys::generate(dir, bits)?;
+            let signs_at = chrono::Utc::now() + chrono::Duration::from_std(ahead)?;
+            println!("generated {} (kid {kid})", path.display());
+            println!(
+                "published in the JWKS at each instance's next rescan (within keys.rescan_interval, or at once \
+                 on SIGHUP); it signs from {} on",
+                signs_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        KeysCommand::List => {
+            println!("kid\tcreated_at\tage\tstate\tfile");
+            let now = chrono::Utc::now();
+            for (key, state) in crate::keys::inventory(dir, ahead, ttl)? {
+                let age = (now - key.created_at).num_seconds().max(0);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.kid,
+                    key.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    human_age(age),
+                    state.as_str(),
+                    key.path.display()
+                );
+            }
+        }
+        KeysCommand::Prune => {
+            let removed = crate::keys::prune(dir, ahead, ttl)?;
+            for key in &removed {
+                println!("removed {} (kid {})", key.path.display(), key.kid);
+            }
+            if removed.is_empty() {
+                println!("nothing to prune: every key may still verify a live token");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 async fn migrate(settings: &Settings, direction: Direction, steps: u32) -> anyhow::Result<()> {
@@ -241,8 +303,9 @@ async fn set_active(
             None => DenyList::memory(),
         };
         Revoker::new(
-            SessionStore::new(db),
+            SessionStore::new(db.clone()),
             Arc::new(deny_list),
+            crate::store::revocation_feed::RevocationFeed::new(db),
             settings.access_ttl(),
         )
         .user(user.id, "disabled")

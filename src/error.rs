@@ -253,6 +253,10 @@ error_sets! {
         413 => "the body is larger than 64 KiB",
         503 => "the deny list (Redis) cannot be read or written now",
     }
+    /// `GET /oauth/revocations`.
+    FeedErrors {
+        401 => "invalid_client: HTTP Basic authentication of a confidential client is required",
+    }
     /// Bearer routes that name one resource.
     BearerItemErrors {
         401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",

@@ -96,15 +96,68 @@ impl KeyStore {
         self.current.read().expect("key set lock").clone()
     }
 
-    /// Reads the folder again; the JWKS bytes change only when the published set does.
-    pub fn rescan(&self) -> anyhow::Result<()> {
+    /// Reads the folder again (a new key, a pruned one, or time moving a key to another state). The
+    /// JWKS bytes and ETag change only when the published set does. Returns whether anything changed.
+    pub fn rescan(&self) -> anyhow::Result<bool> {
         let set = scan(&self.dir, self.publish_ahead, self.access_ttl, Utc::now())?;
         let mut current = self.current.write().expect("key set lock");
-        if current.etag != set.etag || current.signing.kid != set.signing.kid {
+        let changed = current.etag != set.etag || current.signing.kid != set.signing.kid;
+        if changed {
             *current = Arc::new(set);
         }
-        Ok(())
+        Ok(changed)
     }
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not signing yet: caches learn it before any token carries it.
+    Next,
+    /// Signs new tokens.
+    Signing,
+    /// No longer signs, still published: tokens it signed may still be live.
+    Retiring,
+    /// Every token it signed has expired; `keys prune` removes it.
+    Expired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Signing => "signing",
+            Self::Retiring => "retiring",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// The state of each key, given their creation times in ascending order. The signing key is the newest
+/// one published for at least `publish_ahead` (the oldest while none is); an older key retires when its
+/// successor becomes eligible and expires `access_ttl` later, when the last token it signed has.
+pub fn classify(
+    created: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    publish_ahead: Duration,
+    access_ttl: Duration,
+) -> Vec<KeyState> {
+    let publish_ahead = chrono::Duration::from_std(publish_ahead).unwrap_or(chrono::Duration::MAX);
+    let access_ttl = chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::MAX);
+    let signing = created
+        .iter()
+        .rposition(|&c| c + publish_ahead <= now)
+        .unwrap_or(0);
+    (0..created.len())
+        .map(|i| match i.cmp(&signing) {
+            std::cmp::Ordering::Greater => KeyState::Next,
+            std::cmp::Ordering::Equal => KeyState::Signing,
+            std::cmp::Ordering::Less if created[i + 1] + publish_ahead + access_ttl > now => {
+                KeyState::Retiring
+            }
+            std::cmp::Ordering::Less => KeyState::Expired,
+        })
+        .collect()
 }
 
 fn scan(
@@ -113,6 +166,38 @@ fn scan(
     access_ttl: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<KeySet> {
+    let keys = read_dir(dir)?;
+    let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
+    let states = classify(&created, now, publish_ahead, access_ttl);
+    let signing = keys[states
+        .iter()
+        .position(|&s| s == KeyState::Signing)
+        .unwrap_or(0)]
+    .clone();
+    let keys: Vec<_> = keys
+        .into_iter()
+        .zip(states)
+        .filter(|(_, state)| *state != KeyState::Expired)
+        .map(|(k, _)| k)
+        .collect();
+
+    let jwks = serde_json::json!({
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, "n": k.n, "e": k.e,
+        })).collect::<Vec<_>>()
+    });
+    let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
+    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
+    Ok(KeySet {
+        keys,
+        signing,
+        jwks,
+        etag,
+    })
+}
+
+/// Every key in `dir`, oldest first; an error when there is none.
+fn read_dir(dir: &Path) -> anyhow::Result<Vec<Arc<Key>>> {
     let mut keys = Vec::new();
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the key folder {}", dir.display()))?;
@@ -130,36 +215,37 @@ fn scan(
     }
     keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
     keys.dedup_by(|a, b| a.kid == b.kid);
+    Ok(keys)
+}
 
-    let publish_ahead = chrono::Duration::from_std(publish_ahead)?;
-    let access_ttl = chrono::Duration::from_std(access_ttl)?;
-    // The newest key that has been published long enough for caches to know it; on a fresh
-    // installation no key is that old, and the oldest signs.
-    let signing_at = keys
-        .iter()
-        .rposition(|k| k.created_at + publish_ahead <= now)
-        .unwrap_or(0);
-    // An older key stays published until every token it may have signed has expired: it stopped
-    // signing when its successor became eligible.
-    let first_published = (0..signing_at)
-        .find(|&i| keys[i + 1].created_at + publish_ahead + access_ttl > now)
-        .unwrap_or(signing_at);
-    let signing = keys[signing_at].clone();
-    let keys: Vec<_> = keys.drain(first_published..).collect();
+/// Every key in `dir` with its state now, oldest first (for `keys list` and `keys prune`).
+pub fn inventory(
+    dir: &Path,
+    publish_ahead: Duration,
+    access_ttl: Duration,
+) -> anyhow::Result<Vec<(Arc<Key>, KeyState)>> {
+    let keys = read_dir(dir)?;
+    let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
+    let states = classify(&created, Utc::now(), publish_ahead, access_ttl);
+    Ok(keys.into_iter().zip(states).collect())
+}
 
-    let jwks = serde_json::json!({
-        "keys": keys.iter().map(|k| serde_json::json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, "n": k.n, "e": k.e,
-        })).collect::<Vec<_>>()
-    });
-    let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
-    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
-    Ok(KeySet {
-        keys,
-        signing,
-        jwks,
-        etag,
-    })
+/// Deletes the keys whose every token has expired; returns them. A key that may still verify a live
+/// token is never removed.
+pub fn prune(
+    dir: &Path,
+    publish_ahead: Duration,
+    access_ttl: Duration,
+) -> anyhow::Result<Vec<Arc<Key>>> {
+    let mut removed = Vec::new();
+    for (key, state) in inventory(dir, publish_ahead, access_ttl)? {
+        if state == KeyState::Expired {
+            std::fs::remove_file(&key.path)
+                .with_context(|| format!("removing {}", key.path.display()))?;
+            removed.push(key);
+        }
+    }
+    Ok(removed)
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Key> {
@@ -281,6 +367,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(store.current().signing().kid, kid);
+    }
+
+    #[test]
+    fn keys_move_from_next_to_signing_to_retiring_to_expired() {
+        let t0 = Utc::now();
+        let min = |m: i64| t0 + chrono::Duration::minutes(m);
+        let ahead = Duration::from_secs(300);
+        let ttl = Duration::from_secs(900);
+        let state = |created: &[DateTime<Utc>], now| classify(created, now, ahead, ttl);
+        use KeyState::*;
+        // A fresh installation: the only key signs at once.
+        assert_eq!(state(&[t0], t0), [Signing]);
+        // A rotation: the new key is only published for five minutes…
+        assert_eq!(state(&[t0, min(60)], min(60)), [Signing, Next]);
+        assert_eq!(state(&[t0, min(60)], min(64)), [Signing, Next]);
+        // …then signs, while the old one retires for one access-token lifetime…
+        assert_eq!(state(&[t0, min(60)], min(65)), [Retiring, Signing]);
+        assert_eq!(state(&[t0, min(60)], min(79)), [Retiring, Signing]);
+        // …and expires when the last token it signed has.
+        assert_eq!(state(&[t0, min(60)], min(80)), [Expired, Signing]);
+        // Two fresh keys: the oldest signs until the newer has been published long enough.
+        assert_eq!(state(&[t0, min(1)], min(2)), [Signing, Next]);
     }
 
     #[test]

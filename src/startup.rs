@@ -47,24 +47,71 @@ impl App {
     ) -> std::io::Result<()> {
         let routes = crate::http::routes(self.state.clone());
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let rescans = tokio::spawn(rescan_keys(self.state.clone()));
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         housekeeping.abort();
+        rescans.abort();
         self.state.db.clone().close().await.ok();
         result
     }
 }
 
-/// Drops stale rate-limit keys and throttle counters, so their memory stays bounded.
+/// Drops stale rate-limit keys, throttle counters and feed entries, so they stay bounded.
 async fn housekeeping(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
-    loop {
+    for round in 0u64.. {
         every.tick().await;
+        // Expired feed entries go every minute, so the feed stays as small as the live set.
+        if round % 6 == 0
+            && let Err(e) = state.feed.prune().await
+        {
+            tracing::warn!(error = %e, "pruning the revocation feed failed");
+        }
         state.limits.housekeeping();
         state
             .throttle
             .housekeeping(chrono::Utc::now().timestamp_millis());
+    }
+}
+
+/// Rescans the key folder every `keys.rescan_interval` and on SIGHUP, so that instances sharing the folder
+/// agree on the JWKS and keys change state on time. A failed scan keeps the last good key set.
+async fn rescan_keys(state: Arc<AppState>) {
+    let period = Duration::from_secs(state.settings.keys.rescan_interval);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = hup => tracing::info!("SIGHUP: rescanning the key folder"),
+        }
+        let keys = state.keys.clone();
+        match tokio::task::spawn_blocking(move || keys.rescan()).await {
+            Ok(Ok(true)) => {
+                let set = state.keys.current();
+                tracing::info!(signing = %set.signing().kid, published = set.keys().len(), "key set changed");
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(
+                error = format!("{e:#}"),
+                "key rescan failed; keeping the last key set"
+            ),
+            Err(e) => tracing::error!(error = %e, "key rescan task failed"),
+        }
     }
 }
 

@@ -13,7 +13,10 @@ use crate::{
     },
     password::Hasher,
     ratelimit::Limits,
-    store::{clients::ClientStore, deny_list::DenyList, sessions::SessionStore, users::UserStore},
+    store::{
+        clients::ClientStore, deny_list::DenyList, revocation_feed::RevocationFeed,
+        sessions::SessionStore, users::UserStore,
+    },
     throttle::Throttle,
 };
 
@@ -29,8 +32,11 @@ pub struct AppState {
     pub sessions: SessionStore,
     pub deny_list: Arc<DenyList>,
     pub revoker: Revoker,
+    pub feed: RevocationFeed,
     pub refresh_tokens: RefreshTokens,
     pub limits: Limits,
+    /// The RFC 8414 document, serialised once.
+    pub metadata: bytes::Bytes,
     pub throttle: Throttle,
 }
 
@@ -82,6 +88,7 @@ impl AppState {
                 Duration::from_millis(settings.password.hash_queue_wait_ms),
             )?,
             limits: Limits::new(&settings.rate_limit),
+            metadata: serde_json::to_vec(&crate::oauth::metadata::document(&settings))?.into(),
             throttle,
             issuer: Issuer::new(
                 keys.clone(),
@@ -96,7 +103,13 @@ impl AppState {
                 &settings.tokens.audience,
             ),
             users: crate::store::users::UserStore::new(db.clone()),
-            revoker: Revoker::new(sessions.clone(), deny_list.clone(), settings.access_ttl()),
+            revoker: Revoker::new(
+                sessions.clone(),
+                deny_list.clone(),
+                RevocationFeed::new(db.clone()),
+                settings.access_ttl(),
+            ),
+            feed: RevocationFeed::new(db.clone()),
             refresh_tokens: RefreshTokens::new(successor_key),
             sessions,
             deny_list,

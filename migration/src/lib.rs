@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_first_data_model;
 mod m20261122_000002_create_server_secrets;
+mod m20261122_000003_create_revocations;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_first_data_model::Migration),
             Box::new(m20261122_000002_create_server_secrets::Migration),
+            Box::new(m20261122_000003_create_revocations::Migration),
         ]
     }
 }

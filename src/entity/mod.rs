@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod refresh_token;
+pub mod revocation;
 pub mod server_secret;
 pub mod session;
 pub mod user;

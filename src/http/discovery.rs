@@ -91,10 +91,62 @@ enum JwksResponse {
     ),
 }
 
+/// RFC 8414 authorization server metadata.
+#[derive(Object)]
+#[allow(dead_code)]
+struct MetadataDoc {
+    issuer: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    grant_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    revocation_endpoint_auth_methods_supported: Vec<String>,
+    introspection_endpoint_auth_methods_supported: Vec<String>,
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<String>,
+    service_documentation: String,
+    subject_types_supported: Vec<String>,
+    id_token_signing_alg_values_supported: Vec<String>,
+    /// Not in RFC 8414: the revocation feed (`GET /oauth/revocations`).
+    revocation_feed_endpoint: String,
+}
+
+#[derive(ApiResponse)]
+enum MetadataResponse {
+    /// The metadata; it changes only with the configuration.
+    #[oai(status = 200)]
+    Ok(
+        PreRendered<MetadataDoc>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
 pub struct DiscoveryApi;
 
 #[OpenApi]
 impl DiscoveryApi {
+    /// Authorization server metadata (RFC 8414)
+    #[oai(
+        path = "/.well-known/oauth-authorization-server",
+        method = "get",
+        tag = "Tag::Discovery"
+    )]
+    async fn oauth_metadata(&self, state: Data<&Arc<AppState>>) -> MetadataResponse {
+        metadata(&state)
+    }
+
+    /// The same metadata, where OpenID Connect discovery looks
+    #[oai(
+        path = "/.well-known/openid-configuration",
+        method = "get",
+        tag = "Tag::Discovery"
+    )]
+    async fn openid_configuration(&self, state: Data<&Arc<AppState>>) -> MetadataResponse {
+        metadata(&state)
+    }
+
     /// The JSON Web Key Set
     ///
     /// The public keys that verify this server's access tokens. Cache it as `Cache-Control` says;
@@ -122,4 +174,11 @@ impl DiscoveryApi {
             JwksResponse::Ok(PreRendered::new(keys.jwks().clone()), etag, cache)
         }
     }
+}
+
+fn metadata(state: &AppState) -> MetadataResponse {
+    MetadataResponse::Ok(
+        PreRendered::new(state.metadata.clone()),
+        format!("public, max-age={}", state.settings.keys.jwks_max_age),
+    )
 }

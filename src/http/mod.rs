@@ -6,6 +6,7 @@ mod bearer;
 mod client_auth;
 mod client_ip;
 mod discovery;
+mod feed;
 mod form;
 mod ops;
 mod revoke;
@@ -45,6 +46,7 @@ enum Tag {
 type Apis = (
     token::TokenApi,
     revoke::RevokeApi,
+    feed::FeedApi,
     discovery::DiscoveryApi,
     users::UsersApi,
     sessions::SessionsApi,
@@ -58,6 +60,7 @@ pub fn api(issuer: &str) -> OpenApiService<Apis, ()> {
         (
             token::TokenApi,
             revoke::RevokeApi,
+            feed::FeedApi,
             discovery::DiscoveryApi,
             users::UsersApi,
             sessions::SessionsApi,

@@ -143,6 +143,7 @@ fn grant_request(form: TokenForm) -> Result<GrantRequest, Error> {
             }
             Ok(GrantRequest::RefreshToken { token, scope })
         }
+        "client_credentials" => Ok(GrantRequest::ClientCredentials { scope }),
         _ => Err(Error::UnsupportedGrantType),
     }
 }

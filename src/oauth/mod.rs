@@ -5,6 +5,7 @@ pub mod claims;
 pub mod client;
 pub mod grant;
 pub mod issuer;
+pub mod metadata;
 pub mod refresh;
 pub mod revocation;
 pub mod scope;

@@ -12,6 +12,7 @@ use crate::{
     error::Error,
     store::{
         deny_list::{DenyList, Entry},
+        revocation_feed::RevocationFeed,
         sessions::SessionStore,
     },
 };
@@ -19,17 +20,41 @@ use crate::{
 pub struct Revoker {
     sessions: SessionStore,
     deny: Arc<DenyList>,
+    feed: RevocationFeed,
     /// The longest an access token lives: how long a session's or user's entry must stay listed.
     access_ttl: Duration,
 }
 
 impl Revoker {
-    pub fn new(sessions: SessionStore, deny: Arc<DenyList>, access_ttl: Duration) -> Self {
+    pub fn new(
+        sessions: SessionStore,
+        deny: Arc<DenyList>,
+        feed: RevocationFeed,
+        access_ttl: Duration,
+    ) -> Self {
         Self {
             sessions,
             deny,
+            feed,
             access_ttl,
         }
+    }
+
+    /// Writes an entry to the feed, then to the deny list: the feed is what resource servers that verify
+    /// locally read, the deny list what this server checks.
+    async fn add(&self, entry: Entry<'_>, ttl: Duration) -> Result<(), Error> {
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let (kind, value, not_before) = match &entry {
+            Entry::Jti(jti) => ("jti", *jti, None),
+            Entry::Session(sid) => ("sid", *sid, None),
+            Entry::SubjectBefore { sub, not_before } => ("sub", *sub, Some(*not_before)),
+        };
+        self.feed
+            .record(kind, value, not_before, expires_at)
+            .await?;
+        self.deny.add(entry, ttl).await?;
+        Ok(())
     }
 
     /// Revokes one session; returns whether it was live.
@@ -41,10 +66,8 @@ impl Revoker {
 
     /// Lists a session already revoked in the database on the deny list.
     pub async fn deny_session(&self, id: Uuid) -> Result<(), Error> {
-        self.deny
-            .add(Entry::Session(&id.to_string()), self.access_ttl)
-            .await?;
-        Ok(())
+        self.add(Entry::Session(&id.to_string()), self.access_ttl)
+            .await
     }
 
     /// Revokes every session of a user and every access token issued to them before now.
@@ -53,15 +76,14 @@ impl Revoker {
         let sub = user_id.to_string();
         // Tokens carry whole seconds: a token from an earlier second is void by `iat`, one from this
         // second by its session.
-        self.deny
-            .add(
-                Entry::SubjectBefore {
-                    sub: &sub,
-                    not_before: Utc::now().timestamp(),
-                },
-                self.access_ttl,
-            )
-            .await?;
+        self.add(
+            Entry::SubjectBefore {
+                sub: &sub,
+                not_before: Utc::now().timestamp(),
+            },
+            self.access_ttl,
+        )
+        .await?;
         for id in sessions {
             self.deny_session(id).await?;
         }
@@ -71,9 +93,7 @@ impl Revoker {
     /// Denies one access token until it expires.
     pub async fn access_token(&self, claims: &AccessClaims) -> Result<(), Error> {
         let left = (claims.exp - Utc::now().timestamp()).max(1) as u64;
-        self.deny
-            .add(Entry::Jti(&claims.jti), Duration::from_secs(left))
-            .await?;
-        Ok(())
+        self.add(Entry::Jti(&claims.jti), Duration::from_secs(left))
+            .await
     }
 }

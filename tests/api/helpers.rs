@@ -111,6 +111,34 @@ pub fn test_signing_pem() -> Vec<u8> {
     std::fs::read(entry.path()).unwrap()
 }
 
+/// A key folder of the test's own holding the test key, created `age` ago (by its file name), so that it
+/// is the signing key; rotation tests add keys to it.
+pub fn own_key_dir(age: chrono::Duration) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let created = chrono::Utc::now() - age;
+    let path = dir
+        .path()
+        .join(format!("{}-test.pem", created.format("%Y%m%dT%H%M%SZ")));
+    std::fs::write(&path, test_signing_pem()).unwrap();
+    dir
+}
+
+/// A port free now, for a test that must know its server's address (its issuer) before starting it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Bind and issuer on a port chosen now, so that every URL in the metadata resolves to this server.
+pub fn listen_at_issuer(s: &mut Settings) {
+    let port = free_port();
+    s.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+    s.server.issuer = format!("http://127.0.0.1:{port}").parse().unwrap();
+}
+
 pub fn postgres_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())

@@ -4,12 +4,13 @@ use migration::{Migrator, MigratorTrait, SchemaManager};
 
 use crate::helpers::TestDatabase;
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "users",
     "clients",
     "sessions",
     "refresh_tokens",
     "server_secrets",
+    "revocations",
 ];
 
 async fn tables(db: &sea_orm::DatabaseConnection) -> Vec<bool> {
@@ -27,14 +28,14 @@ on_both_databases! {
         let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
 
         Migrator::up(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [true; 5]);
+        assert_eq!(tables(&db).await, [true; 6]);
         assert!(Migrator::get_pending_migrations(&db).await.unwrap().is_empty());
 
         Migrator::down(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [false; 5]);
+        assert_eq!(tables(&db).await, [false; 6]);
 
         Migrator::up(&db, None).await.unwrap();
-        assert_eq!(tables(&db).await, [true; 5]);
+        assert_eq!(tables(&db).await, [true; 6]);
         // Running up when nothing is pending changes nothing.
         Migrator::up(&db, None).await.unwrap();
         db.close().await.unwrap();

@@ -10,7 +10,7 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Backend, TestApp, free_port, spawn_app_with};
 
 struct PrivateRedis {
     child: Child,
@@ -62,14 +62,6 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn readiness(app: &TestApp) -> (StatusCode, Value) {

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
 
@@ -25,6 +26,9 @@ pub enum GrantRequest {
         token: String,
         scope: Option<Scope>,
     },
+    ClientCredentials {
+        scope: Option<Scope>,
+    },
 }
 
 impl GrantRequest {
@@ -32,6 +36,7 @@ impl GrantRequest {
         match self {
             Self::Password { .. } => GrantType::Password,
             Self::RefreshToken { .. } => GrantType::RefreshToken,
+            Self::ClientCredentials { .. } => GrantType::ClientCredentials,
         }
     }
 }
@@ -61,6 +66,9 @@ pub async fn handle(
         } => password::handle(state, client, &username, password, scope, ip).await,
         GrantRequest::RefreshToken { token, scope } => {
             refresh_token::handle(state, client, &token, scope).await
+        }
+        GrantRequest::ClientCredentials { scope } => {
+            client_credentials::handle(state, client, scope).await
         }
     }
 }

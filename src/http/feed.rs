@@ -1,0 +1,114 @@
+//! `GET /oauth/revocations`: the revocation feed, for resource servers that verify tokens locally and
+//! still want to honour revocations within seconds, without introspecting every request.
+
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use poem::{Request, http::header, web::Data};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Tag, client_auth, discovery::PreRendered};
+use crate::{
+    error::{Error, Failure, FeedErrors},
+    oauth::client::{self, Presented},
+    state::AppState,
+};
+
+/// One revocation.
+#[derive(Object, Serialize)]
+struct FeedEntry {
+    /// `jti`: one access token; `sid`: every token of a session; `sub`: every token of the subject issued
+    /// before `not_before`.
+    kind: String,
+    value: String,
+    /// For `sub`: seconds since the epoch; tokens with an earlier `iat` are revoked.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before: Option<i64>,
+    /// Seconds since the epoch after which no token it concerns is live; forget it then.
+    expires_at: i64,
+}
+
+#[derive(Object, Serialize)]
+struct Feed {
+    /// Pass it as `since` next time.
+    cursor: String,
+    entries: Vec<FeedEntry>,
+}
+
+#[derive(ApiResponse)]
+enum FeedResponse {
+    /// The entries added after `since` (every live entry without it) that can still matter.
+    #[oai(status = 200)]
+    Ok(PreRendered<Feed>, #[oai(header = "ETag")] String),
+    /// Nothing changed since the `If-None-Match` copy.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+pub struct FeedApi;
+
+#[OpenApi]
+impl FeedApi {
+    /// The revocation feed
+    ///
+    /// For confidential clients (HTTP Basic). Poll it every few seconds with the last `cursor`; an unknown
+    /// or too old cursor answers the full live set. Entries leave once their tokens have expired.
+    #[oai(path = "/oauth/revocations", method = "get", tag = "Tag::OAuth")]
+    async fn revocations(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+        /// The `cursor` of the previous answer.
+        since: Query<Option<String>>,
+    ) -> Result<FeedResponse, Failure<FeedErrors>> {
+        let refuse = |detail| Error::InvalidClient {
+            basic: true,
+            detail,
+        };
+        let presented = client_auth::presented(req, None, None)?;
+        if !matches!(presented, Presented::Basic { .. }) {
+            return Err(refuse("the feed needs HTTP Basic client authentication").into());
+        }
+        let client = client::authenticate(
+            &state.clients,
+            presented,
+            &state.settings.clients.default_client_id,
+        )
+        .await?;
+        if client.is_public {
+            return Err(refuse("the feed is for confidential clients").into());
+        }
+        let since = since.0.and_then(|s| s.parse::<i64>().ok());
+        let (entries, cursor) = state.feed.since(since).await?;
+        let feed = Feed {
+            cursor: cursor.to_string(),
+            entries: entries
+                .into_iter()
+                .map(|e| FeedEntry {
+                    kind: e.kind,
+                    value: e.value,
+                    not_before: e.not_before,
+                    expires_at: e.expires_at.timestamp(),
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&feed).map_err(|e| Error::Internal(e.into()))?;
+        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
+        let cached = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == etag)
+            });
+        Ok(if cached {
+            FeedResponse::NotModified(etag)
+        } else {
+            FeedResponse::Ok(PreRendered::new(body.into()), etag)
+        })
+    }
+}
