@@ -112,8 +112,8 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     tokio::time::sleep(Duration::from_secs(7)).await;
     let removed = portcullis::keys::prune(&path, ahead, ttl).unwrap();
     assert_eq!(
-        removed.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
-        [old_kid.clone()]
+        removed.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        [old_kid.as_str()]
     );
     eventually(3, "the old key leaving the JWKS", || async {
         published_kids(&app).await == [new_kid.clone()]
