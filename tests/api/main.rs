@@ -14,6 +14,7 @@ mod login_protection;
 mod migrations;
 mod redis_failure;
 mod refresh;
+mod resource_server;
 mod sessions;
 mod token_password;
 mod users;
