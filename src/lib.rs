@@ -17,6 +17,7 @@ pub mod entity;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod password;
 pub mod ratelimit;

@@ -3,7 +3,9 @@
 //! `Retry-After`. Old keys are dropped on a timer ([`Limits::housekeeping`]), so memory stays bounded
 //! however many addresses or usernames appear.
 
-use std::{collections::hash_map::RandomState, hash::BuildHasher, net::IpAddr, num::NonZeroU32};
+use std::{
+    collections::hash_map::RandomState, hash::BuildHasher, net::IpAddr, num::NonZeroU32, sync::Arc,
+};
 
 use governor::{
     Quota, RateLimiter,
@@ -12,7 +14,7 @@ use governor::{
     state::keyed::DashMapStateStore,
 };
 
-use crate::{config::RateLimitSettings, error::Error};
+use crate::{config::RateLimitSettings, error::Error, metrics::Metrics};
 
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
@@ -23,16 +25,17 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     login_per_user: Keyed<u64, C>,
     register_per_ip: Keyed<IpAddr, C>,
     username_hasher: RandomState,
+    metrics: Arc<Metrics>,
 }
 
 impl Limits<DefaultClock> {
-    pub fn new(settings: &RateLimitSettings) -> Self {
-        Self::with_clock(settings, DefaultClock::default())
+    pub fn new(settings: &RateLimitSettings, metrics: Arc<Metrics>) -> Self {
+        Self::with_clock(settings, DefaultClock::default(), metrics)
     }
 }
 
 impl<C: Clock + Clone> Limits<C> {
-    pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Self {
+    pub fn with_clock(settings: &RateLimitSettings, clock: C, metrics: Arc<Metrics>) -> Self {
         let per_minute = |n: NonZeroU32| Quota::per_minute(n);
         Self {
             login_per_ip: RateLimiter::dashmap_with_clock(
@@ -48,34 +51,33 @@ impl<C: Clock + Clone> Limits<C> {
                 clock.clone(),
             ),
             username_hasher: RandomState::new(),
+            metrics,
             clock,
         }
     }
 
     /// One password grant from `ip` for `username`.
     pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), Error> {
-        self.check(&self.login_per_ip, &ip).inspect_err(|_| {
-            tracing::warn!(%ip, limit = "rate_limit.login_per_ip", "rate limited");
-        })?;
+        self.check(&self.login_per_ip, &ip, "rate_limit.login_per_ip", ip)?;
         let user = self.username_hasher.hash_one(username.to_lowercase());
-        self.check(&self.login_per_user, &user).inspect_err(|_| {
-            tracing::warn!(%ip, limit = "rate_limit.login_per_user", "rate limited");
-        })
+        self.check(&self.login_per_user, &user, "rate_limit.login_per_user", ip)
     }
 
     /// One registration from `ip`.
     pub fn register(&self, ip: IpAddr) -> Result<(), Error> {
-        self.check(&self.register_per_ip, &ip).inspect_err(|_| {
-            tracing::warn!(%ip, limit = "rate_limit.register_per_ip", "rate limited");
-        })
+        self.check(&self.register_per_ip, &ip, "rate_limit.register_per_ip", ip)
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
         limiter: &Keyed<K, C>,
         key: &K,
+        limit: &'static str,
+        ip: IpAddr,
     ) -> Result<(), Error> {
         limiter.check_key(key).map_err(|not_until| {
+            tracing::warn!(%ip, limit, "rate limited");
+            Metrics::count(&self.metrics.rejections, limit);
             let wait = not_until.wait_time_from(self.clock.now());
             // Retry-After is whole seconds; round up so that a client that waits is let in.
             let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
@@ -123,7 +125,7 @@ mod tests {
     #[test]
     fn the_n_plus_first_attempt_gets_an_honest_retry_after() {
         let clock = FakeRelativeClock::default();
-        let limits = Limits::with_clock(&settings(10), clock.clone());
+        let limits = Limits::with_clock(&settings(10), clock.clone(), Arc::default());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for i in 0..10 {
             limits
@@ -142,7 +144,7 @@ mod tests {
     #[test]
     fn a_hundred_thousand_addresses_do_not_grow_memory_without_bound() {
         let clock = FakeRelativeClock::default();
-        let limits = Limits::with_clock(&settings(30), clock.clone());
+        let limits = Limits::with_clock(&settings(30), clock.clone(), Arc::default());
         for i in 0..100_000u32 {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
             limits.register(ip).unwrap();
@@ -156,7 +158,7 @@ mod tests {
 
     #[test]
     fn usernames_are_limited_whatever_their_case_or_address() {
-        let limits = Limits::with_clock(&settings(2), FakeRelativeClock::default());
+        let limits = Limits::with_clock(&settings(2), FakeRelativeClock::default(), Arc::default());
         limits.login("192.0.2.1".parse().unwrap(), "Alice").unwrap();
         limits.login("192.0.2.2".parse().unwrap(), "alice").unwrap();
         assert!(matches!(

@@ -102,6 +102,7 @@ async fn rescan_keys(state: Arc<AppState>) {
         let keys = state.keys.clone();
         match tokio::task::spawn_blocking(move || keys.rescan()).await {
             Ok(Ok(true)) => {
+                state.metrics.key_set_changes.inc();
                 let set = state.keys.current();
                 tracing::info!(signing = %set.signing().kid, published = set.keys().len(), "key set changed");
             }

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 use crate::{
     config::Settings,
     keys::KeyStore,
+    metrics::Metrics,
     oauth::{
         issuer::Issuer, refresh::RefreshTokens, revocation::Revoker, scope::Scope,
         verifier::Verifier,
@@ -22,6 +23,7 @@ use crate::{
 
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
     pub db: DatabaseConnection,
     pub keys: Arc<KeyStore>,
     pub hasher: Hasher,
@@ -46,6 +48,7 @@ impl AppState {
         // Exactly one jsonwebtoken backend is compiled in; installing it makes that explicit and turns
         // a feature-unification accident into a start-up error instead of a panic on the first token.
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let metrics = Arc::new(Metrics::new());
         let db = crate::store::connect(&settings.database.url, settings.database.max_connections)
             .await?;
         crate::store::migrate(&db).await?;
@@ -86,8 +89,9 @@ impl AppState {
             hasher: Hasher::new(
                 slots,
                 Duration::from_millis(settings.password.hash_queue_wait_ms),
+                metrics.clone(),
             )?,
-            limits: Limits::new(&settings.rate_limit),
+            limits: Limits::new(&settings.rate_limit, metrics.clone()),
             metadata: serde_json::to_vec(&crate::oauth::metadata::document(&settings))?.into(),
             throttle,
             issuer: Issuer::new(
@@ -99,6 +103,7 @@ impl AppState {
             verifier: Verifier::new(
                 keys.clone(),
                 deny_list.clone(),
+                metrics.clone(),
                 &issuer_url,
                 &settings.tokens.audience,
             ),
@@ -108,6 +113,7 @@ impl AppState {
                 deny_list.clone(),
                 RevocationFeed::new(db.clone()),
                 settings.access_ttl(),
+                metrics.clone(),
             ),
             feed: RevocationFeed::new(db.clone()),
             refresh_tokens: RefreshTokens::new(successor_key),
@@ -117,6 +123,7 @@ impl AppState {
             keys,
             db,
             settings: Arc::new(settings),
+            metrics,
         })
     }
 }

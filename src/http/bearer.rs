@@ -57,5 +57,12 @@ async fn check(req: &Request, bearer: Bearer) -> poem::Result<AccessClaims> {
     let state = req
         .data::<Arc<AppState>>()
         .expect("the app state is attached to every route");
-    Ok(state.verifier.check(&bearer.token).await?)
+    let claims = state.verifier.check(&bearer.token).await?;
+    let span = tracing::Span::current();
+    span.record("client_id", claims.client_id.as_str());
+    span.record("jti", claims.jti.as_str());
+    if let Some(sid) = &claims.sid {
+        span.record("sid", sid.as_str());
+    }
+    Ok(claims)
 }

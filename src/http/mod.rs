@@ -23,7 +23,11 @@ use poem::{
 };
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{error::Error, state::AppState};
+use crate::{
+    error::Error,
+    metrics::{Metrics, RequestLabels, RouteLabels},
+    state::AppState,
+};
 
 /// Request bodies larger than this are refused with `413` before anything reads them.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -80,6 +84,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let cors = cors(&state.settings.server.cors_origins);
+    let metrics = state.metrics.clone();
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
@@ -107,6 +112,105 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         })
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .map_to_response()
+        .around(move |ep, req| {
+            let metrics = metrics.clone();
+            async move { Ok(observe(ep, req, &metrics).await) }
+        })
+}
+
+/// One log line and one sample per request. The span carries a request id, and handlers add the client
+/// id, `jti` and session where they learn them; nothing here reads a body or a credential.
+async fn observe<E: Endpoint<Output = Response>>(
+    ep: Arc<E>,
+    req: Request,
+    metrics: &Metrics,
+) -> Response {
+    use tracing::Instrument;
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let route = route_label(req.uri().path());
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route,
+        client_id = tracing::field::Empty,
+        jti = tracing::field::Empty,
+        sid = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let mut resp = match ep.call(req).instrument(span.clone()).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.to_owned(),
+            method,
+            status,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
+}
+
+/// The route a path belongs to, with ids folded, so that the metrics' label set stays small whatever
+/// paths clients send.
+fn route_label(path: &str) -> &'static str {
+    const EXACT: [&str; 17] = [
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+        "/oauth/revocations",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/users",
+        "/users/me",
+        "/users/me/password",
+        "/users/me/sessions",
+        "/admin/users",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ];
+    if let Some(route) = EXACT.into_iter().find(|r| *r == path) {
+        return route;
+    }
+    match path {
+        p if p.starts_with("/users/me/sessions/") => "/users/me/sessions/{id}",
+        p if p.starts_with("/admin/users/") && p.ends_with("/disable") => {
+            "/admin/users/{id}/disable"
+        }
+        p if p.starts_with("/admin/users/") && p.ends_with("/enable") => "/admin/users/{id}/enable",
+        p if p.starts_with("/docs/") => "/docs",
+        _ => "other",
+    }
 }
 
 fn cors(origins: &[String]) -> Option<Cors> {

@@ -3,7 +3,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::Tag;
 use crate::state::AppState;
@@ -33,6 +36,13 @@ enum Ready {
     Unavailable(Json<Readiness>),
 }
 
+#[derive(ApiResponse)]
+enum MetricsText {
+    /// The exposition.
+    #[oai(status = 200)]
+    Ok(PlainText<String>, #[oai(header = "Content-Type")] String),
+}
+
 /// A dependency that takes longer than this to answer is down, as far as readiness goes.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -48,6 +58,18 @@ impl OpsApi {
         Json(Health {
             status: "ok".into(),
         })
+    }
+
+    /// Prometheus metrics
+    ///
+    /// OpenMetrics text: requests, latency, tokens issued, reuse detections, revocations, rate-limit and
+    /// throttle rejections, the hashing queue, deny-list lookups, Redis errors, key-set changes.
+    #[oai(path = "/metrics", method = "get", tag = "Tag::Operations")]
+    async fn metrics(&self, state: Data<&Arc<AppState>>) -> MetricsText {
+        MetricsText::Ok(
+            PlainText(state.metrics.render()),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
+        )
     }
 
     /// Readiness

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{Tag, client_auth, client_ip::client_ip, form::StrictForm};
 use crate::{
     error::{Error, Failure, TokenErrors},
+    metrics::Metrics,
     oauth::{
         client,
         grant::{self, GrantRequest, Issued},
@@ -100,11 +101,19 @@ impl TokenApi {
             &state.settings.clients.default_client_id,
         )
         .await?;
+        tracing::Span::current().record("client_id", client.id.as_str());
+        let grant_type = request.grant_type();
         let Issued {
             access,
             refresh_token,
             scope,
         } = grant::handle(&state, &client, request, ip).await?;
+        Metrics::count(&state.metrics.tokens_issued, grant_type.as_str());
+        let span = tracing::Span::current();
+        span.record("jti", access.claims.jti.as_str());
+        if let Some(sid) = &access.claims.sid {
+            span.record("sid", sid.as_str());
+        }
         Ok(Json(TokenResponse {
             access_token: access.token,
             token_type: "Bearer".into(),

@@ -8,6 +8,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::claims::AccessClaims;
+use crate::metrics::{Labels, Metrics};
 use crate::{
     error::Error,
     store::{
@@ -21,6 +22,7 @@ pub struct Revoker {
     sessions: SessionStore,
     deny: Arc<DenyList>,
     feed: RevocationFeed,
+    metrics: Arc<Metrics>,
     /// The longest an access token lives: how long a session's or user's entry must stay listed.
     access_ttl: Duration,
 }
@@ -31,11 +33,13 @@ impl Revoker {
         deny: Arc<DenyList>,
         feed: RevocationFeed,
         access_ttl: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             sessions,
             deny,
             feed,
+            metrics,
             access_ttl,
         }
     }
@@ -60,6 +64,14 @@ impl Revoker {
     /// Revokes one session; returns whether it was live.
     pub async fn session(&self, id: Uuid, reason: &str) -> Result<bool, Error> {
         let revoked = self.sessions.revoke(id, reason).await?;
+        if revoked {
+            self.metrics
+                .sessions_revoked
+                .get_or_create(&Labels {
+                    name: static_reason(reason),
+                })
+                .inc();
+        }
         self.deny_session(id).await?;
         Ok(revoked)
     }
@@ -73,6 +85,12 @@ impl Revoker {
     /// Revokes every session of a user and every access token issued to them before now.
     pub async fn user(&self, user_id: Uuid, reason: &str) -> Result<(), Error> {
         let sessions = self.sessions.revoke_all_of_user(user_id, reason).await?;
+        self.metrics
+            .sessions_revoked
+            .get_or_create(&Labels {
+                name: static_reason(reason),
+            })
+            .inc_by(sessions.len() as u64);
         let sub = user_id.to_string();
         // Tokens carry whole seconds: a token from an earlier second is void by `iat`, one from this
         // second by its session.
@@ -96,4 +114,17 @@ impl Revoker {
         self.add(Entry::Jti(&claims.jti), Duration::from_secs(left))
             .await
     }
+}
+
+/// Reasons are a closed set of literals; anything else is counted as `other`.
+fn static_reason(reason: &str) -> &'static str {
+    const KNOWN: [&str; 6] = [
+        "logout",
+        "logout_everywhere",
+        "password_changed",
+        "disabled",
+        "revoked_by_client",
+        "refresh_token_reuse",
+    ];
+    KNOWN.into_iter().find(|k| *k == reason).unwrap_or("other")
 }

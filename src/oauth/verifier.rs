@@ -6,11 +6,12 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::claims::AccessClaims;
-use crate::{error::Error, keys::KeyStore, store::deny_list::DenyList};
+use crate::{error::Error, keys::KeyStore, metrics::Metrics, store::deny_list::DenyList};
 
 pub struct Verifier {
     keys: Arc<KeyStore>,
     deny_list: Arc<DenyList>,
+    metrics: Arc<Metrics>,
     validation: Validation,
 }
 
@@ -21,6 +22,7 @@ impl Verifier {
     pub fn new(
         keys: Arc<KeyStore>,
         deny_list: Arc<DenyList>,
+        metrics: Arc<Metrics>,
         issuer: &str,
         audience: &str,
     ) -> Self {
@@ -35,6 +37,7 @@ impl Verifier {
         Self {
             keys,
             deny_list,
+            metrics,
             validation,
         }
     }
@@ -43,7 +46,17 @@ impl Verifier {
     /// deny list cannot be read the answer is `503`, never a guess.
     pub async fn check(&self, token: &str) -> Result<AccessClaims, Error> {
         let claims = self.verify(token)?;
-        if self.deny_list.is_denied(&claims).await? {
+        let denied = self.deny_list.is_denied(&claims).await;
+        let result = match &denied {
+            Ok(false) => "allowed",
+            Ok(true) => "denied",
+            Err(_) => "error",
+        };
+        Metrics::count(&self.metrics.deny_lookups, result);
+        if denied.is_err() {
+            self.metrics.redis_errors.inc();
+        }
+        if denied? {
             return Err(Error::InvalidToken("revoked"));
         }
         Ok(claims)

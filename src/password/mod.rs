@@ -12,7 +12,7 @@ use argon2::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{error::Error, telemetry::spawn_blocking_in_span};
+use crate::{error::Error, metrics::Metrics, telemetry::spawn_blocking_in_span};
 
 /// The longest password accepted anywhere; longer input is refused before it reaches argon2.
 pub const MAX_LENGTH: usize = 128;
@@ -71,6 +71,7 @@ pub struct Hasher {
     params: Params,
     slots: Arc<Semaphore>,
     max_wait: Duration,
+    metrics: Arc<Metrics>,
     /// A hash of nothing anyone knows: unknown users are verified against it, so that they cost what
     /// a wrong password costs (same answer, same time).
     dummy: String,
@@ -78,7 +79,7 @@ pub struct Hasher {
 
 impl Hasher {
     /// `slots` hashes run at once (one per core is right); a caller waits at most `max_wait` for one.
-    pub fn new(slots: usize, max_wait: Duration) -> anyhow::Result<Self> {
+    pub fn new(slots: usize, max_wait: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let params = Params::default();
         let dummy = argon2(&params)
             .hash_password(b"portcullis dummy password for unknown users")
@@ -88,6 +89,7 @@ impl Hasher {
             params,
             slots: Arc::new(Semaphore::new(slots.max(1))),
             max_wait,
+            metrics,
             dummy,
         })
     }
@@ -135,20 +137,46 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = tokio::time::timeout(self.max_wait, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| Error::Unavailable {
-                what: "password hashing",
-                retry_after: 1,
+        let queued = QueueSlot::enter(&self.metrics);
+        let started = std::time::Instant::now();
+        let permit = tokio::time::timeout(self.max_wait, self.slots.clone().acquire_owned()).await;
+        self.metrics
+            .hash_wait
+            .observe(started.elapsed().as_secs_f64());
+        let permit = permit
+            .map_err(|_| {
+                Metrics::count(&self.metrics.rejections, "password.hash_queue_wait_ms");
+                Error::Unavailable {
+                    what: "password hashing",
+                    retry_after: 1,
+                }
             })?
             .expect("the hashing semaphore is never closed");
-        spawn_blocking_in_span(move || {
+        let out = spawn_blocking_in_span(move || {
             let out = work();
             drop(permit);
             out
         })
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing task failed: {e}")));
+        drop(queued);
+        out
+    }
+}
+
+/// Counts a hash in the queue gauge for as long as it waits or runs, however the wait ends.
+struct QueueSlot<'a>(&'a Metrics);
+
+impl<'a> QueueSlot<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.hash_queue.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.hash_queue.dec();
     }
 }
 
@@ -223,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();
+        let hasher = Hasher::new(1, Duration::from_secs(5), Arc::default()).unwrap();
         let phc = hasher.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         let ok = hasher
@@ -259,7 +287,7 @@ mod tests {
         .hash_password(b"correct horse")
         .unwrap()
         .to_string();
-        let hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();
+        let hasher = Hasher::new(1, Duration::from_secs(5), Arc::default()).unwrap();
         let got = hasher
             .verify("correct horse".into(), Some(old))
             .await

@@ -12,6 +12,7 @@ mod introspection;
 mod jwks;
 mod login_protection;
 mod migrations;
+mod operations;
 mod redis_failure;
 mod refresh;
 mod resource_server;

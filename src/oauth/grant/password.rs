@@ -43,6 +43,7 @@ pub async fn handle(
         Ok(0) => {}
         Ok(retry_after) => {
             tracing::warn!(%ip, retry_after, "password grant throttled after repeated failures");
+            crate::metrics::Metrics::count(&state.metrics.rejections, "throttle");
             return Err(Error::RateLimited { retry_after });
         }
         // Failing open here keeps logins possible while Redis is down; the per-address and

@@ -31,6 +31,14 @@ pub async fn handle(
         Ok(r) => r,
         Err(RotateError::InvalidScope) => return Err(Error::InvalidScope),
         Err(RotateError::Reused { session }) => {
+            state.metrics.reuse_detections.inc();
+            state
+                .metrics
+                .sessions_revoked
+                .get_or_create(&crate::metrics::Labels {
+                    name: "refresh_token_reuse",
+                })
+                .inc();
             tracing::warn!(sid = %session, client = %client.id, "refresh token reuse: session revoked");
             // The session is revoked in the database already; its access tokens go on the deny list.
             // If that cannot be written now, the refusal stands all the same.

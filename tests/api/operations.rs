@@ -1,0 +1,435 @@
+//! The operational surface: readiness per dependency, metrics, request logs that never carry a secret,
+//! and graceful shutdown.
+
+use std::{
+    io::Read,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+
+use crate::helpers::{
+    Backend, PASSWORD, TestDatabase, assert_error, free_port, postgres_url, spawn_app_with,
+    test_keys_dir,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_the_database_when_it_goes_away_and_recovers_when_it_returns() {
+    // Arrange: a PostgreSQL database of the test's own, which the test can take away by renaming it.
+    let app = spawn_app_with(Backend::Postgres, |_| {}).await;
+    let (status, ready) = readiness(&app.http, &app.url("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["checks"]["database"], "ok");
+    let name = app
+        .settings
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = Database::connect(&postgres_url()).await.unwrap();
+    let away = format!("{name}_away");
+    let kick = |db: &str| {
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        )
+    };
+
+    // Act: the database goes away.
+    admin.execute_unprepared(&kick(&name)).await.unwrap();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE \"{name}\" RENAME TO \"{away}\""))
+        .await
+        .unwrap();
+
+    // Assert
+    let (status, ready) = readiness(&app.http, &app.url("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["checks"]["database"], "down");
+    assert_eq!(ready["status"], "unavailable");
+
+    // Act: it comes back.
+    admin.execute_unprepared(&kick(&away)).await.unwrap();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE \"{away}\" RENAME TO \"{name}\""))
+        .await
+        .unwrap();
+    let mut back = false;
+    for _ in 0..50 {
+        if readiness(&app.http, &app.url("/readyz")).await.0 == StatusCode::OK {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ready again without a restart");
+}
+
+async fn readiness(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let resp = http.get(url).send().await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+/// Every sample line: `name{labels} value`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels: {line}");
+        }
+        out.push((series.to_owned(), value));
+    }
+    out
+}
+
+fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()
+    })
+    .await;
+    let scrape = || async {
+        let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .contains("openmetrics-text")
+        );
+        let text = resp.text().await.unwrap();
+        assert!(text.trim_end().ends_with("# EOF"));
+        samples(&text)
+    };
+    let user = app.seed_user().await;
+    let before = scrape().await;
+
+    let login = app.login(&user).await;
+    app.refreshed(login.refresh_token.as_deref().unwrap()).await;
+    let rt = app.login(&user).await.refresh_token.unwrap();
+    assert_error(
+        app.token(&[
+            ("grant_type", "password"),
+            ("username", &user.username),
+            ("password", PASSWORD),
+        ])
+        .await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    app.refreshed(&rt).await;
+    assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
+
+    let after = scrape().await;
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        moved(r#"portcullis_http_requests_total{route="/oauth/token",method="POST",status="200"}"#),
+        4.0
+    );
+    assert_eq!(
+        moved(r#"portcullis_http_requests_total{route="/oauth/token",method="POST",status="429"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"portcullis_tokens_issued_total{name="password"}"#),
+        2.0
+    );
+    assert_eq!(
+        moved(r#"portcullis_tokens_issued_total{name="refresh_token"}"#),
+        2.0
+    );
+    assert_eq!(
+        moved(r#"portcullis_login_rejections_total{name="rate_limit.login_per_user"}"#),
+        1.0
+    );
+    assert_eq!(moved("portcullis_refresh_reuse_detections_total"), 1.0);
+    assert_eq!(
+        moved(r#"portcullis_sessions_revoked_total{name="refresh_token_reuse"}"#),
+        1.0
+    );
+    assert!(
+        moved(r#"portcullis_http_request_duration_seconds_count{route="/oauth/token"}"#) >= 6.0
+    );
+    assert!(moved("portcullis_password_hash_wait_seconds_count") >= 2.0);
+    assert_eq!(value(&after, "portcullis_password_hash_queue"), 0.0);
+
+    app.me(&login.access_token).await;
+    let later = scrape().await;
+    assert_eq!(
+        value(
+            &later,
+            r#"portcullis_deny_list_lookups_total{name="allowed"}"#
+        ) - value(
+            &after,
+            r#"portcullis_deny_list_lookups_total{name="allowed"}"#
+        ),
+        1.0
+    );
+}
+
+/// The real binary, logging JSON at debug level into a pipe.
+struct Served {
+    child: Child,
+    base: String,
+    _cwd: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(db_url: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let cwd = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("serve")
+            .current_dir(cwd.path())
+            .env_remove("PORTCULLIS_CONFIG")
+            .env("PORTCULLIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS__DATABASE__URL", db_url)
+            .env("PORTCULLIS__KEYS__DIR", test_keys_dir())
+            .env("PORTCULLIS__LOG__FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    child,
+                    base,
+                    _cwd: cwd,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then everything it printed.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (status, out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_token_secret_or_hash_is_ever_logged() {
+    // Arrange: the real server, a confidential client made as the CLI makes it.
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = Served::start(&db.url, &[]);
+    let http = reqwest::Client::new();
+    let state_db = portcullis::store::connect(&db.url, 1).await.unwrap();
+    let secret = "a-client-secret-that-must-never-appear-in-logs";
+    portcullis::store::clients::ClientStore::new(state_db.clone())
+        .create(portcullis::store::clients::NewClient {
+            id: "logged-client",
+            secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
+            grant_types: &[
+                portcullis::oauth::client::GrantType::Password,
+                portcullis::oauth::client::GrantType::RefreshToken,
+            ],
+            scopes: &portcullis::oauth::scope::Scope::parse("profile").unwrap(),
+        })
+        .await
+        .unwrap();
+    let password = "a-password-that-must-never-appear";
+    let wrong = "a-wrong-password-that-must-never-appear";
+    let token = |form: Vec<(&str, &str)>| {
+        http.post(server.url("/oauth/token"))
+            .basic_auth("logged-client", Some(secret))
+            .form(&form)
+            .send()
+    };
+
+    // Act: register, log in, refresh, introspect, revoke, fail a login, and present garbage.
+    let resp = http
+        .post(server.url("/users"))
+        .json(&serde_json::json!({"username": "logger", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let login: Value = token(vec![
+        ("grant_type", "password"),
+        ("username", "logger"),
+        ("password", password),
+    ])
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed: Value = token(vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &refresh),
+    ])
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let refresh2 = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    let access2 = refreshed["access_token"].as_str().unwrap().to_owned();
+    http.get(server.url("/users/me"))
+        .bearer_auth(&access2)
+        .send()
+        .await
+        .unwrap();
+    http.post(server.url("/oauth/revoke"))
+        .basic_auth("logged-client", Some(secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    http.post(server.url("/oauth/revoke"))
+        .basic_auth("logged-client", Some(secret))
+        .form(&[("token", refresh2.as_str())])
+        .send()
+        .await
+        .unwrap();
+    token(vec![
+        ("grant_type", "password"),
+        ("username", "logger"),
+        ("password", wrong),
+    ])
+    .await
+    .unwrap();
+    token(vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &refresh),
+    ])
+    .await
+    .unwrap();
+    http.post(server.url("/oauth/token"))
+        .basic_auth("logged-client", Some("wrong-secret-never-logged"))
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
+    let stored_hash: String = {
+        let user = portcullis::store::users::UserStore::new(state_db.clone())
+            .find_by_username("logger")
+            .await
+            .unwrap()
+            .unwrap();
+        user.password_hash
+    };
+    let (_, logs) = server.stop();
+
+    // Assert: the log is there, and none of the secrets are in it.
+    assert!(
+        logs.contains(r#""message":"request""#),
+        "request lines were logged:\n{logs}"
+    );
+    assert!(logs.contains(r#""status":400"#), "refusals were logged too");
+    let hash_part = stored_hash.rsplit('$').next().unwrap();
+    for (what, secret_value) in [
+        ("the password", password),
+        ("a wrong password", wrong),
+        ("the client secret", secret),
+        ("a wrong client secret", "wrong-secret-never-logged"),
+        ("an access token", &access),
+        ("a refreshed access token", &access2),
+        ("a refresh token", &refresh),
+        ("a rotated refresh token", &refresh2),
+        ("the password hash", hash_part),
+    ] {
+        assert!(!logs.contains(secret_value), "{what} appears in the log");
+    }
+    // Nor a fragment long enough to matter: the signature part of a token.
+    assert!(!logs.contains(access.rsplit('.').next().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_the_server_exits() {
+    // Arrange: one hashing slot, so that registrations queue and take a while together.
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = Served::start(
+        &db.url,
+        &[
+            ("PORTCULLIS__PASSWORD__HASH_CONCURRENCY", "1"),
+            ("PORTCULLIS__PASSWORD__HASH_QUEUE_WAIT_MS", "30000"),
+            ("PORTCULLIS__RATE_LIMIT__REGISTER_PER_IP", "1000"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let url = server.url("/users");
+    let in_flight: Vec<_> = (0..12)
+        .map(|i| {
+            let req = http
+                .post(&url)
+                .json(&serde_json::json!({"username": format!("slow-{i}"), "password": PASSWORD}));
+            tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // Act
+    let stopping = tokio::task::spawn_blocking(move || server.stop());
+
+    // Assert: every request already sent is answered in full.
+    for request in in_flight {
+        let status = request
+            .await
+            .unwrap()
+            .expect("an answer, not a dropped connection");
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, logs) = stopping.await.unwrap();
+    assert!(status.success(), "a clean exit: {logs}");
+    assert!(logs.contains("shutting down"));
+}
