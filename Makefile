@@ -3,10 +3,6 @@
 CARGO ?= cargo
 BIN   := target/release/portcullis
 
-# The integration tests use these; PostgreSQL and Redis as the machine runs them by default.
-export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/
-
 .PHONY: build run keys test lint fmt openapi
 
 ## build: the release binary, target/release/portcullis
@@ -21,9 +17,10 @@ run: build keys
 keys: build
 	@if ls keys/*.pem >/dev/null 2>&1; then echo "keys/ has a key"; else $(BIN) keys generate; fi
 
-## test: every unit and integration test, on SQLite files and on PostgreSQL
+## test: every unit and integration test, on SQLite files, PostgreSQL and Redis. Uses TEST_DATABASE_URL and
+## TEST_REDIS_URL if set, else what answers on the standard ports, else private throwaway servers.
 test:
-	$(CARGO) test --workspace --locked
+	tests/with-services.sh $(CARGO) test --workspace --locked
 
 ## lint: formatting and clippy, warnings as errors
 lint:

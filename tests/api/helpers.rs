@@ -141,7 +141,7 @@ pub fn listen_at_issuer(s: &mut Settings) {
 
 pub fn postgres_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A database for one test.
