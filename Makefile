@@ -3,7 +3,7 @@
 CARGO ?= cargo
 BIN   := target/release/portcullis
 
-.PHONY: build run keys test lint fmt openapi
+.PHONY: build run keys test lint fmt openapi bench
 
 ## build: the release binary, target/release/portcullis
 build:
@@ -21,6 +21,12 @@ keys: build
 ## TEST_REDIS_URL if set, else what answers on the standard ports, else private throwaway servers.
 test:
 	tests/with-services.sh $(CARGO) test --workspace --locked
+
+## bench: start the release server on SQLite and on PostgreSQL+Redis and measure every hot path against
+## this machine's own limits (argon2id, RS256); BENCH_SECONDS sets each scenario's length
+bench:
+	$(CARGO) build --release --locked --bin portcullis --example bench
+	tests/with-services.sh sh -c 'BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$$TEST_DATABASE_URL} BENCH_REDIS_URL=$${BENCH_REDIS_URL:-$$TEST_REDIS_URL} target/release/examples/bench'
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod password;
 pub mod ratelimit;
+pub mod signer;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -45,9 +45,9 @@ pub struct AppState {
 impl AppState {
     /// Connects, migrates, loads the keys and makes sure the default client exists.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // Exactly one jsonwebtoken backend is compiled in; installing it makes that explicit and turns
-        // a feature-unification accident into a start-up error instead of a panic on the first token.
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        // jsonwebtoken's aws-lc-rs provider, signing with key pairs parsed once (see `signer`). Installing it
+        // explicitly also means a second backend turned on by feature unification cannot be picked.
+        let _ = crate::signer::PROVIDER.install_default();
         let metrics = Arc::new(Metrics::new());
         let db = crate::store::connect(&settings.database.url, settings.database.max_connections)
             .await?;

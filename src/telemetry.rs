@@ -1,4 +1,4 @@
-//! Tracing set-up, and a `spawn_blocking` that keeps the caller's span.
+//! Tracing set-up.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -17,14 +17,4 @@ pub fn init(settings: &LogSettings) {
     };
     // A second call (tests building several apps) keeps the first subscriber.
     let _ = result;
-}
-
-/// Runs blocking work on tokio's blocking pool inside the current span, so its logs stay attributed.
-pub fn spawn_blocking_in_span<F, R>(f: F) -> tokio::task::JoinHandle<R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
 }

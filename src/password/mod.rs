@@ -4,15 +4,20 @@
 //! never more than one per core at once; a caller that cannot get a slot soon is told to come back
 //! (`503` + `Retry-After`) instead of queueing without end.
 
-use std::{collections::HashSet, sync::Arc, sync::LazyLock, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock, Mutex},
+    time::Duration,
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, Version,
-    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::{error::Error, metrics::Metrics, telemetry::spawn_blocking_in_span};
+use crate::{error::Error, metrics::Metrics};
 
 /// The longest password accepted anywhere; longer input is refused before it reaches argon2.
 pub const MAX_LENGTH: usize = 128;
@@ -66,30 +71,59 @@ pub enum Verified {
     Mismatch,
 }
 
-/// argon2id with the OWASP parameters (m=19456 KiB, t=2, p=1), on the blocking pool.
+/// argon2id with the OWASP parameters (m=19456 KiB, t=2, p=1), on a fixed pool of hashing threads.
+///
+/// Each thread keeps one block buffer (19 MiB) and reuses it for every hash: argon2's allocating API
+/// costs about 210 MiB of resident memory per hashing thread under glibc, and page faults besides
+/// (STACK.md G5). A semaphore with a bounded wait sits in front, so callers never queue without end.
 pub struct Hasher {
     params: Params,
     slots: Arc<Semaphore>,
     max_wait: Duration,
     metrics: Arc<Metrics>,
+    jobs: std::sync::mpsc::Sender<Job>,
     /// A hash of nothing anyone knows: unknown users are verified against it, so that they cost what
     /// a wrong password costs (same answer, same time).
     dummy: String,
 }
 
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 impl Hasher {
-    /// `slots` hashes run at once (one per core is right); a caller waits at most `max_wait` for one.
+    /// `slots` hashing threads (one per core is right); a caller waits at most `max_wait` for one.
     pub fn new(slots: usize, max_wait: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let params = Params::default();
-        let dummy = argon2(&params)
-            .hash_password(b"portcullis dummy password for unknown users")
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
-            .to_string();
+        let slots = slots.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..slots {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    let mut blocks = Vec::new();
+                    loop {
+                        // The lock is held only to take a job, never while hashing.
+                        let job = queue.lock().map(|q| q.recv());
+                        match job {
+                            Ok(Ok(job)) => job(&mut blocks),
+                            _ => return, // the hasher is gone
+                        }
+                    }
+                })?;
+        }
+        let dummy = hash_into(
+            &params,
+            b"portcullis dummy password for unknown users",
+            &mut Vec::new(),
+        )
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
         Ok(Self {
             params,
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            slots: Arc::new(Semaphore::new(slots)),
             max_wait,
             metrics,
+            jobs,
             dummy,
         })
     }
@@ -97,10 +131,8 @@ impl Hasher {
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, Error> {
         let params = self.params.clone();
-        self.run(move || {
-            argon2(&params)
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
+        self.run(move |blocks| {
+            hash_into(&params, password.as_bytes(), blocks)
                 .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 hash: {e}")))
         })
         .await?
@@ -117,25 +149,21 @@ impl Hasher {
         let phc = stored.unwrap_or_else(|| self.dummy.clone());
         let want = self.params.clone();
         let verified = self
-            .run(move || {
-                let Ok(parsed) = PasswordHash::new(&phc) else {
-                    return Verified::Mismatch;
-                };
-                // Verification takes its parameters from the stored hash, so old hashes still verify.
-                match argon2(&want).verify_password(password.as_bytes(), &parsed) {
-                    Ok(()) => Verified::Match {
-                        needs_rehash: needs_rehash(&parsed, &want),
+            .run(
+                move |blocks| match verify_into(password.as_bytes(), &phc, blocks) {
+                    Some(stored) => Verified::Match {
+                        needs_rehash: needs_rehash(&stored, &want),
                     },
-                    Err(_) => Verified::Mismatch,
-                }
-            })
+                    None => Verified::Mismatch,
+                },
+            )
             .await?;
         Ok(if known { verified } else { Verified::Mismatch })
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let queued = QueueSlot::enter(&self.metrics);
         let started = std::time::Instant::now();
@@ -152,13 +180,18 @@ impl Hasher {
                 }
             })?
             .expect("the hashing semaphore is never closed");
-        let out = spawn_blocking_in_span(move || {
-            let out = work();
+        // With a permit there is a free thread: the channel never holds more jobs than threads.
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |blocks| {
+            let _ = done.send(work(blocks));
             drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing task failed: {e}")));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Internal(anyhow::anyhow!("the hashing threads are gone")))?;
+        let out = result
+            .await
+            .map_err(|_| Error::Internal(anyhow::anyhow!("a hashing job failed")));
         drop(queued);
         out
     }
@@ -180,8 +213,51 @@ impl Drop for QueueSlot<'_> {
     }
 }
 
-fn argon2(params: &Params) -> Argon2<'static> {
+/// Grows `blocks` to what `params` needs; it is never shrunk, so a thread allocates once.
+fn blocks_for<'a>(params: &Params, blocks: &'a mut Vec<Block>) -> &'a mut [Block] {
+    let needed = params.block_count();
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    &mut blocks[..needed]
+}
+
+/// What argon2's `hash_password` does, with the caller's memory.
+fn hash_into(
+    params: &Params,
+    password: &[u8],
+    blocks: &mut Vec<Block>,
+) -> argon2::password_hash::Result<String> {
+    let salt = Salt::generate();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, &salt, &mut out, blocks_for(params, blocks))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params)?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// What argon2's `verify_password` does, with the caller's memory: the parameters, salt and length come
+/// from the stored hash, and the comparison is constant-time. Returns the parsed hash on a match.
+fn verify_into(password: &[u8], phc: &str, blocks: &mut Vec<Block>) -> Option<PasswordHash> {
+    let stored = PasswordHash::new(phc).ok()?;
+    let algorithm = Algorithm::try_from(stored.algorithm.as_str()).ok()?;
+    let version = stored
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .ok()?;
+    let params = Params::try_from(&stored).ok()?;
+    let (salt, expected) = (stored.salt.as_ref()?, stored.hash.as_ref()?);
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(password, salt, &mut out, blocks_for(&params, blocks))
+        .ok()?;
+    bool::from(out.ct_eq(expected.as_bytes())).then_some(stored)
 }
 
 fn needs_rehash(stored: &PasswordHash, want: &Params) -> bool {
@@ -202,7 +278,27 @@ fn needs_rehash(stored: &PasswordHash, want: &Params) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
     use super::*;
+
+    #[test]
+    fn hashes_with_a_reused_buffer_are_argon2s_own_in_both_directions() {
+        let mut blocks = Vec::new();
+        let ours = hash_into(&Params::default(), b"correct horse", &mut blocks).unwrap();
+        let argon = Argon2::default();
+        assert!(
+            argon
+                .verify_password(b"correct horse", &PasswordHash::new(&ours).unwrap())
+                .is_ok()
+        );
+        let theirs = argon.hash_password(b"correct horse").unwrap().to_string();
+        assert!(verify_into(b"correct horse", &theirs, &mut blocks).is_some());
+        assert!(verify_into(b"wrong horse", &theirs, &mut blocks).is_none());
+        assert!(verify_into(b"correct horse", "not a phc string", &mut blocks).is_none());
+        // One buffer, sized once.
+        assert_eq!(blocks.len(), Params::default().block_count());
+    }
 
     fn code(r: Result<(), Error>) -> &'static str {
         match r {

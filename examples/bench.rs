@@ -1,0 +1,711 @@
+//! `make bench`: measures every hot path of the release server against this machine's own limits.
+//!
+//! First the limits, in this process, one thread each: argon2id hashes per second with the configured
+//! parameters, and RS256 signatures and verifications per second through the same jsonwebtoken backend
+//! the server uses. Then, for SQLite and for PostgreSQL with Redis, it starts `target/release/portcullis`
+//! itself and drives each scenario with many concurrent connections, reading the server's CPU time from
+//! `/proc/PID/stat` and its peak RSS from `/proc/PID/status` (reset between scenarios). It prints one
+//! table: each scenario's requests per server CPU-second next to the limit that bounds it.
+//!
+//! `BENCH_SECONDS` (default 5) sets each scenario's length; `BENCH_DATABASE_URL` / `BENCH_REDIS_URL` the
+//! PostgreSQL maintenance URL and Redis (defaults: the standard local ports).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use argon2::{
+    Algorithm, Argon2, Params, Version,
+    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use portcullis::oauth::{client::GrantType, scope::Scope};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+const CONNECTIONS: usize = 16;
+
+fn main() -> anyhow::Result<()> {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let limits = Limits::measure();
+    println!(
+        "machine limits, per core: argon2id {:.1} hashes/s, RS256 {:.0} signs/s, {:.0} verifications/s\n",
+        limits.argon2, limits.sign, limits.verify
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for backend in [Backend::Sqlite, Backend::PostgresRedis] {
+        rows.extend(runtime.block_on(run_backend(
+            backend,
+            Duration::from_secs(seconds),
+            &limits,
+        ))?);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+struct Limits {
+    argon2: f64,
+    sign: f64,
+    verify: f64,
+}
+
+impl Limits {
+    fn measure() -> Self {
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default());
+        let phc = argon
+            .hash_password(PASSWORD.as_bytes())
+            .unwrap()
+            .to_string();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        let argon2 = per_second(Duration::from_secs(2), || {
+            argon.verify_password(PASSWORD.as_bytes(), &parsed).unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (path, kid) = portcullis::keys::generate(dir.path(), 2048).unwrap();
+        let pem = std::fs::read(path).unwrap();
+        let encoding = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid);
+        header.typ = Some("at+jwt".into());
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss": "http://127.0.0.1:8080", "sub": uuid::Uuid::new_v4(), "aud": "portcullis",
+            "exp": now + 900, "iat": now, "nbf": now, "jti": uuid::Uuid::new_v4(), "client_id": "portcullis-default",
+            "scope": "profile", "sid": uuid::Uuid::new_v4(), "username": "someone"});
+        let sign = per_second(Duration::from_secs(2), || {
+            jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+        });
+        let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+        let public = {
+            use rsa::{pkcs8::DecodePrivateKey, traits::PublicKeyParts};
+            let key =
+                rsa::RsaPrivateKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
+            use base64::Engine;
+            let b64 = |v: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+            DecodingKey::from_rsa_components(
+                &b64(key.n().to_bytes_be()),
+                &b64(key.e().to_bytes_be()),
+            )
+            .unwrap()
+        };
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&["portcullis"]);
+        let verify = per_second(Duration::from_secs(2), || {
+            jsonwebtoken::decode::<Value>(&token, &public, &validation).unwrap();
+        });
+        Self {
+            argon2,
+            sign,
+            verify,
+        }
+    }
+}
+
+fn per_second(budget: Duration, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        f();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    PostgresRedis,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::PostgresRedis => "PostgreSQL+Redis",
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    backend: &'static str,
+    scenario: &'static str,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    requests: u64,
+    /// (name of the limit, its value per core, the target fraction of it or an absolute target)
+    bound: Bound,
+}
+
+enum Bound {
+    Fraction(&'static str, f64, f64),
+    Absolute(f64),
+    None,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds of the server so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+}
+
+async fn run_backend(
+    backend: Backend,
+    length: Duration,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let (db_url, redis_url) = match backend {
+        Backend::Sqlite => (
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("bench.db").display()
+            ),
+            None,
+        ),
+        Backend::PostgresRedis => {
+            let admin_url = std::env::var("BENCH_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("portcullis_bench_{}", std::process::id());
+            let admin = Database::connect(&admin_url).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await?;
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+            let mut url = url::Url::parse(&admin_url)?;
+            url.set_path(&name);
+            let redis = std::env::var("BENCH_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+            (url.to_string(), Some(redis))
+        }
+    };
+    // The clients the scenarios use, made as the CLI makes them.
+    let db = portcullis::store::connect(&db_url, 2).await?;
+    portcullis::store::migrate(&db).await?;
+    let clients = portcullis::store::clients::ClientStore::new(db.clone());
+    let secret = "bench-secret-0123456789-0123456789-abcdef";
+    for (id, grants) in [
+        ("bench-service", vec![GrantType::ClientCredentials]),
+        ("bench-rs", vec![GrantType::ClientCredentials]),
+    ] {
+        clients
+            .create(portcullis::store::clients::NewClient {
+                id,
+                secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
+                grant_types: &grants,
+                scopes: &Scope::parse("orders.read").unwrap(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    db.close().await?;
+    let keys = dir.path().join("keys");
+    portcullis::keys::generate(&keys, 2048)?;
+    let server = start_server(&db_url, redis_url.as_deref(), &keys, dir)?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = server.base.clone();
+
+    // Users, registered through the API.
+    let users: Vec<String> = (0..CONNECTIONS)
+        .map(|i| format!("bench-user-{i}"))
+        .collect();
+    for user in &users {
+        let resp = http
+            .post(format!("{base}/users"))
+            .json(&json!({"username": user, "password": PASSWORD}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status() == StatusCode::CREATED,
+            "registration: {}",
+            resp.status()
+        );
+    }
+    let login = {
+        let (http, base) = (http.clone(), base.clone());
+        move |user: String| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                http.post(format!("{base}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "password"),
+                        ("username", user.as_str()),
+                        ("password", PASSWORD),
+                    ])
+                    .send()
+                    .await
+            }
+        }
+    };
+    let first: Value = login(users[0].clone()).await?.json().await?;
+    let access = first["access_token"].as_str().unwrap().to_owned();
+
+    let mut rows = Vec::new();
+    let name = backend.name();
+    let mut record = |scenario,
+                      bound,
+                      (requests, lat, cpu, rss): (u64, Vec<f64>, f64, f64),
+                      length: Duration| {
+        rows.push(row(name, scenario, bound, requests, lat, cpu, rss, length));
+    };
+
+    // Password grant: argon2-bound.
+    let users_ = Arc::new(users.clone());
+    record(
+        "password grant",
+        Bound::Fraction("argon2id/core", limits.argon2, 0.9),
+        drive(&server, length, CONNECTIONS, {
+            let users = users_.clone();
+            let login = login.clone();
+            move |i, _| {
+                let user = users[i % users.len()].clone();
+                let f = login(user);
+                async move {
+                    f.await
+                        .map(|r| r.status() == StatusCode::OK)
+                        .unwrap_or(false)
+                }
+            }
+        })
+        .await,
+        length,
+    );
+
+    // Refresh chains: every request presents a fresh, never-used refresh token.
+    let mut chains = Vec::new();
+    for user in users.iter().take(CONNECTIONS) {
+        let body: Value = login(user.clone()).await?.json().await?;
+        chains.push(tokio::sync::Mutex::new(
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let chains = Arc::new(chains);
+    let (refresh_bound, refresh_target) = match backend {
+        Backend::Sqlite => ("RS256 sign/core", 0.65),
+        Backend::PostgresRedis => ("RS256 sign/core", 0.55),
+    };
+    record(
+        "refresh (rotation)",
+        Bound::Fraction(refresh_bound, limits.sign, refresh_target),
+        drive(&server, length, CONNECTIONS, {
+            let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
+            move |_, worker| {
+                let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
+                async move {
+                    let mut rt = chains[worker].lock().await;
+                    let resp = http
+                        .post(format!("{base}/oauth/token"))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", rt.as_str()),
+                        ])
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status() == StatusCode::OK => match r.json::<Value>().await {
+                            Ok(body) => {
+                                *rt = body["refresh_token"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                        _ => false,
+                    }
+                }
+            }
+        })
+        .await,
+        length,
+    );
+
+    record(
+        "client_credentials",
+        Bound::Fraction("RS256 sign/core", limits.sign, 0.8),
+        drive(&server, length, CONNECTIONS, {
+            let (http, base) = (http.clone(), base.clone());
+            move |_, _| {
+                let req = http
+                    .post(format!("{base}/oauth/token"))
+                    .basic_auth("bench-service", Some(secret))
+                    .form(&[("grant_type", "client_credentials")]);
+                async move {
+                    req.send()
+                        .await
+                        .map(|r| r.status() == StatusCode::OK)
+                        .unwrap_or(false)
+                }
+            }
+        })
+        .await,
+        length,
+    );
+
+    let introspect = {
+        let (http, base, access) = (http.clone(), base.clone(), access.clone());
+        move |_, _| {
+            let req = http
+                .post(format!("{base}/oauth/introspect"))
+                .basic_auth("bench-rs", Some(secret))
+                .form(&[("token", access.as_str())]);
+            async move {
+                req.send()
+                    .await
+                    .map(|r| r.status() == StatusCode::OK)
+                    .unwrap_or(false)
+            }
+        }
+    };
+    record(
+        "introspection",
+        Bound::Absolute(10_000.0),
+        drive(&server, length, CONNECTIONS, introspect.clone()).await,
+        length,
+    );
+
+    record(
+        "GET /users/me",
+        Bound::Absolute(6_000.0),
+        drive(&server, length, CONNECTIONS, {
+            let (http, base, access) = (http.clone(), base.clone(), access.clone());
+            move |_, _| {
+                let req = http.get(format!("{base}/users/me")).bearer_auth(&access);
+                async move {
+                    req.send()
+                        .await
+                        .map(|r| r.status() == StatusCode::OK)
+                        .unwrap_or(false)
+                }
+            }
+        })
+        .await,
+        length,
+    );
+
+    let etag = http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await?
+        .headers()["etag"]
+        .to_str()?
+        .to_owned();
+    let jwks = {
+        let (http, base) = (http.clone(), base.clone());
+        move |_, _| {
+            let req = http.get(format!("{base}/.well-known/jwks.json"));
+            async move {
+                req.send()
+                    .await
+                    .map(|r| r.status() == StatusCode::OK)
+                    .unwrap_or(false)
+            }
+        }
+    };
+    let jwks_idle = drive(&server, length, CONNECTIONS, jwks.clone()).await;
+    let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
+    record("JWKS", Bound::Absolute(40_000.0), jwks_idle, length);
+    record(
+        "JWKS, If-None-Match",
+        Bound::Absolute(40_000.0),
+        drive(&server, length, CONNECTIONS, {
+            let (http, base, etag) = (http.clone(), base.clone(), etag.clone());
+            move |_, _| {
+                let req = http
+                    .get(format!("{base}/.well-known/jwks.json"))
+                    .header("if-none-match", &etag);
+                async move {
+                    req.send()
+                        .await
+                        .map(|r| r.status() == StatusCode::NOT_MODIFIED)
+                        .unwrap_or(false)
+                }
+            }
+        })
+        .await,
+        length,
+    );
+    let intro_idle = drive(&server, length, 4, introspect.clone()).await;
+    let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
+
+    // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
+    let flood_until = Instant::now() + length;
+    let flooders: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let f = login.clone();
+            let user = users[i % users.len()].clone();
+            tokio::spawn(async move {
+                while Instant::now() < flood_until {
+                    let _ = f(user.clone()).await;
+                }
+            })
+        })
+        .collect();
+    server.reset_peak_rss();
+    let (jwks_flood, intro_flood) = tokio::join!(
+        drive(&server, length, 4, jwks.clone()),
+        drive(&server, length, 4, introspect.clone())
+    );
+    let flood_rss = server.peak_rss_mib();
+    for f in flooders {
+        let _ = f.await;
+    }
+    let jwks_ratio = percentile(&jwks_flood.1, 0.99) / jwks_idle_p99.max(1e-9);
+    let intro_ratio = percentile(&intro_flood.1, 0.99) / intro_idle_p99.max(1e-9);
+    record("JWKS under a login flood", Bound::None, jwks_flood, length);
+    record(
+        "introspection under a login flood",
+        Bound::None,
+        intro_flood,
+        length,
+    );
+    println!(
+        "{name}: under a {CONNECTIONS}-connection login flood, p99 JWKS {:.1}x idle, introspection {:.1}x idle (target <= 3x); peak RSS {:.0} MiB (target <= 120)",
+        jwks_ratio, intro_ratio, flood_rss
+    );
+    drop(server);
+    Ok(rows)
+}
+
+fn start_server(
+    db_url: &str,
+    redis: Option<&str>,
+    keys: &Path,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<Server> {
+    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/portcullis");
+    anyhow::ensure!(
+        binary.exists(),
+        "build the server first: cargo build --release (make bench does)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cmd = Command::new(binary);
+    cmd.arg("serve")
+        .current_dir(dir.path())
+        .env_remove("PORTCULLIS_CONFIG")
+        .env("PORTCULLIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("PORTCULLIS__DATABASE__URL", db_url)
+        .env("PORTCULLIS__KEYS__DIR", keys)
+        // The limits are raised for the run: the benchmark measures throughput, not the limiter.
+        .env("PORTCULLIS__RATE_LIMIT__LOGIN_PER_IP", "1000000")
+        .env("PORTCULLIS__RATE_LIMIT__LOGIN_PER_USER", "1000000")
+        .env("PORTCULLIS__RATE_LIMIT__REGISTER_PER_IP", "1000000")
+        .env("PORTCULLIS__THROTTLE__FAILURES", "1000000")
+        .env("PORTCULLIS__THROTTLE__USER_CEILING", "1000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(redis) = redis {
+        cmd.env("PORTCULLIS__REDIS__URL", redis).env(
+            "PORTCULLIS__REDIS__KEY_PREFIX",
+            format!("bench:{}:", std::process::id()),
+        );
+    }
+    let mut child = cmd.spawn()?;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Server {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+                _dir: dir,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::bail!("the server did not start")
+}
+
+/// Runs `connections` workers calling `request(i, worker)` for `length`; returns the successful
+/// requests, their latencies, the server CPU seconds and the peak RSS meanwhile.
+async fn drive<F, Fut>(
+    server: &Server,
+    length: Duration,
+    connections: usize,
+    request: F,
+) -> (u64, Vec<f64>, f64, f64)
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    server.reset_peak_rss();
+    let cpu_before = server.cpu_seconds();
+    let until = Instant::now() + length;
+    let workers: Vec<_> = (0..connections)
+        .map(|worker| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = worker;
+                while Instant::now() < until {
+                    let start = Instant::now();
+                    if request(i, worker).await {
+                        latencies.push(start.elapsed().as_secs_f64());
+                    }
+                    i += connections;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap_or_default());
+    }
+    let cpu = server.cpu_seconds() - cpu_before;
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (
+        latencies.len() as u64,
+        latencies,
+        cpu,
+        server.peak_rss_mib(),
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    backend: &'static str,
+    scenario: &'static str,
+    bound: Bound,
+    requests: u64,
+    latencies: Vec<f64>,
+    cpu: f64,
+    rss: f64,
+    length: Duration,
+) -> Row {
+    Row {
+        backend,
+        scenario,
+        rps: requests as f64 / length.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5) * 1000.0,
+        p99_ms: percentile(&latencies, 0.99) * 1000.0,
+        cpu_s: cpu,
+        peak_rss_mib: rss,
+        requests,
+        bound,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| backend | scenario | req/s | p50 ms | p99 ms | server CPU s | req per CPU-s | peak RSS MiB | bound by | limit per core | ratio | target | met |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
+    for r in rows {
+        let per_cpu = if r.cpu_s > 0.0 {
+            r.requests as f64 / r.cpu_s
+        } else {
+            f64::NAN
+        };
+        let (bound, limit, ratio, target, met) = match r.bound {
+            Bound::Fraction(name, limit, fraction) => {
+                let ratio = per_cpu / limit;
+                (
+                    name,
+                    format!("{limit:.0}"),
+                    format!("{:.0} %", ratio * 100.0),
+                    format!(">= {:.0} %", fraction * 100.0),
+                    ratio >= fraction,
+                )
+            }
+            Bound::Absolute(target) => (
+                "-",
+                "-".into(),
+                "-".into(),
+                format!(">= {target:.0}/CPU-s"),
+                per_cpu >= target,
+            ),
+            Bound::None => ("-", "-".into(), "-".into(), "see note".into(), true),
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            r.backend,
+            r.scenario,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.cpu_s,
+            per_cpu,
+            r.peak_rss_mib,
+            bound,
+            limit,
+            ratio,
+            target,
+            if met { "yes" } else { "**no**" }
+        );
+    }
+}
