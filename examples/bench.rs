@@ -31,7 +31,8 @@ const PASSWORD: &str = "correct horse battery staple";
 const CONNECTIONS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    // The limits are measured with the signer the server itself uses.
+    let _ = portcullis::signer::PROVIDER.install_default();
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

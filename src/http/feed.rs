@@ -76,6 +76,7 @@ impl FeedApi {
             &state.clients,
             presented,
             &state.settings.clients.default_client_id,
+            client::Lookup::Recent,
         )
         .await?;
         if client.is_public {

@@ -10,7 +10,7 @@ use super::{Tag, client_auth, form::StrictForm};
 use crate::{
     error::{ClientEndpointErrors, Error, Failure},
     oauth::{
-        client::{self, AuthenticatedClient},
+        client::{self, AuthenticatedClient, Lookup},
         refresh::{self, RefreshTokens},
     },
     state::AppState,
@@ -83,7 +83,7 @@ impl RevokeApi {
         req: &Request,
         form: StrictForm<TokenLookupForm>,
     ) -> Result<Revoked, Failure<ClientEndpointErrors>> {
-        let (client, token) = authenticate(&state, req, form.0).await?;
+        let (client, token) = authenticate(&state, req, form.0, Lookup::Fresh).await?;
         if looks_like_jwt(&token) {
             // An expired or foreign-signed token needs nothing revoked.
             if let Ok(claims) = state.verifier.verify(&token)
@@ -121,7 +121,7 @@ impl RevokeApi {
         form: StrictForm<TokenLookupForm>,
     ) -> Result<Json<Introspection>, Failure<ClientEndpointErrors>> {
         let basic = req.headers().contains_key("authorization");
-        let (client, token) = authenticate(&state, req, form.0).await?;
+        let (client, token) = authenticate(&state, req, form.0, Lookup::Recent).await?;
         if client.is_public {
             return Err(Error::InvalidClient {
                 basic,
@@ -156,6 +156,7 @@ async fn authenticate(
     state: &AppState,
     req: &Request,
     mut form: TokenLookupForm,
+    lookup: Lookup,
 ) -> Result<(AuthenticatedClient, String), Error> {
     for field in [
         &mut form.token,
@@ -174,6 +175,7 @@ async fn authenticate(
         &state.clients,
         presented,
         &state.settings.clients.default_client_id,
+        lookup,
     )
     .await?;
     Ok((client, token))

@@ -99,6 +99,7 @@ impl TokenApi {
             &state.clients,
             presented,
             &state.settings.clients.default_client_id,
+            client::Lookup::Fresh,
         )
         .await?;
         tracing::Span::current().record("client_id", client.id.as_str());

@@ -60,10 +60,21 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
+/// Where a client's row may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The database, now: for requests that write rows naming the client (a session, a revocation).
+    Fresh,
+    /// A row read in the last few seconds (`clients::CACHE_TTL`): for read-only requests
+    /// (introspection, the revocation feed), where a client deleted a moment ago can do no harm.
+    Recent,
+}
+
 pub async fn authenticate(
     store: &ClientStore,
     presented: Presented,
     default_client_id: &str,
+    lookup: Lookup,
 ) -> Result<AuthenticatedClient, Error> {
     let basic = matches!(presented, Presented::Basic { .. });
     let refuse = |detail| Error::InvalidClient { basic, detail };
@@ -72,7 +83,11 @@ pub async fn authenticate(
         Presented::IdOnly(id) => (id, None),
         Presented::Basic { id, secret } | Presented::Post { id, secret } => (id, Some(secret)),
     };
-    let Some(client) = store.find(&id).await? else {
+    let found = match lookup {
+        Lookup::Fresh => store.find(&id).await?,
+        Lookup::Recent => store.find_recent(&id).await?,
+    };
+    let Some(client) = found else {
         // Hash anyway, so an unknown client costs what a known one does.
         if let Some(secret) = &secret {
             let _ = hash_secret(secret);

@@ -101,6 +101,7 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
+                    lower_priority();
                     let mut blocks = Vec::new();
                     loop {
                         // The lock is held only to take a job, never while hashing.
@@ -194,6 +195,17 @@ impl Hasher {
             .map_err(|_| Error::Internal(anyhow::anyhow!("a hashing job failed")));
         drop(queued);
         out
+    }
+}
+
+/// Hashing yields the CPU to everything else: under a login flood, token checks and the JWKS preempt the
+/// hashing threads instead of queueing behind them, and logins still get every idle cycle.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers; on Linux, `who = 0` with PRIO_PROCESS names the calling
+    // thread only. A failure leaves the priority as it was, which is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 

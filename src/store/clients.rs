@@ -1,5 +1,11 @@
 //! Clients: who may ask for tokens, with which grants and scopes.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, Set};
 
@@ -11,7 +17,15 @@ use crate::{
 #[derive(Clone)]
 pub struct ClientStore {
     db: DatabaseConnection,
+    recent: Arc<Mutex<HashMap<String, (Instant, client::Model)>>>,
 }
+
+/// How long an authenticated client's row is reused: a deleted client, or a changed secret, takes
+/// effect within this time on every instance.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Known clients only are cached, so this bound is reached only by an installation with this many
+/// clients in use at once; past it the cache starts over.
+const CACHE_MAX: usize = 4096;
 
 pub struct NewClient<'a> {
     pub id: &'a str,
@@ -30,7 +44,29 @@ pub enum CreateClientError {
 
 impl ClientStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            recent: Arc::default(),
+        }
+    }
+
+    /// [`ClientStore::find`], reusing a known client's row for [`CACHE_TTL`]: for read-only requests
+    /// that authenticate a client on every call (introspection, the revocation feed).
+    pub async fn find_recent(&self, id: &str) -> Result<Option<client::Model>, sea_orm::DbErr> {
+        if let Some((at, model)) = self.recent.lock().expect("client cache lock").get(id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(model.clone()));
+        }
+        let found = self.find(id).await?;
+        if let Some(model) = &found {
+            let mut recent = self.recent.lock().expect("client cache lock");
+            if recent.len() >= CACHE_MAX {
+                recent.clear();
+            }
+            recent.insert(id.to_owned(), (Instant::now(), model.clone()));
+        }
+        Ok(found)
     }
 
     pub async fn find(&self, id: &str) -> Result<Option<client::Model>, sea_orm::DbErr> {
