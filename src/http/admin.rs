@@ -78,15 +78,7 @@ impl AdminApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        require_admin(&auth)?;
-        state
-            .users
-            .set_active(id.0, false)
-            .await?
-            .ok_or(Error::NotFound)?;
-        state.revoker.user(id.0, "disabled").await?;
-        tracing::info!(user = %id.0, by = %auth.claims().sub, "user disabled");
-        Ok(Done::NoContent)
+        set_active(&state, &auth, id.0, false).await
     }
 
     /// Enable a user
@@ -97,15 +89,27 @@ impl AdminApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        require_admin(&auth)?;
-        state
-            .users
-            .set_active(id.0, true)
-            .await?
-            .ok_or(Error::NotFound)?;
-        tracing::info!(user = %id.0, by = %auth.claims().sub, "user enabled");
-        Ok(Done::NoContent)
+        set_active(&state, &auth, id.0, true).await
     }
+}
+
+async fn set_active(
+    state: &AppState,
+    auth: &Auth,
+    id: Uuid,
+    active: bool,
+) -> Result<Done, Failure<BearerItemErrors>> {
+    require_admin(auth)?;
+    state
+        .users
+        .set_active(id, active)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if !active {
+        state.revoker.user(id, "disabled").await?;
+    }
+    tracing::info!(user = %id, by = %auth.claims().sub, active, "user state changed");
+    Ok(Done::NoContent)
 }
 
 fn default_limit() -> u64 {

@@ -58,19 +58,21 @@ type Apis = (
     ops::OpsApi,
 );
 
+const APIS: Apis = (
+    token::TokenApi,
+    revoke::RevokeApi,
+    feed::FeedApi,
+    discovery::DiscoveryApi,
+    users::UsersApi,
+    sessions::SessionsApi,
+    admin::AdminApi,
+    ops::OpsApi,
+);
+
 /// The OpenAPI service: every operation of the contract.
 pub fn api(issuer: &str) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (
-            token::TokenApi,
-            revoke::RevokeApi,
-            feed::FeedApi,
-            discovery::DiscoveryApi,
-            users::UsersApi,
-            sessions::SessionsApi,
-            admin::AdminApi,
-            ops::OpsApi,
-        ),
+        APIS,
         "Portcullis",
         env!("CARGO_PKG_VERSION"),
     )
