@@ -132,3 +132,50 @@ async fn healthz_answers_ok() {
         serde_json::json!({"status": "ok"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let preflight = |app: &crate::helpers::TestApp, origin: &str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/oauth/token"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allow_origin = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // Configured: the listed origin is allowed, another is not.
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |s| {
+        s.server.cors_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let allowed = preflight(&app, "https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allow_origin(&allowed).as_deref(),
+        Some("https://app.example.com")
+    );
+    let other = preflight(&app, "https://evil.example").await.unwrap();
+    assert_eq!(allow_origin(&other), None);
+    let jwks = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allow_origin(&jwks).as_deref(),
+        Some("https://app.example.com")
+    );
+
+    // Not configured: no CORS headers at all.
+    let plain = spawn_app(Backend::Sqlite).await;
+    let resp = preflight(&plain, "https://app.example.com").await.unwrap();
+    assert_eq!(allow_origin(&resp), None);
+}
