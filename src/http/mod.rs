@@ -47,32 +47,19 @@ enum Tag {
     Operations,
 }
 
-type Apis = (
-    token::TokenApi,
-    revoke::RevokeApi,
-    feed::FeedApi,
-    discovery::DiscoveryApi,
-    users::UsersApi,
-    sessions::SessionsApi,
-    admin::AdminApi,
-    ops::OpsApi,
-);
-
-const APIS: Apis = (
-    token::TokenApi,
-    revoke::RevokeApi,
-    feed::FeedApi,
-    discovery::DiscoveryApi,
-    users::UsersApi,
-    sessions::SessionsApi,
-    admin::AdminApi,
-    ops::OpsApi,
-);
-
 /// The OpenAPI service: every operation of the contract.
-pub fn api(issuer: &str) -> OpenApiService<Apis, ()> {
+pub fn api(issuer: &str) -> OpenApiService<impl poem_openapi::OpenApi + use<>, ()> {
     OpenApiService::new(
-        APIS,
+        (
+            token::TokenApi,
+            revoke::RevokeApi,
+            feed::FeedApi,
+            discovery::DiscoveryApi,
+            users::UsersApi,
+            sessions::SessionsApi,
+            admin::AdminApi,
+            ops::OpsApi,
+        ),
         "Portcullis",
         env!("CARGO_PKG_VERSION"),
     )
