@@ -40,8 +40,7 @@ impl<T: DeserializeOwned + Send> ParsePayload for StrictForm<T> {
 
     async fn from_request(req: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let data = Vec::<u8>::from_request(req, body).await?;
-        check_pairs(&data)?;
-        serde_urlencoded::from_bytes(&data)
+        serde_urlencoded::from_bytes(&checked(&data)?)
             .map(Self)
             .map_err(|_| Error::invalid_request("malformed form body").into())
     }
@@ -49,9 +48,11 @@ impl<T: DeserializeOwned + Send> ParsePayload for StrictForm<T> {
 
 impl_apirequest_for_payload!(StrictForm<T>, T: DeserializeOwned + Type + Send);
 
-/// RFC 6749 §3.1/§3.2: parameters must not be repeated; every name and value must decode to UTF-8.
-fn check_pairs(body: &[u8]) -> Result<(), Error> {
+/// RFC 6749 §3.1/§3.2: parameters must not be repeated, and every name and value must decode to UTF-8.
+/// Returns the body without the parameters sent with no value, which §3.1 says to treat as omitted.
+fn checked(body: &[u8]) -> Result<Vec<u8>, Error> {
     let mut seen = HashSet::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
     for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let mut parts = pair.splitn(2, |&b| b == b'=');
         let name = decode(parts.next().unwrap_or_default())
@@ -69,8 +70,11 @@ fn check_pairs(body: &[u8]) -> Result<(), Error> {
                 printable(&name)
             )));
         }
+        if !value.is_empty() {
+            kept.push(pair);
+        }
     }
-    Ok(())
+    Ok(kept.join(&b'&'))
 }
 
 fn decode(raw: &[u8]) -> Option<String> {
@@ -96,16 +100,27 @@ mod tests {
 
     #[test]
     fn repeated_and_non_utf8_parameters_are_refused() {
-        assert!(check_pairs(b"grant_type=password&username=a%20b&password=x+y").is_ok());
-        assert!(check_pairs(b"").is_ok());
-        let repeated = check_pairs(b"scope=a&scope=b").unwrap_err().to_string();
+        assert!(checked(b"grant_type=password&username=a%20b&password=x+y").is_ok());
+        assert!(checked(b"").is_ok());
+        let repeated = checked(b"scope=a&scope=b").unwrap_err().to_string();
         assert!(
             repeated.contains("scope") && repeated.contains("repeated"),
             "{repeated}"
         );
-        assert!(check_pairs(b"password=%FF%FE").is_err());
-        assert!(check_pairs(b"pass%C3word=x").is_err());
+        assert!(checked(b"password=%FF%FE").is_err());
+        assert!(checked(b"pass%C3word=x").is_err());
         // A name repeated under another spelling is still repeated.
-        assert!(check_pairs(b"scope=a&sc%6Fpe=b").is_err());
+        assert!(checked(b"scope=a&sc%6Fpe=b").is_err());
+        // Even when one of them is empty.
+        assert!(checked(b"scope=&scope=b").is_err());
+    }
+
+    #[test]
+    fn parameters_without_a_value_are_dropped_as_omitted() {
+        assert_eq!(
+            checked(b"grant_type=password&scope=&client_id&username=a").unwrap(),
+            b"grant_type=password&username=a"
+        );
+        assert_eq!(checked(b"scope=").unwrap(), b"");
     }
 }

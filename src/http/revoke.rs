@@ -155,18 +155,9 @@ impl RevokeApi {
 async fn authenticate(
     state: &AppState,
     req: &Request,
-    mut form: TokenLookupForm,
+    form: TokenLookupForm,
     lookup: Lookup,
 ) -> Result<(AuthenticatedClient, String), Error> {
-    for field in [
-        &mut form.token,
-        &mut form.client_id,
-        &mut form.client_secret,
-    ] {
-        if field.as_deref() == Some("") {
-            *field = None;
-        }
-    }
     let presented = client_auth::presented(req, form.client_id, form.client_secret)?;
     let token = form
         .token

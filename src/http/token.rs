@@ -74,20 +74,6 @@ impl TokenApi {
         form: StrictForm<TokenForm>,
     ) -> Result<Json<TokenResponse>, Failure<TokenErrors>> {
         let mut form = form.0;
-        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
-        for field in [
-            &mut form.grant_type,
-            &mut form.username,
-            &mut form.password,
-            &mut form.refresh_token,
-            &mut form.scope,
-            &mut form.client_id,
-            &mut form.client_secret,
-        ] {
-            if field.as_deref() == Some("") {
-                *field = None;
-            }
-        }
         let presented =
             client_auth::presented(req, form.client_id.take(), form.client_secret.take())?;
         let request = grant_request(form)?;
