@@ -79,6 +79,7 @@ impl AppState {
             None => Throttle::memory(settings.throttle.clone()),
         };
         let sessions = SessionStore::new(db.clone());
+        let feed = RevocationFeed::new(db.clone());
         let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
         let slots = match settings.password.hash_concurrency {
@@ -111,11 +112,11 @@ impl AppState {
             revoker: Revoker::new(
                 sessions.clone(),
                 deny_list.clone(),
-                RevocationFeed::new(db.clone()),
+                feed.clone(),
                 settings.access_ttl(),
                 metrics.clone(),
             ),
-            feed: RevocationFeed::new(db.clone()),
+            feed,
             refresh_tokens: RefreshTokens::new(successor_key),
             sessions,
             deny_list,
