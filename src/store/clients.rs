@@ -9,6 +9,7 @@ use std::{
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, Set};
 
+use super::Unique;
 use crate::{
     entity::client,
     oauth::{client::GrantType, scope::Scope},
@@ -71,7 +72,7 @@ impl ClientStore {
 
     pub async fn find(&self, id: &str) -> Result<Option<client::Model>, sea_orm::DbErr> {
         client::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .unique(&self.db)
             .await
     }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, Select,
+};
 
 /// Connects to SQLite (WAL, foreign keys on, a busy timeout) or PostgreSQL, by URL.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
@@ -28,6 +30,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     options
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings on every checkout by default: a round trip per query. Only a connection idle long
+        // enough for a server, proxy or firewall to have dropped it is worth the ping; a broken one that
+        // slips through fails its query and is discarded on release.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -59,5 +65,18 @@ pub(crate) fn unique_violation(err: &sea_orm::DbErr) -> Option<String> {
     match err.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(detail)) => Some(detail),
         _ => None,
+    }
+}
+
+/// Lookups by a unique key. Use `.unique(db)` instead of `Select::one`: `one` binds `LIMIT 1` as a
+/// parameter, and SQLite's planner reads a bound LIMIT, so it re-prepares such a statement on every
+/// run; a unique key needs no LIMIT.
+pub(crate) trait Unique<M> {
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<M>, DbErr>;
+}
+
+impl<E: EntityTrait> Unique<E::Model> for Select<E> {
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<E::Model>, DbErr> {
+        Ok(self.all(db).await?.pop())
     }
 }

@@ -4,6 +4,7 @@ use chrono::Utc;
 use rand::RngCore;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
 
+use super::Unique;
 use crate::entity::server_secret;
 
 /// The secret named `name`, created (256 random bits) on first use. Instances starting together agree:
@@ -13,7 +14,7 @@ pub async fn load_or_create(
     name: &str,
 ) -> Result<Vec<u8>, sea_orm::DbErr> {
     if let Some(found) = server_secret::Entity::find_by_id(name.to_owned())
-        .one(db)
+        .unique(db)
         .await?
     {
         return Ok(found.value);
@@ -31,7 +32,7 @@ pub async fn load_or_create(
         Ok(model) => Ok(model.value),
         Err(e) if super::unique_violation(&e).is_some() => {
             server_secret::Entity::find_by_id(name.to_owned())
-                .one(db)
+                .unique(db)
                 .await?
                 .map(|m| m.value)
                 .ok_or(e)

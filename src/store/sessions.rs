@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sea_query::{Expr, LockType},
 };
 use uuid::Uuid;
 
+use super::Unique;
 use crate::{
     entity::{refresh_token, session, user},
     oauth::scope::Scope,
@@ -82,19 +83,20 @@ impl SessionStore {
     ) -> Result<session::Model, sea_orm::DbErr> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
-        let session = session::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            user_id: Set(user_id),
-            client_id: Set(client_id.to_owned()),
-            scope: Set(scope.to_string()),
-            created_at: Set(now),
-            last_used_at: Set(now),
-            expires_at: Set(later(now, absolute_ttl)),
-            revoked_at: Set(None),
-            revoked_reason: Set(None),
-        }
-        .insert(&txn)
-        .await?;
+        let session = session::Model {
+            id: Uuid::new_v4(),
+            user_id,
+            client_id: client_id.to_owned(),
+            scope: scope.to_string(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: later(now, absolute_ttl),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        session::Entity::insert(session::ActiveModel::from(session.clone()))
+            .exec_without_returning(&txn)
+            .await?;
         if let Some((hash, idle_ttl)) = refresh {
             insert_token(&txn, &session, hash, scope, now, idle_ttl).await?;
         }
@@ -120,23 +122,22 @@ impl SessionStore {
                 ..Default::default()
             })
             .await?;
-        let token = refresh_token::Entity::find()
+        // The token, its session and its user in one read. On PostgreSQL the token's row is locked, so
+        // concurrent rotations of one token queue here; SQLite's IMMEDIATE transaction already does.
+        let mut read = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(presented.to_vec()))
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or(RotateError::NotFound)?;
-        let session = session::Entity::find_by_id(token.session_id)
-            .one(&txn)
-            .await?
-            .ok_or(RotateError::NotFound)?;
+            .find_also_related(session::Entity)
+            .and_also_related(user::Entity);
+        QueryTrait::query(&mut read).lock_with_tables(LockType::Update, [refresh_token::Entity]);
+        let Some((token, Some(session), user)) = read.all(&txn).await?.pop() else {
+            return Err(RotateError::NotFound);
+        };
         if session.client_id != client_id {
             return Err(RotateError::WrongClient);
         }
         if session.revoked_at.is_some() || session.expires_at <= now {
             return Err(RotateError::SessionEnded);
         }
-        let user = user::Entity::find_by_id(session.user_id).one(&txn).await?;
         let user = match user {
             Some(u) if u.is_active && u.password_changed_at <= session.created_at => u,
             _ => return Err(RotateError::UserInvalid),
@@ -159,7 +160,7 @@ impl SessionStore {
                     .filter(refresh_token::Column::SessionId.eq(session.id))
                     .filter(refresh_token::Column::SpentAt.is_null())
                     .filter(refresh_token::Column::ExpiresAt.gt(now))
-                    .one(&txn)
+                    .unique(&txn)
                     .await?;
                 if let Some(live) = live_successor {
                     let scope = narrowed(&Scope::parse(&live.scope).unwrap_or_default())?;
@@ -220,18 +221,18 @@ impl SessionStore {
     ) -> Result<Option<session::Model>, sea_orm::DbErr> {
         let Some(token) = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
-            .one(&self.db)
+            .unique(&self.db)
             .await?
         else {
             return Ok(None);
         };
         session::Entity::find_by_id(token.session_id)
-            .one(&self.db)
+            .unique(&self.db)
             .await
     }
 
     pub async fn find(&self, id: Uuid) -> Result<Option<session::Model>, sea_orm::DbErr> {
-        session::Entity::find_by_id(id).one(&self.db).await
+        session::Entity::find_by_id(id).unique(&self.db).await
     }
 
     /// The user's sessions that are neither revoked nor past their absolute lifetime, newest first.
@@ -300,7 +301,8 @@ async fn insert_token(
     now: DateTime<Utc>,
     idle_ttl: Duration,
 ) -> Result<(), sea_orm::DbErr> {
-    refresh_token::ActiveModel {
+    // Without RETURNING, which SQLite would emulate with a second statement: nothing is read back.
+    refresh_token::Entity::insert(refresh_token::ActiveModel {
         id: Set(Uuid::new_v4()),
         session_id: Set(session.id),
         token_hash: Set(hash),
@@ -309,8 +311,8 @@ async fn insert_token(
         // A token never outlives its session.
         expires_at: Set(later(now, idle_ttl).min(session.expires_at)),
         spent_at: Set(None),
-    }
-    .insert(db)
+    })
+    .exec_without_returning(db)
     .await
     .map(drop)
 }

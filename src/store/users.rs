@@ -7,6 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::Unique;
 use crate::{entity::user, oauth::username::Username};
 
 #[derive(Clone)]
@@ -37,7 +38,7 @@ impl UserStore {
     }
 
     pub async fn find(&self, id: Uuid) -> Result<Option<user::Model>, sea_orm::DbErr> {
-        user::Entity::find_by_id(id).one(&self.db).await
+        user::Entity::find_by_id(id).unique(&self.db).await
     }
 
     /// Case-insensitive lookup by username.
@@ -47,7 +48,7 @@ impl UserStore {
     ) -> Result<Option<user::Model>, sea_orm::DbErr> {
         user::Entity::find()
             .filter(user::Column::UsernameKey.eq(name.to_ascii_lowercase()))
-            .one(&self.db)
+            .unique(&self.db)
             .await
     }
 
