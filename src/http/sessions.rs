@@ -21,6 +21,7 @@ pub struct SessionView {
     id: Uuid,
     client_id: String,
     created_at: DateTime<Utc>,
+    /// The last refresh, to the minute.
     last_used_at: DateTime<Utc>,
     /// The absolute end of the session.
     expires_at: DateTime<Utc>,

@@ -62,6 +62,11 @@ pub enum RotateError {
     Db(#[from] sea_orm::DbErr),
 }
 
+/// How stale a session's `last_used_at` may be. It is kept to the minute: a session refreshed more
+/// often than that would otherwise cost one more write per rotation for a figure no one reads to the
+/// second.
+pub const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
@@ -200,11 +205,13 @@ impl SessionStore {
                 None => e.into(),
             });
         }
-        session::Entity::update_many()
-            .col_expr(session::Column::LastUsedAt, Expr::value(now))
-            .filter(session::Column::Id.eq(session.id))
-            .exec(&txn)
-            .await?;
+        if now - session.last_used_at >= LAST_USED_GRANULARITY {
+            session::Entity::update_many()
+                .col_expr(session::Column::LastUsedAt, Expr::value(now))
+                .filter(session::Column::Id.eq(session.id))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(Rotated {
             session,

@@ -248,6 +248,28 @@ on_both_databases! {
         assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
     }
 
+    async fn a_refresh_marks_the_session_used_to_the_minute(backend: Backend) {
+        // Arrange: a session last used well over a minute ago.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let user = app.seed_user().await;
+        let rt = app.login(&user).await.refresh_token.unwrap();
+        let s = session_of(&app, &rt).await;
+        let long_ago = Utc::now() - chrono::Duration::minutes(10);
+        session::ActiveModel { id: Set(s.id), last_used_at: Set(long_ago), ..Default::default() }
+            .update(&app.state.db).await.unwrap();
+
+        // Act
+        let before = Utc::now();
+        let rt = app.refreshed(&rt).await.refresh_token.unwrap();
+
+        // Assert: moved to the refresh; a second one within the minute leaves it be.
+        let used = session_of(&app, &rt).await.last_used_at;
+        assert!(used >= before - chrono::Duration::seconds(1), "last_used_at {used} not moved");
+        app.refreshed(&rt).await;
+        let s = session::Entity::find_by_id(s.id).one(&app.state.db).await.unwrap().unwrap();
+        assert_eq!(s.last_used_at, used);
+    }
+
     async fn a_successor_never_outlives_its_session(backend: Backend) {
         let app = spawn_app_with(backend, |s| { s.refresh.idle_ttl = 3600; s.refresh.absolute_ttl = 3600; }).await;
         let user = app.seed_user().await;
