@@ -81,11 +81,18 @@ impl TokenApi {
         if let GrantRequest::Password { username, .. } = &request {
             state.limits.login(ip, username)?;
         }
+        // A refresh re-reads its session, which dies with its client (the foreign key cascades), so a
+        // client row read a moment ago cannot let a deleted client through; the other grants issue
+        // or write on the client's word alone.
+        let lookup = match request {
+            GrantRequest::RefreshToken { .. } => client::Lookup::Recent,
+            _ => client::Lookup::Fresh,
+        };
         let client = client::authenticate(
             &state.clients,
             presented,
             &state.settings.clients.default_client_id,
-            client::Lookup::Fresh,
+            lookup,
         )
         .await?;
         tracing::Span::current().record("client_id", client.id.as_str());

@@ -66,7 +66,8 @@ pub enum Lookup {
     /// The database, now: for requests that write rows naming the client (a session, a revocation).
     Fresh,
     /// A row read in the last few seconds (`clients::CACHE_TTL`): for read-only requests
-    /// (introspection, the revocation feed), where a client deleted a moment ago can do no harm.
+    /// (introspection, the revocation feed), where a client deleted a moment ago can do no harm, and
+    /// for the refresh grant, whose rotation finds nothing once the client's sessions are gone.
     Recent,
 }
 

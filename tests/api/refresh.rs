@@ -248,6 +248,35 @@ on_both_databases! {
         assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
     }
 
+    async fn a_deleted_clients_refresh_tokens_die_with_it(backend: Backend) {
+        // Arrange: a client that has refreshed once, so its row is in the short-lived client cache.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let client = app.seed_client(true, &[GrantType::Password, GrantType::RefreshToken], "").await;
+        let user = app.seed_user().await;
+        let body: serde_json::Value = app
+            .token(&[("grant_type", "password"), ("client_id", &client.id), ("username", &user.username), ("password", &user.password)])
+            .await.json().await.unwrap();
+        let rt = body["refresh_token"].as_str().unwrap().to_owned();
+        let refresh = |rt: String| {
+            let (app, client) = (&app, &client);
+            async move { app.token(&[("grant_type", "refresh_token"), ("client_id", &client.id), ("refresh_token", &rt)]).await }
+        };
+        let resp = refresh(rt).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let rt = resp.json::<serde_json::Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+
+        // Act
+        assert!(app.state.clients.delete(&client.id).await.unwrap());
+        let resp = refresh(rt).await;
+
+        // Assert: refused, with no token and no server error: `invalid_grant` while the row is cached
+        // (the session is gone), `invalid_client` after.
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(matches!((status, body["error"].as_str()), (400, Some("invalid_grant")) | (401, Some("invalid_client"))), "{status} {body}");
+        assert_eq!(app.count("refresh_tokens").await, 0);
+    }
+
     async fn a_refresh_marks_the_session_used_to_the_minute(backend: Backend) {
         // Arrange: a session last used well over a minute ago.
         let app = spawn_app_with(backend, |_| {}).await;
