@@ -65,7 +65,7 @@ pub enum RotateError {
 /// How stale a session's `last_used_at` may be. It is kept to the minute: a session refreshed more
 /// often than that would otherwise cost one more write per rotation for a figure no one reads to the
 /// second.
-pub const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
