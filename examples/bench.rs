@@ -21,7 +21,7 @@ use argon2::{
     Algorithm, Argon2, Params, Version,
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{EncodingKey, Header, Validation};
 use portcullis::oauth::{client::GrantType, scope::Scope};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
@@ -31,8 +31,8 @@ const PASSWORD: &str = "correct horse battery staple";
 const CONNECTIONS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    // The limits are measured with the signer the server itself uses.
-    let _ = portcullis::signer::PROVIDER.install_default();
+    // The limits are measured with the signer and verifier the server itself uses.
+    let _ = portcullis::crypto_provider::PROVIDER.install_default();
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -90,16 +90,10 @@ impl Limits {
         });
         let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
         let public = {
-            use rsa::{pkcs8::DecodePrivateKey, traits::PublicKeyParts};
+            use rsa::pkcs8::DecodePrivateKey;
             let key =
                 rsa::RsaPrivateKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
-            use base64::Engine;
-            let b64 = |v: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-            DecodingKey::from_rsa_components(
-                &b64(key.n().to_bytes_be()),
-                &b64(key.e().to_bytes_be()),
-            )
-            .unwrap()
+            portcullis::keys::decoding_key(&key).unwrap()
         };
         let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_audience(&["portcullis"]);

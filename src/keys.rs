@@ -262,10 +262,18 @@ fn read_key(path: &Path) -> anyhow::Result<Key> {
         path: path.to_owned(),
         encoding: EncodingKey::from_rsa_pem(pem.as_bytes())
             .with_context(|| format!("loading {} for signing", path.display()))?,
-        decoding: DecodingKey::from_rsa_components(&n, &e)?,
+        decoding: decoding_key(&private)?,
         n,
         e,
     })
+}
+
+/// The public half as jsonwebtoken verifies with it: PKCS#1 DER, the form whose parsed key
+/// [`crate::crypto_provider`] keeps, so that a verification does not parse the key again.
+pub fn decoding_key(private: &RsaPrivateKey) -> anyhow::Result<DecodingKey> {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    let der = private.to_public_key().to_pkcs1_der()?;
+    Ok(DecodingKey::from_rsa_der(der.as_bytes()))
 }
 
 /// The creation time from the file name, or the file's modification time for a key added by hand.

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto_provider;
 pub mod entity;
 pub mod error;
 pub mod http;
@@ -21,7 +22,6 @@ pub mod metrics;
 pub mod oauth;
 pub mod password;
 pub mod ratelimit;
-pub mod signer;
 pub mod startup;
 pub mod state;
 pub mod store;
