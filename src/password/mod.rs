@@ -199,13 +199,19 @@ impl Hasher {
 }
 
 /// Hashing yields the CPU to everything else: under a login flood, token checks and the JWKS preempt the
-/// hashing threads instead of queueing behind them, and logins still get every idle cycle.
+/// hashing threads the moment they wake instead of queueing behind them, and logins get every idle
+/// cycle. `SCHED_IDLE` rather than a nice value, because only it makes a waking request thread preempt a
+/// hash at once. The price is that when every core is busy with other work, hashing nearly stops: the
+/// server sheds logins first (queued ones get `503` after `hash_queue_wait_ms`) and keeps serving tokens.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority takes plain integers; on Linux, `who = 0` with PRIO_PROCESS names the calling
-    // thread only. A failure leaves the priority as it was, which is harmless.
+    // SAFETY: plain integers and a zeroed `sched_param`; on Linux, pid/who 0 names the calling thread
+    // only. A failure leaves the thread as it was, which is harmless.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        let param: libc::sched_param = std::mem::zeroed();
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        }
     }
 }
 
@@ -355,6 +361,36 @@ mod tests {
     #[test]
     fn the_common_list_has_at_least_ten_thousand_entries() {
         assert!(COMMON.len() >= 10_000, "{}", COMMON.len());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashing_threads_run_under_sched_idle() {
+        let _hasher = Hasher::new(2, Duration::from_secs(5), Arc::default()).unwrap();
+        let policies = || {
+            let mut policies = Vec::new();
+            for task in std::fs::read_dir("/proc/self/task").unwrap() {
+                let task = task.unwrap().path();
+                let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+                if comm.starts_with("argon2-") {
+                    // Field 41 of stat is the scheduling policy; the name in field 2 has no spaces.
+                    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+                    policies.push(stat.split(' ').nth(40).unwrap().parse::<i32>().unwrap());
+                }
+            }
+            policies
+        };
+        // A thread sets its own policy as it starts: give the new ones a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = policies();
+        while !(seen.len() >= 2 && seen.iter().all(|p| *p == libc::SCHED_IDLE))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = policies();
+        }
+        assert!(seen.len() >= 2, "{seen:?}");
+        assert!(seen.iter().all(|p| *p == libc::SCHED_IDLE), "{seen:?}");
     }
 
     #[tokio::test]
