@@ -1,8 +1,8 @@
 //! `make bench`: measures every hot path of the release server against this machine's own limits.
 //!
-//! First the limits, in this process, one thread each: argon2id hashes per second with the configured
-//! parameters, and RS256 signatures and verifications per second through the same jsonwebtoken backend
-//! the server uses. Then, for SQLite and for PostgreSQL with Redis, it starts `target/release/portcullis`
+//! For SQLite and for PostgreSQL with Redis in turn, first the limits, in this process, one thread each:
+//! argon2id hashes per second with the configured parameters, and RS256 signatures and verifications per
+//! second through the same jsonwebtoken backend the server uses. Then it starts `target/release/portcullis`
 //! itself and drives each scenario with many concurrent connections, reading the server's CPU time from
 //! `/proc/PID/stat` and its peak RSS from `/proc/PID/status` (reset between scenarios). It prints one
 //! table: each scenario's requests per server CPU-second next to the limit that bounds it.
@@ -37,16 +37,21 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let limits = Limits::measure();
-    println!(
-        "machine limits, per core: argon2id {:.1} hashes/s, RS256 {:.0} signs/s, {:.0} verifications/s\n",
-        limits.argon2, limits.sign, limits.verify
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
     for backend in [Backend::Sqlite, Backend::PostgresRedis] {
+        // Measured again before each backend: a shared machine's speed drifts over minutes, and a ratio
+        // means something only against the limit of the same stretch of time.
+        let limits = Limits::measure();
+        println!(
+            "machine limits before {}, per core: argon2id {:.1} hashes/s, RS256 {:.0} signs/s, {:.0} verifications/s",
+            backend.name(),
+            limits.argon2,
+            limits.sign,
+            limits.verify
+        );
         rows.extend(runtime.block_on(run_backend(
             backend,
             Duration::from_secs(seconds),
