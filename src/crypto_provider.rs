@@ -150,17 +150,10 @@ mod tests {
         // And a whole token verifies through jsonwebtoken's verifier.
         let claims = serde_json::json!({"sub": "a", "exp": 4_000_000_000u64});
         let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
-        let public = DecodingKey::from_rsa_pem(
-            rsa::pkcs8::EncodePublicKey::to_public_key_pem(
-                &rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap())
-                    .map(|k: rsa::RsaPrivateKey| k.to_public_key())
-                    .unwrap(),
-                rsa::pkcs8::LineEnding::LF,
-            )
-            .unwrap()
-            .as_bytes(),
-        )
-        .unwrap();
+        let private =
+            rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap())
+                .unwrap();
+        let public = crate::keys::decoding_key(&private).unwrap();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.required_spec_claims.clear();
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &public, &validation).is_ok());
