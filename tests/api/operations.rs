@@ -7,13 +7,13 @@ use std::{
     time::Duration,
 };
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestDatabase, assert_error, free_port, postgres_url, spawn_app_with,
-    test_keys_dir,
+    Backend, PASSWORD, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
+    spawn_app_with, test_keys_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,6 +107,45 @@ fn value(samples: &[(String, f64)], series: &str) -> f64 {
         .iter()
         .find(|(s, _)| s == series)
         .map_or(0.0, |(_, v)| *v)
+}
+
+#[tokio::test]
+async fn methods_outside_http_s_own_are_counted_as_one_label() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for method in ["FROB", "FROB2", "GET"] {
+        app.http
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url("/healthz"),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = samples(&text);
+    let healthz = |method: &str| {
+        samples
+            .iter()
+            .filter(|(s, _)| {
+                s.starts_with("portcullis_http_requests_total{")
+                    && s.contains(r#"route="/healthz""#)
+                    && s.contains(&format!(r#"method="{method}""#))
+            })
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert_eq!(healthz("other"), 2.0, "{text}");
+    assert_eq!(healthz("GET"), 1.0, "{text}");
+    assert!(!text.contains("FROB"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
