@@ -9,8 +9,8 @@
 //!
 //! `BENCH_SECONDS` (default 5) sets each scenario's length; `BENCH_DATABASE_URL` / `BENCH_REDIS_URL` the
 //! PostgreSQL maintenance URL and Redis (defaults: the standard local ports). For comparing two builds:
-//! `BENCH_ONLY` runs only the scenarios (or backends) whose names contain one of its comma-separated
-//! words, and `BENCH_SERVER` names another server binary.
+//! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words, and
+//! `BENCH_SERVER` names another server binary.
 
 use std::{
     os::unix::process::CommandExt,
@@ -641,9 +641,9 @@ fn start_server(
         );
     }
     // Its own session, as a service has under systemd or in a container. In the load generator's session
-    // the kernel's autogroup scheduling weighs the two as one group, and the hashing threads' SCHED_IDLE
-    // no longer lets another group's wake-ups (this client's, Redis's) preempt them at once: that alone
-    // doubled introspection's p99 beside the login flood (4 ms against 2 ms, `wrk`, 2 cores).
+    // the kernel's autogroup scheduling weighs the two as one group, which put the hashing threads' turns
+    // in the client's way: introspection's p99 beside the login flood was twice as long (4 ms against
+    // 2 ms, `wrk`, 2 cores).
     // SAFETY: `setsid` is async-signal-safe and touches no memory of this process.
     unsafe {
         cmd.pre_exec(|| {
