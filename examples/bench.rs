@@ -435,12 +435,7 @@ async fn run_backend(
                         .post(format!("{base}/oauth/token"))
                         .basic_auth("bench-service", Some(secret))
                         .form(&[("grant_type", "client_credentials")]);
-                    async move {
-                        req.send()
-                            .await
-                            .map(|r| r.status() == StatusCode::OK)
-                            .unwrap_or(false)
-                    }
+                    answered(req, StatusCode::OK)
                 }
             })
             .await,
@@ -455,12 +450,7 @@ async fn run_backend(
                 .post(format!("{base}/oauth/introspect"))
                 .basic_auth("bench-rs", Some(secret))
                 .form(&[("token", access.as_str())]);
-            async move {
-                req.send()
-                    .await
-                    .map(|r| r.status() == StatusCode::OK)
-                    .unwrap_or(false)
-            }
+            answered(req, StatusCode::OK)
         }
     };
     if on("introspection") {
@@ -480,12 +470,7 @@ async fn run_backend(
                 let (http, base, access) = (http.clone(), base.clone(), access.clone());
                 move |_, _| {
                     let req = http.get(format!("{base}/users/me")).bearer_auth(&access);
-                    async move {
-                        req.send()
-                            .await
-                            .map(|r| r.status() == StatusCode::OK)
-                            .unwrap_or(false)
-                    }
+                    answered(req, StatusCode::OK)
                 }
             })
             .await,
@@ -504,12 +489,7 @@ async fn run_backend(
         let (http, base) = (http.clone(), base.clone());
         move |_, _| {
             let req = http.get(format!("{base}/.well-known/jwks.json"));
-            async move {
-                req.send()
-                    .await
-                    .map(|r| r.status() == StatusCode::OK)
-                    .unwrap_or(false)
-            }
+            answered(req, StatusCode::OK)
         }
     };
     if on("JWKS") {
@@ -530,12 +510,7 @@ async fn run_backend(
                     let req = http
                         .get(format!("{base}/.well-known/jwks.json"))
                         .header("if-none-match", &etag);
-                    async move {
-                        req.send()
-                            .await
-                            .map(|r| r.status() == StatusCode::NOT_MODIFIED)
-                            .unwrap_or(false)
-                    }
+                    answered(req, StatusCode::NOT_MODIFIED)
                 }
             })
             .await,
@@ -713,6 +688,11 @@ where
         cpu,
         server.peak_rss_mib(),
     )
+}
+
+/// Sends a scenario's request; it counts when the answer has the expected status.
+async fn answered(req: reqwest::RequestBuilder, expected: StatusCode) -> bool {
+    req.send().await.is_ok_and(|r| r.status() == expected)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

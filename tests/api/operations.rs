@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
     spawn_app_with, test_keys_dir,
 };
 
@@ -102,6 +102,21 @@ fn samples(text: &str) -> Vec<(String, f64)> {
     out
 }
 
+/// `/metrics`, checked to be OpenMetrics text.
+async fn metrics_text(app: &TestApp) -> String {
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics-text")
+    );
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"));
+    text
+}
+
 fn value(samples: &[(String, f64)], series: &str) -> f64 {
     samples
         .iter()
@@ -122,15 +137,7 @@ async fn methods_outside_http_s_own_are_counted_as_one_label() {
             .await
             .unwrap();
     }
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&app).await;
     let samples = samples(&text);
     let healthz = |method: &str| {
         samples
@@ -154,19 +161,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
         s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()
     })
     .await;
-    let scrape = || async {
-        let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(
-            resp.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .contains("openmetrics-text")
-        );
-        let text = resp.text().await.unwrap();
-        assert!(text.trim_end().ends_with("# EOF"));
-        samples(&text)
-    };
+    let scrape = || async { samples(&metrics_text(&app).await) };
     let user = app.seed_user().await;
     let before = scrape().await;
 
