@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_first_data_model;
 mod m20261122_000002_create_server_secrets;
 mod m20261122_000003_create_revocations;
+mod m20261123_000004_spend_refresh_tokens_by_successor;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_first_data_model::Migration),
             Box::new(m20261122_000002_create_server_secrets::Migration),
             Box::new(m20261122_000003_create_revocations::Migration),
+            Box::new(m20261123_000004_spend_refresh_tokens_by_successor::Migration),
         ]
     }
 }

@@ -13,7 +13,6 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// The idle expiry.
     pub expires_at: DateTimeUtc,
-    pub spent_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

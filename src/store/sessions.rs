@@ -1,16 +1,18 @@
 //! Sessions and their refresh tokens. A session is one login: the family of refresh tokens it issues
-//! (each spent when rotated) and the `sid` of every access token issued in it.
+//! and the `sid` of every access token issued in it.
 //!
-//! Rotation is one transaction (IMMEDIATE on SQLite, `FOR UPDATE` on PostgreSQL) that spends the
-//! presented token with a conditional update, so that of many concurrent uses exactly one wins on both.
+//! A token is spent when its successor exists. The successor's hash is derived from the token's, so
+//! rotation is one read and one `INSERT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
+//! inserts, on SQLite and PostgreSQL alike, with no transaction or row lock to hold across the round
+//! trips.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sea_query::{Expr, LockType},
+    QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
 
@@ -30,6 +32,13 @@ pub struct SessionStore {
 pub struct RefreshRules {
     pub idle_ttl: Duration,
     pub reuse_grace: Duration,
+}
+
+/// The token that replaces the presented one, by hash: its own, and that of its successor in turn,
+/// whose existence means it has been rotated too.
+pub struct Successor {
+    pub hash: Vec<u8>,
+    pub next_hash: Vec<u8>,
 }
 
 /// A successful rotation.
@@ -103,38 +112,35 @@ impl SessionStore {
             .exec_without_returning(&txn)
             .await?;
         if let Some((hash, idle_ttl)) = refresh {
-            insert_token(&txn, &session, hash, scope, now, idle_ttl).await?;
+            // Without RETURNING, which SQLite would emulate with a second statement.
+            refresh_token::Entity::insert(new_token(&session, hash, scope, now, idle_ttl))
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(session)
     }
 
-    /// Spends the token whose hash is `presented` and issues its successor (`successor`, a hash) in the
-    /// same session. See [`RotateError`] for every refusal; only reuse writes anything.
+    /// Spends the token whose hash is `presented` by issuing its successor in the same session. See
+    /// [`RotateError`] for every refusal; only reuse writes anything.
     pub async fn rotate(
         &self,
         presented: &[u8],
-        successor: Vec<u8>,
+        successor: &Successor,
         client_id: &str,
         requested: Option<&Scope>,
         rules: RefreshRules,
     ) -> Result<Rotated, RotateError> {
         let now = Utc::now();
-        let txn = self
-            .db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?;
-        // The token, its session and its user in one read. On PostgreSQL the token's row is locked, so
-        // concurrent rotations of one token queue here; SQLite's IMMEDIATE transaction already does.
-        let mut read = refresh_token::Entity::find()
+        // The token, its session and its user in one read.
+        let Some((token, Some(session), user)) = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(presented.to_vec()))
             .find_also_related(session::Entity)
-            .and_also_related(user::Entity);
-        QueryTrait::query(&mut read).lock_with_tables(LockType::Update, [refresh_token::Entity]);
-        let Some((token, Some(session), user)) = read.all(&txn).await?.pop() else {
+            .and_also_related(user::Entity)
+            .all(&self.db)
+            .await?
+            .pop()
+        else {
             return Err(RotateError::NotFound);
         };
         if session.client_id != client_id {
@@ -147,78 +153,89 @@ impl SessionStore {
             Some(u) if u.is_active && u.password_changed_at <= session.created_at => u,
             _ => return Err(RotateError::UserInvalid),
         };
+        // The successor keeps the token's scope; a narrower request narrows this access token only
+        // (RFC 6749 §6).
         let token_scope = Scope::parse(&token.scope).unwrap_or_default();
-        let narrowed = |within: &Scope| match requested {
-            Some(r) if !r.is_subset(within) => Err(RotateError::InvalidScope),
+        let scope = match requested {
+            Some(r) if !r.is_subset(&token_scope) => Err(RotateError::InvalidScope),
             Some(r) => Ok(r.clone()),
-            None => Ok(within.clone()),
+            None => Ok(token_scope.clone()),
         };
 
-        if let Some(spent_at) = token.spent_at {
-            // Within the grace window, a retry gets the successor already issued, while it is live, so
-            // the session never forks; anything else is reuse.
-            let within_grace =
-                !rules.reuse_grace.is_zero() && now <= later(spent_at, rules.reuse_grace);
-            if within_grace {
-                let live_successor = refresh_token::Entity::find()
-                    .filter(refresh_token::Column::TokenHash.eq(successor))
-                    .filter(refresh_token::Column::SessionId.eq(session.id))
-                    .filter(refresh_token::Column::SpentAt.is_null())
-                    .filter(refresh_token::Column::ExpiresAt.gt(now))
-                    .unique(&txn)
-                    .await?;
-                if let Some(live) = live_successor {
-                    let scope = narrowed(&Scope::parse(&live.scope).unwrap_or_default())?;
-                    return Ok(Rotated {
-                        session,
-                        user,
-                        scope,
-                        replayed: true,
-                    });
-                }
-            }
-            revoke_in(&txn, session.id, "refresh_token_reuse", now).await?;
-            txn.commit().await?;
-            return Err(RotateError::Reused {
-                session: session.id,
-            });
-        }
-        if token.expires_at <= now {
-            return Err(RotateError::Expired);
-        }
-        let scope = narrowed(&token_scope)?;
-        let spent = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::SpentAt, Expr::value(now))
-            .filter(refresh_token::Column::Id.eq(token.id))
-            .filter(refresh_token::Column::SpentAt.is_null())
-            .exec(&txn)
+        if token.expires_at > now
+            && let Ok(scope) = &scope
+        {
+            // Inserting the successor is what spends the token: its hash is derived from the token's,
+            // so of any number of concurrent rotations exactly one inserts it, and no transaction is
+            // needed for a single statement.
+            let inserted = refresh_token::Entity::insert(new_token(
+                &session,
+                successor.hash.clone(),
+                &token_scope,
+                now,
+                rules.idle_ttl,
+            ))
+            .on_conflict(
+                OnConflict::column(refresh_token::Column::TokenHash)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
             .await?;
-        if spent.rows_affected != 1 {
-            // Another rotation spent it between our read and our write (only possible without the
-            // row lock); it is a concurrent use, and only one may win.
-            return Err(RotateError::NotFound);
+            if inserted == 1 {
+                if now - session.last_used_at >= LAST_USED_GRANULARITY {
+                    session::Entity::update_many()
+                        .col_expr(session::Column::LastUsedAt, Expr::value(now))
+                        .filter(session::Column::Id.eq(session.id))
+                        .exec(&self.db)
+                        .await?;
+                }
+                return Ok(Rotated {
+                    session,
+                    user,
+                    scope: scope.clone(),
+                    replayed: false,
+                });
+            }
         }
-        // The successor is derived from the token, so a second rotation of it can only collide.
-        if let Err(e) = insert_token(&txn, &session, successor, &scope, now, rules.idle_ttl).await {
-            return Err(match super::unique_violation(&e) {
-                Some(_) => RotateError::NotFound,
-                None => e.into(),
+
+        // Expired, too wide a scope, or spent already; spent is the one that matters, so it is
+        // looked up on these rare paths rather than on every rotation.
+        let Some(next) = self.token(&successor.hash).await? else {
+            return Err(if token.expires_at <= now {
+                RotateError::Expired
+            } else {
+                scope.err().unwrap_or(RotateError::NotFound)
+            });
+        };
+        // Spent when `next` was created. Within the grace window, a retry gets that same successor
+        // while it is live (unexpired, not spent itself), so the session never forks; anything else
+        // is reuse.
+        let within_grace =
+            !rules.reuse_grace.is_zero() && now <= later(next.created_at, rules.reuse_grace);
+        if within_grace
+            && next.session_id == session.id
+            && next.expires_at > now
+            && self.token(&successor.next_hash).await?.is_none()
+        {
+            return Ok(Rotated {
+                session,
+                user,
+                scope: scope?,
+                replayed: true,
             });
         }
-        if now - session.last_used_at >= LAST_USED_GRANULARITY {
-            session::Entity::update_many()
-                .col_expr(session::Column::LastUsedAt, Expr::value(now))
-                .filter(session::Column::Id.eq(session.id))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(Rotated {
-            session,
-            user,
-            scope,
-            replayed: false,
+        revoke_in(&self.db, session.id, "refresh_token_reuse", now).await?;
+        Err(RotateError::Reused {
+            session: session.id,
         })
+    }
+
+    async fn token(&self, hash: &[u8]) -> Result<Option<refresh_token::Model>, sea_orm::DbErr> {
+        refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
+            .unique(&self.db)
+            .await
     }
 
     /// The session a refresh token belongs to, spent or not.
@@ -226,11 +243,7 @@ impl SessionStore {
         &self,
         hash: &[u8],
     ) -> Result<Option<session::Model>, sea_orm::DbErr> {
-        let Some(token) = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
-            .unique(&self.db)
-            .await?
-        else {
+        let Some(token) = self.token(hash).await? else {
             return Ok(None);
         };
         session::Entity::find_by_id(token.session_id)
@@ -300,16 +313,14 @@ async fn revoke_in(
     Ok(res.rows_affected == 1)
 }
 
-async fn insert_token(
-    db: &impl ConnectionTrait,
+fn new_token(
     session: &session::Model,
     hash: Vec<u8>,
     scope: &Scope,
     now: DateTime<Utc>,
     idle_ttl: Duration,
-) -> Result<(), sea_orm::DbErr> {
-    // Without RETURNING, which SQLite would emulate with a second statement: nothing is read back.
-    refresh_token::Entity::insert(refresh_token::ActiveModel {
+) -> refresh_token::ActiveModel {
+    refresh_token::ActiveModel {
         id: Set(Uuid::new_v4()),
         session_id: Set(session.id),
         token_hash: Set(hash),
@@ -317,9 +328,5 @@ async fn insert_token(
         created_at: Set(now),
         // A token never outlives its session.
         expires_at: Set(later(now, idle_ttl).min(session.expires_at)),
-        spent_at: Set(None),
-    })
-    .exec_without_returning(db)
-    .await
-    .map(drop)
+    }
 }

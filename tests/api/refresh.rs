@@ -193,7 +193,7 @@ on_both_databases! {
         assert_eq!(app.count("sessions").await, sessions_before);
     }
 
-    async fn scope_may_narrow_but_never_widen(backend: Backend) {
+    async fn scope_narrows_the_access_token_while_the_successor_keeps_the_token_s_scope(backend: Backend) {
         let app = spawn_app_on(backend, Deny::Memory).await;
         let admin = app.seed_admin().await;
         let rt = app.login(&admin).await.refresh_token.unwrap();
@@ -203,11 +203,44 @@ on_both_databases! {
         let narrowed: crate::helpers::TokenBody = narrowed.json().await.unwrap();
         assert_eq!(narrowed.scope, "profile");
 
-        // Back to the original scope is a widening of the current token: refused, and nothing spent.
+        // RFC 6749 §6: the new refresh token's scope is identical to the presented one's.
         let rt2 = narrowed.refresh_token.unwrap();
-        let widened = app.token(&[("grant_type", "refresh_token"), ("refresh_token", &rt2), ("scope", "admin profile")]).await;
+        let full = app.token(&[("grant_type", "refresh_token"), ("refresh_token", &rt2), ("scope", "admin profile")]).await;
+        assert_eq!(full.status(), StatusCode::OK);
+        let full: crate::helpers::TokenBody = full.json().await.unwrap();
+        assert_eq!(full.scope, "admin profile");
+
+        // Wider than the token is refused, and spends nothing.
+        let rt3 = full.refresh_token.unwrap();
+        let widened = app.token(&[("grant_type", "refresh_token"), ("refresh_token", &rt3), ("scope", "admin profile orders.read")]).await;
         assert_error(widened, 400, "invalid_scope").await;
-        assert_eq!(app.refreshed(&rt2).await.scope, "profile");
+        assert_eq!(app.refreshed(&rt3).await.scope, "admin profile");
+    }
+
+    async fn a_spent_token_is_reuse_even_when_expired_or_asking_for_more(backend: Backend) {
+        // Arrange: a spent token asking for a wider scope, and a spent token past its idle lifetime.
+        let app = spawn_app_on(backend, Deny::Memory).await;
+        let admin = app.seed_admin().await;
+        let greedy = app.login(&admin).await.refresh_token.unwrap();
+        app.refreshed(&greedy).await;
+        let stale = app.login(&admin).await.refresh_token.unwrap();
+        app.refreshed(&stale).await;
+        let row = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(portcullis::oauth::refresh::RefreshTokens::hash(&stale)))
+            .one(&app.state.db).await.unwrap().unwrap();
+        refresh_token::ActiveModel { id: Set(row.id), expires_at: Set(Utc::now() - chrono::Duration::seconds(1)), ..Default::default() }
+            .update(&app.state.db).await.unwrap();
+
+        // Act
+        let wider = app.token(&[("grant_type", "refresh_token"), ("refresh_token", &greedy), ("scope", "admin profile orders.read")]).await;
+        let expired = app.refresh(&stale).await;
+
+        // Assert: both are reuse, not a lesser refusal, and each revoked its session.
+        assert_error(wider, 400, "invalid_grant").await;
+        assert_error(expired, 400, "invalid_grant").await;
+        for spent in [&greedy, &stale] {
+            assert_eq!(session_of(&app, spent).await.revoked_reason.as_deref(), Some("refresh_token_reuse"));
+        }
     }
 
     async fn a_refresh_token_works_only_for_its_own_client(backend: Backend) {

@@ -7,7 +7,7 @@ use crate::{
     error::Error,
     oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens, scope::Scope},
     state::AppState,
-    store::sessions::RotateError,
+    store::sessions::{RotateError, Successor},
 };
 
 pub async fn handle(
@@ -17,11 +17,15 @@ pub async fn handle(
     requested: Option<Scope>,
 ) -> Result<Issued, Error> {
     let successor = state.refresh_tokens.successor(presented);
+    let hashes = Successor {
+        hash: RefreshTokens::hash(&successor),
+        next_hash: RefreshTokens::hash(&state.refresh_tokens.successor(&successor)),
+    };
     let rotated = state
         .sessions
         .rotate(
             &RefreshTokens::hash(presented),
-            RefreshTokens::hash(&successor),
+            &hashes,
             &client.id,
             requested.as_ref(),
             state.settings.refresh_rules(),
