@@ -183,12 +183,16 @@ impl SessionStore {
             .exec_without_returning(&self.db)
             .await?;
             if inserted == 1 {
-                if now - session.last_used_at >= LAST_USED_GRANULARITY {
-                    session::Entity::update_many()
+                // The rotation has happened: failing it now for this figure would lose the successor
+                // the client is about to receive, and its retry would count as reuse.
+                if now - session.last_used_at >= LAST_USED_GRANULARITY
+                    && let Err(e) = session::Entity::update_many()
                         .col_expr(session::Column::LastUsedAt, Expr::value(now))
                         .filter(session::Column::Id.eq(session.id))
                         .exec(&self.db)
-                        .await?;
+                        .await
+                {
+                    tracing::warn!(sid = %session.id, error = %e, "could not record a session's last use");
                 }
                 return Ok(Rotated {
                     session,
