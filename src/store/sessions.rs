@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -229,7 +229,7 @@ impl SessionStore {
                 replayed: true,
             });
         }
-        revoke_in(&self.db, session.id, "refresh_token_reuse", now).await?;
+        self.revoke(session.id, "refresh_token_reuse").await?;
         Err(RotateError::Reused {
             session: session.id,
         })
@@ -272,7 +272,14 @@ impl SessionStore {
 
     /// Revokes one session; `false` when it was already revoked.
     pub async fn revoke(&self, id: Uuid, reason: &str) -> Result<bool, sea_orm::DbErr> {
-        revoke_in(&self.db, id, reason, Utc::now()).await
+        let res = session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::Id.eq(id))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
     }
 
     /// Revokes every session of a user that is not revoked yet; returns their ids.
@@ -299,22 +306,6 @@ impl SessionStore {
         txn.commit().await?;
         Ok(ids)
     }
-}
-
-async fn revoke_in(
-    db: &impl ConnectionTrait,
-    id: Uuid,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, sea_orm::DbErr> {
-    let res = session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now))
-        .col_expr(session::Column::RevokedReason, Expr::value(reason))
-        .filter(session::Column::Id.eq(id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
 }
 
 fn new_token(
