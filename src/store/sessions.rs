@@ -2,17 +2,17 @@
 //! and the `sid` of every access token issued in it.
 //!
 //! A token is spent when its successor exists. The successor's hash is derived from the token's, so
-//! rotation is one read and one `INSERT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
-//! inserts, on SQLite and PostgreSQL alike, with no transaction or row lock to hold across the round
+//! rotation is one `INSERT .. SELECT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
+//! inserts, on SQLite and PostgreSQL alike, with no transaction or row lock to hold across round
 //! trips.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-    sea_query::{Expr, OnConflict},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, Func, OnConflict, Query},
 };
 use uuid::Uuid;
 
@@ -41,10 +41,11 @@ pub struct Successor {
     pub next_hash: Vec<u8>,
 }
 
-/// A successful rotation.
+/// A successful rotation: what the access token issued with the successor says.
 pub struct Rotated {
-    pub session: session::Model,
-    pub user: user::Model,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
     pub scope: Scope,
     /// `true` when this answers a retry within the grace window with the successor issued before.
     pub replayed: bool,
@@ -132,6 +133,16 @@ impl SessionStore {
         rules: RefreshRules,
     ) -> Result<Rotated, RotateError> {
         let now = Utc::now();
+        // Most rotations present a live token and ask for no narrower scope: one statement checks
+        // and spends those. Anything else, and anything it did not insert, takes the path below,
+        // which finds out why.
+        if requested.is_none()
+            && let Some(rotated) = self
+                .rotate_at_once(presented, successor, client_id, rules, now)
+                .await?
+        {
+            return Ok(rotated);
+        }
         // The token, its session and its user in one read.
         let Some((token, Some(session), user)) = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(presented.to_vec()))
@@ -183,20 +194,11 @@ impl SessionStore {
             .exec_without_returning(&self.db)
             .await?;
             if inserted == 1 {
-                // The rotation has happened: failing it now for this figure would lose the successor
-                // the client is about to receive, and its retry would count as reuse.
-                if now - session.last_used_at >= LAST_USED_GRANULARITY
-                    && let Err(e) = session::Entity::update_many()
-                        .col_expr(session::Column::LastUsedAt, Expr::value(now))
-                        .filter(session::Column::Id.eq(session.id))
-                        .exec(&self.db)
-                        .await
-                {
-                    tracing::warn!(sid = %session.id, error = %e, "could not record a session's last use");
-                }
+                self.touch(session.id, session.last_used_at, now).await;
                 return Ok(Rotated {
-                    session,
-                    user,
+                    session_id: session.id,
+                    user_id: user.id,
+                    username: user.username,
                     scope: scope.clone(),
                     replayed: false,
                 });
@@ -223,8 +225,9 @@ impl SessionStore {
             && self.token(&successor.next_hash).await?.is_none()
         {
             return Ok(Rotated {
-                session,
-                user,
+                session_id: session.id,
+                user_id: user.id,
+                username: user.username,
                 scope: scope?,
                 replayed: true,
             });
@@ -233,6 +236,121 @@ impl SessionStore {
         Err(RotateError::Reused {
             session: session.id,
         })
+    }
+
+    /// [`Self::rotate`] in one statement, for a request that asks for no narrower scope: the successor
+    /// is inserted from the presented token's row only when the token, its session and its user are
+    /// all live, and `RETURNING` brings back what the access token says. `None` when nothing was
+    /// inserted, whatever the reason.
+    async fn rotate_at_once(
+        &self,
+        presented: &[u8],
+        successor: &Successor,
+        client_id: &str,
+        rules: RefreshRules,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Rotated>, RotateError> {
+        use refresh_token::Column as T;
+        use sea_orm::sea_query::ExprTrait;
+        use session::Column as S;
+        let (tokens, sessions, users) = (refresh_token::Entity, session::Entity, user::Entity);
+        let live = Query::select()
+            .expr(Expr::value(Uuid::new_v4()))
+            .column((tokens, T::SessionId))
+            .expr(Expr::value(successor.hash.clone()))
+            .column((tokens, T::Scope))
+            .expr(Expr::value(now))
+            // A token never outlives its session.
+            .expr(Func::least([
+                Expr::value(later(now, rules.idle_ttl)),
+                Expr::col((sessions, S::ExpiresAt)),
+            ]))
+            .from(tokens)
+            .inner_join(
+                sessions,
+                Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)),
+            )
+            .inner_join(
+                users,
+                Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
+            )
+            .and_where(Expr::col((tokens, T::TokenHash)).eq(presented.to_vec()))
+            .and_where(Expr::col((tokens, T::ExpiresAt)).gt(now))
+            .and_where(Expr::col((sessions, S::ClientId)).eq(client_id))
+            .and_where(Expr::col((sessions, S::RevokedAt)).is_null())
+            .and_where(Expr::col((sessions, S::ExpiresAt)).gt(now))
+            .and_where(Expr::col((users, user::Column::IsActive)).eq(true))
+            .and_where(
+                Expr::col((users, user::Column::PasswordChangedAt))
+                    .lte(Expr::col((sessions, S::CreatedAt))),
+            )
+            .to_owned();
+        // What the returned row's session says, looked up beside the insert.
+        let of_session = |column: Expr, from_users: bool| {
+            let mut q = Query::select();
+            q.expr(column)
+                .from(sessions)
+                .and_where(Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)));
+            if from_users {
+                q.inner_join(
+                    users,
+                    Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
+                );
+            }
+            Expr::SubQuery(None, Box::new(q.into()))
+        };
+        let insert = Query::insert()
+            .into_table(tokens)
+            .columns([
+                T::Id,
+                T::SessionId,
+                T::TokenHash,
+                T::Scope,
+                T::CreatedAt,
+                T::ExpiresAt,
+            ])
+            .select_from(live)
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .on_conflict(OnConflict::column(T::TokenHash).do_nothing().to_owned())
+            .returning(Query::returning().exprs([
+                Expr::col(T::SessionId),
+                Expr::col(T::Scope),
+                of_session(Expr::col((sessions, S::UserId)), false),
+                of_session(Expr::col((users, user::Column::Username)), true),
+                of_session(Expr::col((sessions, S::LastUsedAt)), false),
+            ]))
+            .to_owned();
+        let Some(row) = self.db.query_all(&insert).await?.pop() else {
+            return Ok(None);
+        };
+        let session_id: Uuid = row.try_get_by_index(0)?;
+        let scope: String = row.try_get_by_index(1)?;
+        let last_used_at: DateTime<Utc> = row.try_get_by_index(4)?;
+        self.touch(session_id, last_used_at, now).await;
+        Ok(Some(Rotated {
+            session_id,
+            user_id: row.try_get_by_index(2)?,
+            username: row.try_get_by_index(3)?,
+            scope: Scope::parse(&scope).unwrap_or_default(),
+            replayed: false,
+        }))
+    }
+
+    /// Records a rotation as the session's last use, to the minute. The rotation has happened by then:
+    /// failing it for this figure would lose the successor the client is about to receive, and its
+    /// retry would count as reuse.
+    async fn touch(&self, id: Uuid, last_used_at: DateTime<Utc>, now: DateTime<Utc>) {
+        if now - last_used_at < LAST_USED_GRANULARITY {
+            return;
+        }
+        if let Err(e) = session::Entity::update_many()
+            .col_expr(session::Column::LastUsedAt, Expr::value(now))
+            .filter(session::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+        {
+            tracing::warn!(sid = %id, error = %e, "could not record a session's last use");
+        }
     }
 
     async fn token(&self, hash: &[u8]) -> Result<Option<refresh_token::Model>, sea_orm::DbErr> {

@@ -59,14 +59,14 @@ pub async fn handle(
     };
     let access = state.issuer.access_token(
         Subject::User {
-            id: rotated.user.id,
-            username: &rotated.user.username,
-            session: rotated.session.id,
+            id: rotated.user_id,
+            username: &rotated.username,
+            session: rotated.session_id,
         },
         &client.id,
         &rotated.scope,
     )?;
-    tracing::info!(sid = %rotated.session.id, client = %client.id, jti = %access.claims.jti, replayed = rotated.replayed, "refresh grant");
+    tracing::info!(sid = %rotated.session_id, client = %client.id, jti = %access.claims.jti, replayed = rotated.replayed, "refresh grant");
     Ok(Issued {
         access,
         refresh_token: Some(successor),
