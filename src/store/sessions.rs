@@ -173,36 +173,19 @@ impl SessionStore {
             None => Ok(token_scope.clone()),
         };
 
-        if token.expires_at > now
+        // A narrower request could not be tried before the token's scope was known: it is spent by the
+        // same statement now, and only its access token is narrowed.
+        if requested.is_some()
+            && token.expires_at > now
             && let Ok(scope) = &scope
+            && let Some(rotated) = self
+                .rotate_at_once(presented, successor, client_id, rules, now)
+                .await?
         {
-            // Inserting the successor is what spends the token: its hash is derived from the token's,
-            // so of any number of concurrent rotations exactly one inserts it, and no transaction is
-            // needed for a single statement.
-            let inserted = refresh_token::Entity::insert(new_token(
-                &session,
-                successor.hash.clone(),
-                &token_scope,
-                now,
-                rules.idle_ttl,
-            ))
-            .on_conflict(
-                OnConflict::column(refresh_token::Column::TokenHash)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-            if inserted == 1 {
-                self.touch(session.id, session.last_used_at, now).await;
-                return Ok(Rotated {
-                    session_id: session.id,
-                    user_id: user.id,
-                    username: user.username,
-                    scope: scope.clone(),
-                    replayed: false,
-                });
-            }
+            return Ok(Rotated {
+                scope: scope.clone(),
+                ..rotated
+            });
         }
 
         // Expired, too wide a scope, or spent already; spent is the one that matters, so it is
@@ -238,10 +221,11 @@ impl SessionStore {
         })
     }
 
-    /// [`Self::rotate`] in one statement, for a request that asks for no narrower scope: the successor
-    /// is inserted from the presented token's row only when the token, its session and its user are
-    /// all live, and `RETURNING` brings back what the access token says. `None` when nothing was
-    /// inserted, whatever the reason.
+    /// The statement that spends a token. Inserting the successor is the spend: its hash is derived
+    /// from the token's, so of any number of concurrent rotations exactly one inserts it. It is
+    /// inserted from the presented token's row only when the token, its session and its user are all
+    /// live, with the token's scope, and `RETURNING` brings back what the access token says. `None`
+    /// when nothing was inserted, whatever the reason.
     async fn rotate_at_once(
         &self,
         presented: &[u8],
