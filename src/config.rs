@@ -140,6 +140,16 @@ pub struct PasswordSettings {
     pub hash_queue_wait_ms: u64,
 }
 
+impl PasswordSettings {
+    /// How many hashing threads `hash_concurrency` asks for.
+    pub fn hashing_threads(&self) -> usize {
+        match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {

@@ -82,13 +82,9 @@ impl AppState {
         let feed = RevocationFeed::new(db.clone());
         let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
-        let slots = match settings.password.hash_concurrency {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
         Ok(Self {
             hasher: Hasher::new(
-                slots,
+                settings.password.hashing_threads(),
                 Duration::from_millis(settings.password.hash_queue_wait_ms),
                 metrics.clone(),
             )?,
