@@ -164,7 +164,6 @@ impl Machine {
         let rates: Vec<f64> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
-                    let params = params.clone();
                     scope.spawn(move || {
                         let argon =
                             Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
