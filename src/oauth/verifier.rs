@@ -1,9 +1,16 @@
 //! Verifies this server's own access tokens: RS256 only, a known `kid`, `typ` `at+jwt`, and `iss`,
 //! `aud`, `exp`, `nbf` with no leeway (the server issued them by its own clock).
+//!
+//! A resource server presents the same token on each of its user's requests, so a token that passed is
+//! remembered by the SHA-256 of its exact bytes, and presented again it skips the RSA verification and
+//! the parsing: only what can change is checked again (the clock against `exp` and `nbf`, its key still
+//! published, and, in [`Verifier::check`], the deny list).
 
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, Validation};
+use quick_cache::sync::Cache;
+use sha2::{Digest, Sha256};
 
 use super::claims::AccessClaims;
 use crate::{error::Error, keys::KeyStore, metrics::Metrics, store::deny_list::DenyList};
@@ -13,10 +20,19 @@ pub struct Verifier {
     deny_list: Arc<DenyList>,
     metrics: Arc<Metrics>,
     validation: Validation,
+    verified: Cache<[u8; 32], Arc<Verified>>,
+}
+
+/// A token whose signature and fixed claims passed.
+struct Verified {
+    kid: String,
+    claims: AccessClaims,
 }
 
 /// Tokens longer than this are not looked at.
 const MAX_TOKEN_LENGTH: usize = 8 * 1024;
+/// How many verified tokens are remembered (about 400 bytes each); past it the least used are dropped.
+const VERIFIED_CAPACITY: usize = 16 * 1024;
 
 impl Verifier {
     pub fn new(
@@ -39,6 +55,7 @@ impl Verifier {
             deny_list,
             metrics,
             validation,
+            verified: Cache::new(VERIFIED_CAPACITY),
         }
     }
 
@@ -67,6 +84,13 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LENGTH {
             return Err(Error::InvalidToken("too long"));
         }
+        // A hit is only a shortcut: one that no longer holds is verified in full, which says why.
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        if let Some(seen) = self.verified.get(&digest)
+            && self.still_holds(&seen)
+        {
+            return Ok(seen.claims.clone());
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
         if header.alg != Algorithm::RS256 {
@@ -79,11 +103,29 @@ impl Verifier {
         let kid = header.kid.ok_or(Error::InvalidToken("no kid"))?;
         let keys = self.keys.current();
         let key = keys.find(&kid).ok_or(Error::InvalidToken("unknown kid"))?;
-        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 tracing::debug!(error = %e, "access token refused");
                 Error::InvalidToken("signature or claims")
-            })
+            })?;
+        self.verified.insert(
+            digest,
+            Arc::new(Verified {
+                kid,
+                claims: claims.clone(),
+            }),
+        );
+        Ok(claims)
+    }
+
+    /// What may have changed since a token was verified: the time (checked as jsonwebtoken checks it,
+    /// with no leeway) and whether its key is still published (a key removed from the folder stops
+    /// verifying at the next rescan, remembered tokens included).
+    fn still_holds(&self, seen: &Verified) -> bool {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        seen.claims.nbf <= now
+            && now <= seen.claims.exp
+            && self.keys.current().find(&seen.kid).is_some()
     }
 }

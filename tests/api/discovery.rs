@@ -122,6 +122,41 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_out_of_the_folder_stops_verifying_its_tokens_at_the_next_rescan() {
+    // Arrange: a live token, verified once (and so remembered), and a second key beside its own.
+    let dir = own_key_dir(chrono::Duration::hours(1));
+    let path = dir.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.keys.dir = path.clone();
+        s.keys.publish_ahead = Some(0);
+        s.keys.rescan_interval = 1;
+    })
+    .await;
+    let rs = app.resource_server().await;
+    let user = app.seed_user().await;
+    let token = app.login(&user).await.access_token;
+    assert!(app.is_active(&rs, &token).await);
+    assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    let (new_path, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
+
+    // Act: the operator withdraws the token's key, as after a leak.
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let old = entry.unwrap().path();
+        if old != new_path {
+            std::fs::remove_file(old).unwrap();
+        }
+    }
+    eventually(3, "the old key leaving the JWKS", || async {
+        published_kids(&app).await == [new_kid.clone()]
+    })
+    .await;
+
+    // Assert
+    assert!(!app.is_active(&rs, &token).await);
+    assert_error(app.me(&token).await, 401, "invalid_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_key_folder_agree_after_a_rotation_and_sighup() {
     let dir = own_key_dir(chrono::Duration::hours(1));
     let path = dir.path().to_owned();
