@@ -10,7 +10,8 @@
 //! CPU-second next to the limit that bounds it.
 //!
 //! `BENCH_SECONDS` (default 5) sets each scenario's length; `BENCH_DATABASE_URL` / `BENCH_REDIS_URL` the
-//! PostgreSQL maintenance URL and Redis (defaults: the standard local ports). For comparing two builds:
+//! PostgreSQL maintenance URL and Redis (defaults: the standard local ports; a local PostgreSQL is reached
+//! without TLS unless the URL names an `sslmode`). For comparing two builds:
 //! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words, and
 //! `BENCH_SERVER` names another server binary.
 
@@ -343,6 +344,7 @@ async fn run_backend(
                 .await?;
             let mut url = url::Url::parse(&admin_url)?;
             url.set_path(&name);
+            same_host_without_tls(&mut url);
             let redis = std::env::var("BENCH_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
             (url.to_string(), Some(redis))
@@ -663,6 +665,25 @@ async fn run_backend(
     );
     drop(server);
     Ok(rows)
+}
+
+/// A database on this machine is reached without TLS, as a server on the database's own host would reach
+/// it, unless the URL names an `sslmode`. Left to sqlx's default (`prefer`), the connection is encrypted
+/// (unverified) whenever the server happens to offer TLS, as Debian's PostgreSQL does and a throwaway one
+/// started by `tests/with-services.sh` does not, so the same bench would measure two set-ups (TLS on
+/// loopback cost `/users/me` 5-10 % of its requests per CPU-second here; README, Performance).
+fn same_host_without_tls(url: &mut url::Url) {
+    let local = matches!(
+        url.host_str(),
+        Some("127.0.0.1" | "localhost" | "[::1]") | None
+    );
+    if local
+        && !url
+            .query_pairs()
+            .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+    {
+        url.query_pairs_mut().append_pair("sslmode", "disable");
+    }
 }
 
 fn start_server(
