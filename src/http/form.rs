@@ -47,13 +47,17 @@ impl<T: DeserializeOwned + Send> ParsePayload for StrictForm<T> {
 
     async fn from_request(req: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let data = Vec::<u8>::from_request(req, body).await?;
-        let parameters = parameters(&data)?
-            .into_iter()
-            .map(|(name, value)| (name, Text(value)));
-        T::deserialize(MapDeserializer::<_, DeError>::new(parameters))
-            .map(Self)
-            .map_err(|_| Error::invalid_request("malformed form body").into())
+        Ok(Self(read(&data)?))
     }
+}
+
+/// The form struct `T` from a body's parameters.
+fn read<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let parameters = parameters(body)?
+        .into_iter()
+        .map(|(name, value)| (name, Text(value)));
+    T::deserialize(MapDeserializer::<_, DeError>::new(parameters))
+        .map_err(|_| Error::invalid_request("malformed form body"))
 }
 
 impl_apirequest_for_payload!(StrictForm<T>, T: DeserializeOwned + Type + Send);
@@ -202,22 +206,16 @@ mod tests {
 
     #[test]
     fn the_form_struct_takes_the_decoded_values_and_ignores_unknown_ones() {
-        let read = |body: &[u8]| {
-            let pairs = parameters(body)
-                .unwrap()
-                .into_iter()
-                .map(|(n, v)| (n, Text(v)));
-            Sample::deserialize(MapDeserializer::<_, DeError>::new(pairs)).unwrap()
-        };
         assert_eq!(
-            read(b"grant_type=refresh_token&scope=a+b%20c&extension=1"),
+            read::<Sample>(b"grant_type=refresh_token&scope=a+b%20c&extension=1").unwrap(),
             Sample {
                 grant_type: Some("refresh_token".into()),
                 scope: Some("a b c".into())
             }
         );
+        assert!(read::<Sample>(b"scope=a&scope=b").is_err());
         assert_eq!(
-            read(b"scope="),
+            read::<Sample>(b"scope=").unwrap(),
             Sample {
                 grant_type: None,
                 scope: None
