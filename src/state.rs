@@ -39,6 +39,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The RFC 8414 document, serialised once.
     pub metadata: bytes::Bytes,
+    /// The `Cache-Control` of the JWKS and the metadata, rendered once.
+    pub discovery_cache_control: http::HeaderValue,
     pub throttle: Throttle,
 }
 
@@ -90,6 +92,8 @@ impl AppState {
             )?,
             limits: Limits::new(&settings.rate_limit, metrics.clone()),
             metadata: serde_json::to_vec(&crate::oauth::metadata::document(&settings))?.into(),
+            discovery_cache_control: format!("public, max-age={}", settings.keys.jwks_max_age)
+                .try_into()?,
             throttle,
             issuer: Issuer::new(
                 keys.clone(),

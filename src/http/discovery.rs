@@ -1,17 +1,17 @@
 //! `GET /.well-known/jwks.json` (RFC 7517): the key store's bytes, serialised once per key set, with a
 //! strong ETag and a `Cache-Control` lifetime so that resource servers cache them.
 
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 use poem::{
     Request, Response,
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     web::Data,
 };
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::Payload,
-    registry::{MetaSchemaRef, Registry},
+    registry::{MetaResponses, MetaSchemaRef, Registry},
     types::Type,
 };
 
@@ -45,11 +45,11 @@ struct JwksDoc {
 }
 
 /// JSON that was serialised once, described by the schema `T`.
-pub struct PreRendered<T>(bytes::Bytes, std::marker::PhantomData<T>);
+pub struct PreRendered<T>(bytes::Bytes, PhantomData<T>);
 
 impl<T> PreRendered<T> {
     pub fn new(bytes: bytes::Bytes) -> Self {
-        Self(bytes, std::marker::PhantomData)
+        Self(bytes, PhantomData)
     }
 }
 
@@ -69,12 +69,36 @@ impl<T: Send> poem::IntoResponse for PreRendered<T> {
     fn into_response(self) -> Response {
         Response::builder()
             .status(StatusCode::OK)
-            .content_type("application/json")
+            .header(header::CONTENT_TYPE, JSON)
             .body(poem::Body::from_bytes(self.0))
     }
 }
 
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A response put together from values prepared once, documented as the response type `R`: the
+/// discovery documents are answered this way, by their operations and (the JWKS) by the edge alike.
+struct Described<R>(Response, PhantomData<R>);
+
+impl<R: ApiResponse> ApiResponse for Described<R> {
+    fn meta() -> MetaResponses {
+        R::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        R::register(registry);
+    }
+}
+
+impl<R: Send> poem::IntoResponse for Described<R> {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+/// What the JWKS operation answers, as documented; [`jwks_answer`] puts it together.
 #[derive(ApiResponse)]
+#[allow(dead_code)]
 enum JwksResponse {
     /// The key set.
     #[oai(status = 200)]
@@ -113,7 +137,9 @@ struct MetadataDoc {
     revocation_feed_endpoint: String,
 }
 
+/// What the metadata operations answer, as documented; [`metadata`] puts it together.
 #[derive(ApiResponse)]
+#[allow(dead_code)]
 enum MetadataResponse {
     /// The metadata; it changes only with the configuration.
     #[oai(status = 200)]
@@ -133,7 +159,7 @@ impl DiscoveryApi {
         method = "get",
         tag = "Tag::Discovery"
     )]
-    async fn oauth_metadata(&self, state: Data<&Arc<AppState>>) -> MetadataResponse {
+    async fn oauth_metadata(&self, state: Data<&Arc<AppState>>) -> Described<MetadataResponse> {
         metadata(&state)
     }
 
@@ -143,7 +169,10 @@ impl DiscoveryApi {
         method = "get",
         tag = "Tag::Discovery"
     )]
-    async fn openid_configuration(&self, state: Data<&Arc<AppState>>) -> MetadataResponse {
+    async fn openid_configuration(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Described<MetadataResponse> {
         metadata(&state)
     }
 
@@ -156,29 +185,41 @@ impl DiscoveryApi {
         method = "get",
         tag = "Tag::Discovery"
     )]
-    async fn jwks(&self, state: Data<&Arc<AppState>>, req: &Request) -> JwksResponse {
-        let keys = state.keys.current();
-        let etag = keys.etag().to_owned();
-        let cache = format!("public, max-age={}", state.settings.keys.jwks_max_age);
-        let matches = req
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == etag || tag == "*");
-        if matches {
-            JwksResponse::NotModified(etag, cache)
-        } else {
-            JwksResponse::Ok(PreRendered::new(keys.jwks().clone()), etag, cache)
-        }
+    async fn jwks(&self, state: Data<&Arc<AppState>>, req: &Request) -> Described<JwksResponse> {
+        Described(jwks_answer(&state, req), PhantomData)
     }
 }
 
-fn metadata(state: &AppState) -> MetadataResponse {
-    MetadataResponse::Ok(
-        PreRendered::new(state.metadata.clone()),
-        format!("public, max-age={}", state.settings.keys.jwks_max_age),
-    )
+/// The JWKS, or `304` when the client's `If-None-Match` names the current key set. The edge answers a
+/// `GET` with it directly, without poem-openapi's routing layers, on the path every resource server polls
+/// (`super::Edge`).
+pub(super) fn jwks_answer(state: &AppState, req: &Request) -> Response {
+    let keys = state.keys.current();
+    let etag = keys.etag();
+    let matches = req
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*");
+    let answer = Response::builder()
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, state.discovery_cache_control.clone());
+    if matches {
+        answer.status(StatusCode::NOT_MODIFIED).finish()
+    } else {
+        answer
+            .header(header::CONTENT_TYPE, JSON)
+            .body(keys.jwks().clone())
+    }
+}
+
+fn metadata(state: &AppState) -> Described<MetadataResponse> {
+    let answer = Response::builder()
+        .header(header::CACHE_CONTROL, state.discovery_cache_control.clone())
+        .header(header::CONTENT_TYPE, JSON)
+        .body(state.metadata.clone());
+    Described(answer, PhantomData)
 }

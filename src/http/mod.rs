@@ -23,6 +23,7 @@ use poem::{
     middleware::Cors,
 };
 use poem_openapi::{OpenApiService, Tags};
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::{
     error::Error,
@@ -76,6 +77,15 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .nest("/docs", api.swagger_ui());
     let cors = cors(&state.settings.server.cors_origins);
     let metrics = state.metrics.clone();
+    let latency = ROUTES
+        .iter()
+        .map(|&route| {
+            metrics
+                .latency
+                .get_or_create(&RouteLabels { route })
+                .clone()
+        })
+        .collect();
     // CORS sits outside the error rendering, so that a browser can read an error too.
     let inner = Edge {
         api: api.into_endpoint(),
@@ -83,7 +93,11 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         state,
     }
     .with_if(cors.is_some(), cors.unwrap_or_default());
-    Observe { inner, metrics }
+    Observe {
+        inner,
+        metrics,
+        latency,
+    }
 }
 
 // The middleware is two hand-written endpoints rather than a stack of poem's combinators (`data`,
@@ -95,7 +109,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
 /// response carries. Never fails.
 ///
 /// The documents sit beside the API rather than above it: nesting the API at `/` under one `Route` added a
-/// routing layer, a boxed future and a rebuilt URI to every request (README, Performance).
+/// routing layer, a boxed future and a rebuilt URI to every request (README, Performance). For the same
+/// reason a `GET` of the JWKS, which every resource server polls, is answered here with the documented
+/// operation's own answer, without poem-openapi's routing, extractors and four more boxed futures.
 struct Edge {
     api: BoxEndpoint<'static>,
     documents: Route,
@@ -106,12 +122,17 @@ impl Endpoint for Edge {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        req.extensions_mut().insert(self.state.clone());
         let result = match limit_body(&mut req).await {
-            Ok(()) => match req.uri().path() {
-                "/openapi.json" | "/docs" => self.documents.call(req).await,
-                p if p.starts_with("/docs/") => self.documents.call(req).await,
-                _ => self.api.call(req).await,
+            Ok(()) => match (req.method(), req.uri().path()) {
+                (&Method::GET, "/.well-known/jwks.json") => {
+                    Ok(discovery::jwks_answer(&self.state, &req))
+                }
+                (_, "/openapi.json" | "/docs") => self.documents.call(req).await,
+                (_, p) if p.starts_with("/docs/") => self.documents.call(req).await,
+                _ => {
+                    req.extensions_mut().insert(self.state.clone());
+                    self.api.call(req).await
+                }
             },
             Err(e) => Err(e),
         };
@@ -136,6 +157,9 @@ impl Endpoint for Edge {
 struct Observe<E> {
     inner: E,
     metrics: Arc<Metrics>,
+    /// Each route's latency histogram, by its index in [`ROUTES`], looked up once rather than hashed and
+    /// locked on every request.
+    latency: Box<[Histogram]>,
 }
 
 impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
@@ -146,14 +170,24 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
         let request_id = req
             .headers()
             .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
-        let route = route_label(req.uri().path());
+            .filter(|v| {
+                v.len() <= 64
+                    && v.as_bytes()
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut id = [0; uuid::fmt::Simple::LENGTH];
+                HeaderValue::from_str(uuid::Uuid::new_v4().simple().encode_lower(&mut id))
+                    .expect("hex digits are a valid header value")
+            });
+        let route_index = route_index(req.uri().path());
+        let route = ROUTES[route_index];
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "request",
-            request_id = %request_id,
+            request_id = %request_id.to_str().unwrap_or_default(),
             method = %req.method(),
             route,
             client_id = tracing::field::Empty,
@@ -176,10 +210,7 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
                 status,
             })
             .inc();
-        self.metrics
-            .latency
-            .get_or_create(&RouteLabels { route })
-            .observe(elapsed.as_secs_f64());
+        self.latency[route_index].observe(elapsed.as_secs_f64());
         span.in_scope(|| {
             tracing::info!(
                 status,
@@ -187,47 +218,52 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
                 "request"
             )
         });
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", id);
-        }
+        resp.headers_mut().insert("x-request-id", request_id);
         Ok(resp)
     }
 }
 
-/// The route a path belongs to, with ids folded, so that the metrics' label set stays small whatever
-/// paths clients send.
-fn route_label(path: &str) -> &'static str {
-    const EXACT: [&str; 17] = [
-        "/oauth/token",
-        "/oauth/revoke",
-        "/oauth/introspect",
-        "/oauth/revocations",
-        "/.well-known/jwks.json",
-        "/.well-known/oauth-authorization-server",
-        "/.well-known/openid-configuration",
-        "/users",
-        "/users/me",
-        "/users/me/password",
-        "/users/me/sessions",
-        "/admin/users",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-        "/docs",
-    ];
-    if let Some(route) = EXACT.into_iter().find(|r| *r == path) {
-        return route;
-    }
-    match path {
+/// Every route label: the exact paths first (as [`route_index`] matches them), then the paths with an id
+/// folded, then everything else. The metrics' label set stays this small whatever paths clients send.
+const ROUTES: [&str; 21] = [
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/oauth/revocations",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/users",
+    "/users/me",
+    "/users/me/password",
+    "/users/me/sessions",
+    "/admin/users",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/users/me/sessions/{id}",
+    "/admin/users/{id}/disable",
+    "/admin/users/{id}/enable",
+    "other",
+];
+
+/// The index in [`ROUTES`] of the route a path belongs to.
+fn route_index(path: &str) -> usize {
+    let folded = match path {
         p if p.starts_with("/users/me/sessions/") => "/users/me/sessions/{id}",
         p if p.starts_with("/admin/users/") && p.ends_with("/disable") => {
             "/admin/users/{id}/disable"
         }
         p if p.starts_with("/admin/users/") && p.ends_with("/enable") => "/admin/users/{id}/enable",
         p if p.starts_with("/docs/") => "/docs",
-        _ => "other",
-    }
+        p => p,
+    };
+    ROUTES
+        .iter()
+        .position(|r| *r == folded)
+        .unwrap_or(ROUTES.len() - 1)
 }
 
 /// The method as a label: HTTP lets a client send any token as a method, and each one kept would be
@@ -272,7 +308,13 @@ async fn limit_body(req: &mut Request) -> poem::Result<()> {
     if announced.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(Error::PayloadTooLarge.into());
     }
-    let mut reader = req.take_body().into_async_read();
+    let body = req.take_body();
+    // Most requests have no body (a `GET`, or `Content-Length: 0`): nothing to read or to limit.
+    if body.is_empty() {
+        req.set_body(body);
+        return Ok(());
+    }
+    let mut reader = body.into_async_read();
     let mut body = Vec::new();
     let read = (&mut reader)
         .take(MAX_BODY as u64 + 1)
@@ -332,5 +374,33 @@ fn render_error(err: poem::Error) -> Response {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         poem::error::ResponseError::as_response(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fold_onto_a_fixed_set_of_route_labels() {
+        let label = |path| ROUTES[route_index(path)];
+        assert_eq!(label("/oauth/token"), "/oauth/token");
+        assert_eq!(label("/users/me/sessions"), "/users/me/sessions");
+        assert_eq!(
+            label("/users/me/sessions/0193a0c4-7b5e-7000-8000-000000000000"),
+            "/users/me/sessions/{id}"
+        );
+        assert_eq!(
+            label("/admin/users/42/disable"),
+            "/admin/users/{id}/disable"
+        );
+        assert_eq!(label("/admin/users/42/enable"), "/admin/users/{id}/enable");
+        assert_eq!(label("/docs/index.css"), "/docs");
+        assert_eq!(label("/admin/users/42"), "other");
+        assert_eq!(label("/nowhere"), "other");
+        let mut unique = ROUTES.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ROUTES.len(), "each label once");
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /.well-known/jwks.json`: the exact shape, caching headers, and the `304` path.
+//! `GET /.well-known/jwks.json`: the exact shape, caching headers, the `304` path, and the edge's answer
+//! against the documented operation's.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -49,6 +50,30 @@ on_both_databases! {
         let stale = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", "\"stale\"").send().await.unwrap();
         assert_eq!(stale.status(), StatusCode::OK);
         assert_eq!(stale.bytes().await.unwrap(), body);
+    }
+
+    // The edge answers a `GET` itself; a `HEAD` goes through the documented operation. Both must say
+    // the same, and the edge's answers must still be counted.
+    async fn the_edge_and_the_documented_operation_answer_alike(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let url = app.url("/.well-known/jwks.json");
+        let etag = app.http.get(&url).send().await.unwrap().headers()["etag"].to_str().unwrap().to_owned();
+        for if_none_match in ["\"stale\"", etag.as_str()] {
+            let get = app.http.get(&url).header("if-none-match", if_none_match).send().await.unwrap();
+            let head = app.http.head(&url).header("if-none-match", if_none_match).send().await.unwrap();
+            assert_eq!(get.status(), head.status(), "If-None-Match: {if_none_match}");
+            for name in ["etag", "cache-control", "content-type", "x-content-type-options"] {
+                assert_eq!(get.headers().get(name), head.headers().get(name), "{name}, If-None-Match: {if_none_match}");
+            }
+        }
+
+        let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let counted = |status: &str| {
+            let series = format!(r#"portcullis_http_requests_total{{route="/.well-known/jwks.json",method="GET",status="{status}"}} "#);
+            metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).map(|v| v.parse::<f64>().unwrap())
+        };
+        assert_eq!(counted("200"), Some(2.0));
+        assert_eq!(counted("304"), Some(1.0));
     }
 }
 
