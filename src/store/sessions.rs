@@ -4,16 +4,23 @@
 //! A token is spent when its successor exists. The successor's hash is derived from the token's, so
 //! rotation is one `INSERT .. SELECT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
 //! inserts, on SQLite and PostgreSQL alike, with no transaction or row lock to hold across round
-//! trips.
+//! trips. Rotations that arrive while such a statement runs are spent together by the next one (group
+//! commit): one round trip, one commit and one WAL write for all of them, which is most of a
+//! rotation's cost besides the signature.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, Func, OnConflict, Query},
+    sea_query::{Alias, Expr, Func, IntoValueTuple, OnConflict, Query},
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Unique;
@@ -25,6 +32,28 @@ use crate::{
 #[derive(Clone)]
 pub struct SessionStore {
     db: DatabaseConnection,
+    /// Where rotations wait for the statement that spends them; its task starts with the first.
+    spender: Arc<OnceLock<mpsc::Sender<Spend>>>,
+}
+
+/// At most this many rotations share one statement (six bound values each).
+const MAX_BATCH: usize = 64;
+
+/// One rotation waiting for its statement.
+struct Spend {
+    presented: Vec<u8>,
+    successor: Vec<u8>,
+    client_id: String,
+    now: DateTime<Utc>,
+    /// The successor's idle expiry, before the session's own caps it.
+    expires_at: DateTime<Utc>,
+    answer: oneshot::Sender<Result<Option<Spent>, String>>,
+}
+
+/// What the statement says of a token it spent.
+struct Spent {
+    rotated: Rotated,
+    last_used_at: DateTime<Utc>,
 }
 
 /// The lifetimes rotation enforces.
@@ -83,7 +112,10 @@ fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 
 impl SessionStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            spender: Arc::default(),
+        }
     }
 
     /// Starts a session that ends at the latest after `absolute_ttl`, with its first refresh token
@@ -221,11 +253,8 @@ impl SessionStore {
         })
     }
 
-    /// The statement that spends a token. Inserting the successor is the spend: its hash is derived
-    /// from the token's, so of any number of concurrent rotations exactly one inserts it. It is
-    /// inserted from the presented token's row only when the token, its session and its user are all
-    /// live, with the token's scope, and `RETURNING` brings back what the access token says. `None`
-    /// when nothing was inserted, whatever the reason.
+    /// Spends the token by inserting its successor, in the next statement of [`spend_in_batches`].
+    /// `None` when nothing was inserted, whatever the reason.
     async fn rotate_at_once(
         &self,
         presented: &[u8],
@@ -234,90 +263,36 @@ impl SessionStore {
         rules: RefreshRules,
         now: DateTime<Utc>,
     ) -> Result<Option<Rotated>, RotateError> {
-        use refresh_token::Column as T;
-        use sea_orm::sea_query::ExprTrait;
-        use session::Column as S;
-        let (tokens, sessions, users) = (refresh_token::Entity, session::Entity, user::Entity);
-        let live = Query::select()
-            .expr(Expr::value(Uuid::new_v4()))
-            .column((tokens, T::SessionId))
-            .expr(Expr::value(successor.hash.clone()))
-            .column((tokens, T::Scope))
-            .expr(Expr::value(now))
-            // A token never outlives its session.
-            .expr(Func::least([
-                Expr::value(later(now, rules.idle_ttl)),
-                Expr::col((sessions, S::ExpiresAt)),
-            ]))
-            .from(tokens)
-            .inner_join(
-                sessions,
-                Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)),
-            )
-            .inner_join(
-                users,
-                Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
-            )
-            .and_where(Expr::col((tokens, T::TokenHash)).eq(presented.to_vec()))
-            .and_where(Expr::col((tokens, T::ExpiresAt)).gt(now))
-            .and_where(Expr::col((sessions, S::ClientId)).eq(client_id))
-            .and_where(Expr::col((sessions, S::RevokedAt)).is_null())
-            .and_where(Expr::col((sessions, S::ExpiresAt)).gt(now))
-            .and_where(Expr::col((users, user::Column::IsActive)).eq(true))
-            .and_where(
-                Expr::col((users, user::Column::PasswordChangedAt))
-                    .lte(Expr::col((sessions, S::CreatedAt))),
-            )
-            .to_owned();
-        // What the returned row's session says, looked up beside the insert.
-        let of_session = |column: Expr, from_users: bool| {
-            let mut q = Query::select();
-            q.expr(column)
-                .from(sessions)
-                .and_where(Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)));
-            if from_users {
-                q.inner_join(
-                    users,
-                    Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
-                );
-            }
-            Expr::SubQuery(None, Box::new(q.into()))
+        let spender = self.spender.get_or_init(|| {
+            let (sender, waiting) = mpsc::channel(1024);
+            tokio::spawn(spend_in_batches(self.db.clone(), waiting));
+            sender
+        });
+        let stopped =
+            || RotateError::Db(sea_orm::DbErr::Custom("the rotation task stopped".into()));
+        let (answer, answered) = oneshot::channel();
+        let spend = Spend {
+            presented: presented.to_vec(),
+            successor: successor.hash.clone(),
+            client_id: client_id.to_owned(),
+            now,
+            expires_at: later(now, rules.idle_ttl),
+            answer,
         };
-        let insert = Query::insert()
-            .into_table(tokens)
-            .columns([
-                T::Id,
-                T::SessionId,
-                T::TokenHash,
-                T::Scope,
-                T::CreatedAt,
-                T::ExpiresAt,
-            ])
-            .select_from(live)
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            .on_conflict(OnConflict::column(T::TokenHash).do_nothing().to_owned())
-            .returning(Query::returning().exprs([
-                Expr::col(T::SessionId),
-                Expr::col(T::Scope),
-                of_session(Expr::col((sessions, S::UserId)), false),
-                of_session(Expr::col((users, user::Column::Username)), true),
-                of_session(Expr::col((sessions, S::LastUsedAt)), false),
-            ]))
-            .to_owned();
-        let Some(row) = self.db.query_all(&insert).await?.pop() else {
+        spender.send(spend).await.map_err(|_| stopped())?;
+        let spent = answered
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|e| RotateError::Db(sea_orm::DbErr::Custom(e)))?;
+        let Some(Spent {
+            rotated,
+            last_used_at,
+        }) = spent
+        else {
             return Ok(None);
         };
-        let session_id: Uuid = row.try_get_by_index(0)?;
-        let scope: String = row.try_get_by_index(1)?;
-        let last_used_at: DateTime<Utc> = row.try_get_by_index(4)?;
-        self.touch(session_id, last_used_at, now).await;
-        Ok(Some(Rotated {
-            session_id,
-            user_id: row.try_get_by_index(2)?,
-            username: row.try_get_by_index(3)?,
-            scope: Scope::parse(&scope).unwrap_or_default(),
-            replayed: false,
-        }))
+        self.touch(rotated.session_id, last_used_at, now).await;
+        Ok(Some(rotated))
     }
 
     /// Records a rotation as the session's last use, to the minute. The rotation has happened by then:
@@ -425,5 +400,268 @@ fn new_token(
         created_at: Set(now),
         // A token never outlives its session.
         expires_at: Set(later(now, idle_ttl).min(session.expires_at)),
+    }
+}
+
+/// Spends whatever rotations are waiting, up to [`MAX_BATCH`], in one statement, and again until every
+/// [`SessionStore`] is gone.
+async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Spend>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A token presented twice at once is spent by its first presentation. The others are answered
+        // after the statement, so that the path they take next finds the successor and calls it a
+        // retry or reuse.
+        let mut seen = HashSet::new();
+        let (first, again): (Vec<Spend>, Vec<Spend>) = batch
+            .drain(..)
+            .partition(|s| seen.insert(s.presented.clone()));
+        match spend_all(&db, &first).await {
+            Ok(mut spent) => {
+                for s in first {
+                    let _ = s.answer.send(Ok(spent.remove(&s.successor)));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for s in first {
+                    let _ = s.answer.send(Err(e.clone()));
+                }
+            }
+        }
+        for s in again {
+            let _ = s.answer.send(Ok(None));
+        }
+    }
+}
+
+/// The statement that spends tokens, keyed by the successor's hash. Inserting the successor is the
+/// spend: its hash is derived from the token's, so of any number of concurrent rotations exactly one
+/// inserts it. It is inserted from the presented token's row only when the token, its session and its
+/// user are all live, with the token's scope, and `RETURNING` brings back what the access token says.
+async fn spend_all(
+    db: &DatabaseConnection,
+    batch: &[Spend],
+) -> Result<HashMap<Vec<u8>, Spent>, sea_orm::DbErr> {
+    use refresh_token::Column as T;
+    use sea_orm::sea_query::ExprTrait;
+    use session::Column as S;
+    let (tokens, sessions, users) = (refresh_token::Entity, session::Entity, user::Entity);
+    // SQLite and PostgreSQL both name a VALUES list's columns column1, column2, ….
+    let spend = Alias::new("spend");
+    let value = |n: usize| Expr::col((spend.clone(), Alias::new(format!("column{n}"))));
+    let rows = batch.iter().map(|s| {
+        (
+            s.presented.clone(),
+            s.successor.clone(),
+            Uuid::new_v4(),
+            s.client_id.clone(),
+            s.now,
+            s.expires_at,
+        )
+            .into_value_tuple()
+    });
+    let (presented, successor, id, client_id, now, expires_at) =
+        (value(1), value(2), value(3), value(4), value(5), value(6));
+    let live = Query::select()
+        .expr(id)
+        .column((tokens, T::SessionId))
+        .expr(successor)
+        .column((tokens, T::Scope))
+        .expr(now.clone())
+        // A token never outlives its session.
+        .expr(Func::least([
+            expires_at,
+            Expr::col((sessions, S::ExpiresAt)),
+        ]))
+        .from_values(rows, spend.clone())
+        .inner_join(tokens, Expr::col((tokens, T::TokenHash)).eq(presented))
+        .inner_join(
+            sessions,
+            Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)),
+        )
+        .inner_join(
+            users,
+            Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
+        )
+        .and_where(Expr::col((tokens, T::ExpiresAt)).gt(now.clone()))
+        .and_where(Expr::col((sessions, S::ClientId)).eq(client_id))
+        .and_where(Expr::col((sessions, S::RevokedAt)).is_null())
+        .and_where(Expr::col((sessions, S::ExpiresAt)).gt(now))
+        .and_where(Expr::col((users, user::Column::IsActive)).eq(true))
+        .and_where(
+            Expr::col((users, user::Column::PasswordChangedAt))
+                .lte(Expr::col((sessions, S::CreatedAt))),
+        )
+        .to_owned();
+    // What the returned row's session says, looked up beside the insert.
+    let of_session = |column: Expr, from_users: bool| {
+        let mut q = Query::select();
+        q.expr(column)
+            .from(sessions)
+            .and_where(Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)));
+        if from_users {
+            q.inner_join(
+                users,
+                Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
+            );
+        }
+        Expr::SubQuery(None, Box::new(q.into()))
+    };
+    let insert = Query::insert()
+        .into_table(tokens)
+        .columns([
+            T::Id,
+            T::SessionId,
+            T::TokenHash,
+            T::Scope,
+            T::CreatedAt,
+            T::ExpiresAt,
+        ])
+        .select_from(live)
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        .on_conflict(OnConflict::column(T::TokenHash).do_nothing().to_owned())
+        .returning(Query::returning().exprs([
+            Expr::col(T::TokenHash),
+            Expr::col(T::SessionId),
+            Expr::col(T::Scope),
+            of_session(Expr::col((sessions, S::UserId)), false),
+            of_session(Expr::col((users, user::Column::Username)), true),
+            of_session(Expr::col((sessions, S::LastUsedAt)), false),
+        ]))
+        .to_owned();
+    let mut spent = HashMap::with_capacity(batch.len());
+    for row in db.query_all(&insert).await? {
+        let scope: String = row.try_get_by_index(2)?;
+        spent.insert(
+            row.try_get_by_index(0)?,
+            Spent {
+                rotated: Rotated {
+                    session_id: row.try_get_by_index(1)?,
+                    user_id: row.try_get_by_index(3)?,
+                    username: row.try_get_by_index(4)?,
+                    scope: Scope::parse(&scope).unwrap_or_default(),
+                    replayed: false,
+                },
+                last_used_at: row.try_get_by_index(5)?,
+            },
+        );
+    }
+    Ok(spent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        oauth::{scope::Scope, username::Username},
+        store::{
+            clients::ClientStore,
+            users::{NewUser, UserStore},
+        },
+    };
+
+    const TTL: Duration = Duration::from_secs(3600);
+
+    /// A SQLite file with one user, the default client, and `n` sessions whose first tokens hash to
+    /// `[i; 32]`.
+    async fn sessions(n: u8) -> (tempfile::TempDir, DatabaseConnection, Vec<Uuid>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let db = crate::store::connect(&url, 4).await.unwrap();
+        crate::store::migrate(&db).await.unwrap();
+        let scope = Scope::parse("profile").unwrap();
+        ClientStore::new(db.clone())
+            .ensure_default("c", &scope)
+            .await
+            .unwrap();
+        let user = UserStore::new(db.clone())
+            .create(NewUser {
+                username: &Username::parse("alice").unwrap(),
+                email: None,
+                password_hash: "not a hash".into(),
+                is_admin: false,
+            })
+            .await
+            .unwrap();
+        let store = SessionStore::new(db.clone());
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let s = store
+                .start(user.id, "c", &scope, TTL, Some((vec![i; 32], TTL)))
+                .await
+                .unwrap();
+            ids.push(s.id);
+        }
+        (dir, db, ids)
+    }
+
+    fn spend(
+        presented: u8,
+        successor: u8,
+        client_id: &str,
+    ) -> (Spend, oneshot::Receiver<Result<Option<Spent>, String>>) {
+        let (answer, answered) = oneshot::channel();
+        let now = Utc::now();
+        let spend = Spend {
+            presented: vec![presented; 32],
+            successor: vec![successor; 32],
+            client_id: client_id.to_owned(),
+            now,
+            expires_at: later(now, TTL),
+            answer,
+        };
+        (spend, answered)
+    }
+
+    #[tokio::test]
+    async fn one_statement_spends_many_tokens_and_says_which_session_each_was_in() {
+        let (_dir, db, ids) = sessions(3).await;
+        let batch: Vec<Spend> = [
+            (0, 100, "c"),
+            (1, 101, "c"),
+            (2, 102, "other"),
+            (9, 109, "c"),
+        ]
+        .into_iter()
+        .map(|(p, s, c)| spend(p, s, c).0)
+        .collect();
+
+        let spent = spend_all(&db, &batch).await.unwrap();
+
+        // The two live tokens of this client are spent, each in its own session; another client's token
+        // and one that does not exist are not.
+        assert_eq!(spent.len(), 2);
+        assert_eq!(spent[&vec![100; 32]].rotated.session_id, ids[0]);
+        assert_eq!(spent[&vec![101; 32]].rotated.session_id, ids[1]);
+        assert_eq!(spent[&vec![101; 32]].rotated.username, "alice");
+        let store = SessionStore::new(db.clone());
+        assert!(store.token(&[102; 32]).await.unwrap().is_none());
+        // Spent means the successor exists: the same statement again inserts nothing.
+        assert!(spend_all(&db, &batch[..2]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_token_presented_twice_at_once_is_spent_once_and_the_other_is_answered_after() {
+        let (_dir, db, _) = sessions(2).await;
+        let (sender, waiting) = mpsc::channel(8);
+        let mut answers = Vec::new();
+        // All three wait before the task starts, so they share one statement.
+        for (p, s) in [(0, 100), (0, 100), (1, 101)] {
+            let (spend, answered) = spend(p, s, "c");
+            sender.send(spend).await.unwrap();
+            answers.push(answered);
+        }
+        drop(sender);
+
+        tokio::spawn(spend_in_batches(db.clone(), waiting));
+
+        // The second presentation learns nothing was spent for it only once its successor exists, so the
+        // path it takes next sees a retry or reuse rather than an unknown token.
+        let [first, twice, other] = <[_; 3]>::try_from(answers).ok().unwrap();
+        assert!(twice.await.unwrap().unwrap().is_none());
+        let store = SessionStore::new(db.clone());
+        assert!(store.token(&[100; 32]).await.unwrap().is_some());
+        assert!(first.await.unwrap().unwrap().is_some());
+        assert!(other.await.unwrap().unwrap().is_some());
     }
 }

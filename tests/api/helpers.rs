@@ -530,6 +530,17 @@ impl TestApp {
 }
 
 /// Asserts an error response: status, `error` code, `no-store`; returns the body.
+/// A JWT's claims, read without checking anything: for asserting what a token says.
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
     let got = resp.status().as_u16();
     let cache = resp

@@ -8,7 +8,9 @@ use portcullis::{
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
-use crate::helpers::{Deny, TestApp, assert_error, spawn_app_on, spawn_app_with, with_deny};
+use crate::helpers::{
+    Deny, TestApp, assert_error, claims_of, spawn_app_on, spawn_app_with, with_deny,
+};
 
 async fn session_of(app: &TestApp, refresh: &str) -> session::Model {
     let hash = portcullis::oauth::refresh::RefreshTokens::hash(refresh);
@@ -191,6 +193,48 @@ on_both_databases! {
         // Nothing half-written: one successor at most, no new session.
         assert_eq!(app.count("refresh_tokens").await, 2);
         assert_eq!(app.count("sessions").await, sessions_before);
+    }
+
+    async fn rotations_that_arrive_together_each_get_their_own_session_s_successor(backend: Backend) {
+        // Arrange: twelve sessions, a spent token and a token that never existed. Rotations that arrive
+        // while a statement runs are spent by the next one together; each must still get its own answer.
+        let app = spawn_app_on(backend, Deny::Memory).await;
+        let user = app.seed_user().await;
+        let mut live = Vec::new();
+        for _ in 0..12 {
+            live.push(app.login(&user).await.refresh_token.unwrap());
+        }
+        let spent = app.login(&user).await.refresh_token.unwrap();
+        app.refreshed(&spent).await;
+        let warm = (0..14).map(|_| app.http.get(app.url("/healthz")).send());
+        futures_util::future::join_all(warm).await;
+
+        // Act
+        let presented: Vec<&str> = live.iter().map(String::as_str).chain([spent.as_str(), "never-issued"]).collect();
+        let answers = futures_util::future::join_all(presented.iter().map(|rt| app.refresh(rt))).await;
+
+        // Assert: every live token's successor is in the presented token's session, and so is the sid of
+        // its access token; the spent token is reuse and revokes its own session only.
+        let mut answers = answers.into_iter();
+        let mut successors = Vec::new();
+        for rt in &live {
+            let resp = answers.next().unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body: crate::helpers::TokenBody = resp.json().await.unwrap();
+            let session = session_of(&app, rt).await;
+            let successor = body.refresh_token.unwrap();
+            assert_eq!(session_of(&app, &successor).await.id, session.id);
+            assert_eq!(claims_of(&body.access_token)["sid"], session.id.to_string());
+            assert!(session.revoked_at.is_none());
+            successors.push(successor);
+        }
+        assert_error(answers.next().unwrap(), 400, "invalid_grant").await;
+        assert_eq!(session_of(&app, &spent).await.revoked_reason.as_deref(), Some("refresh_token_reuse"));
+        assert_error(answers.next().unwrap(), 400, "invalid_grant").await;
+        assert_eq!(app.count("refresh_tokens").await, 12 * 2 + 2);
+        // And each chain goes on.
+        let again = futures_util::future::join_all(successors.iter().map(|rt| app.refresh(rt))).await;
+        assert!(again.iter().all(|r| r.status() == StatusCode::OK));
     }
 
     async fn scope_narrows_the_access_token_while_the_successor_keeps_the_token_s_scope(backend: Backend) {

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, TestClient, listen_at_issuer, own_key_dir, spawn_app_with, test_signing_pem,
+    Backend, TestClient, claims_of, listen_at_issuer, own_key_dir, spawn_app_with, test_signing_pem,
 };
 
 struct Example {
@@ -101,16 +101,6 @@ fn sign(claims: &Value, kid: &str, pem: &[u8]) -> String {
     header.kid = Some(kid.to_owned());
     header.typ = Some("at+jwt".into());
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem).unwrap()).unwrap()
-}
-
-fn claims_of(token: &str) -> Value {
-    use base64::Engine;
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn within(secs: u64, example: &Example, token: &str, want: StatusCode) {

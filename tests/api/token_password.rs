@@ -7,7 +7,7 @@ use portcullis::oauth::client::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, TokenBody, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TokenBody, assert_error, claims_of, spawn_app, spawn_app_with};
 
 const PASSWORD_GRANTS: &[GrantType] = &[GrantType::Password, GrantType::RefreshToken];
 
@@ -16,15 +16,6 @@ async fn assert_me_works(app: &TestApp, token: &TokenBody, username: &str) {
     assert_eq!(resp.status(), StatusCode::OK);
     let me: Value = resp.json().await.unwrap();
     assert_eq!(me["username"], username);
-}
-
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 on_both_databases! {
