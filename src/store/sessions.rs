@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
-    sea_query::{Alias, Expr, Func, IntoValueTuple, OnConflict, Query},
+    sea_query::{Expr, Func, OnConflict, Query, UnionType},
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -36,8 +36,9 @@ pub struct SessionStore {
     spender: Arc<OnceLock<mpsc::Sender<Spend>>>,
 }
 
-/// At most this many rotations share one statement (six bound values each).
-const MAX_BATCH: usize = 64;
+/// At most this many rotations share one statement: each size is a statement of its own that every
+/// connection keeps prepared.
+const MAX_BATCH: usize = 16;
 
 /// One rotation waiting for its statement.
 struct Spend {
@@ -446,53 +447,47 @@ async fn spend_all(
     use sea_orm::sea_query::ExprTrait;
     use session::Column as S;
     let (tokens, sessions, users) = (refresh_token::Entity, session::Entity, user::Entity);
-    // SQLite and PostgreSQL both name a VALUES list's columns column1, column2, ….
-    let spend = Alias::new("spend");
-    let value = |n: usize| Expr::col((spend.clone(), Alias::new(format!("column{n}"))));
-    let rows = batch.iter().map(|s| {
-        (
-            s.presented.clone(),
-            s.successor.clone(),
-            Uuid::new_v4(),
-            s.client_id.clone(),
-            s.now,
-            s.expires_at,
-        )
-            .into_value_tuple()
-    });
-    let (presented, successor, id, client_id, now, expires_at) =
-        (value(1), value(2), value(3), value(4), value(5), value(6));
-    let live = Query::select()
-        .expr(id)
-        .column((tokens, T::SessionId))
-        .expr(successor)
-        .column((tokens, T::Scope))
-        .expr(now.clone())
-        // A token never outlives its session.
-        .expr(Func::least([
-            expires_at,
-            Expr::col((sessions, S::ExpiresAt)),
-        ]))
-        .from_values(rows, spend.clone())
-        .inner_join(tokens, Expr::col((tokens, T::TokenHash)).eq(presented))
-        .inner_join(
-            sessions,
-            Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)),
-        )
-        .inner_join(
-            users,
-            Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
-        )
-        .and_where(Expr::col((tokens, T::ExpiresAt)).gt(now.clone()))
-        .and_where(Expr::col((sessions, S::ClientId)).eq(client_id))
-        .and_where(Expr::col((sessions, S::RevokedAt)).is_null())
-        .and_where(Expr::col((sessions, S::ExpiresAt)).gt(now))
-        .and_where(Expr::col((users, user::Column::IsActive)).eq(true))
-        .and_where(
-            Expr::col((users, user::Column::PasswordChangedAt))
-                .lte(Expr::col((sessions, S::CreatedAt))),
-        )
-        .to_owned();
+    // One SELECT per token, joined by UNION ALL: each finds its token by equality on the unique hash,
+    // so the planner always starts there. (A join to a VALUES list of the tokens let PostgreSQL, with
+    // statistics from when the tables were small, start from a scan of every session instead.)
+    let live = |s: &Spend| {
+        Query::select()
+            .expr(Expr::value(Uuid::new_v4()))
+            .column((tokens, T::SessionId))
+            .expr(Expr::value(s.successor.clone()))
+            .column((tokens, T::Scope))
+            .expr(Expr::value(s.now))
+            // A token never outlives its session.
+            .expr(Func::least([
+                Expr::value(s.expires_at),
+                Expr::col((sessions, S::ExpiresAt)),
+            ]))
+            .from(tokens)
+            .inner_join(
+                sessions,
+                Expr::col((sessions, S::Id)).equals((tokens, T::SessionId)),
+            )
+            .inner_join(
+                users,
+                Expr::col((users, user::Column::Id)).equals((sessions, S::UserId)),
+            )
+            .and_where(Expr::col((tokens, T::TokenHash)).eq(s.presented.clone()))
+            .and_where(Expr::col((tokens, T::ExpiresAt)).gt(s.now))
+            .and_where(Expr::col((sessions, S::ClientId)).eq(s.client_id.as_str()))
+            .and_where(Expr::col((sessions, S::RevokedAt)).is_null())
+            .and_where(Expr::col((sessions, S::ExpiresAt)).gt(s.now))
+            .and_where(Expr::col((users, user::Column::IsActive)).eq(true))
+            .and_where(
+                Expr::col((users, user::Column::PasswordChangedAt))
+                    .lte(Expr::col((sessions, S::CreatedAt))),
+            )
+            .to_owned()
+    };
+    let mut each = batch.iter().map(live);
+    let Some(mut select) = each.next() else {
+        return Ok(HashMap::new());
+    };
+    select.unions(each.map(|s| (UnionType::All, s)));
     // What the returned row's session says, looked up beside the insert.
     let of_session = |column: Expr, from_users: bool| {
         let mut q = Query::select();
@@ -517,7 +512,7 @@ async fn spend_all(
             T::CreatedAt,
             T::ExpiresAt,
         ])
-        .select_from(live)
+        .select_from(select)
         .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
         .on_conflict(OnConflict::column(T::TokenHash).do_nothing().to_owned())
         .returning(Query::returning().exprs([
