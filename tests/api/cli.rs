@@ -95,3 +95,43 @@ async fn the_cli_refuses_a_weak_password_and_a_bad_configuration_naming_the_key(
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("tokens.access_ttl"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_hash_cgroup_it_cannot_join_naming_the_key() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let not_a_cgroup = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env_remove("PORTCULLIS_CONFIG")
+        .env("PORTCULLIS__SERVER__BIND", "127.0.0.1:0")
+        .env("PORTCULLIS__DATABASE__URL", &db.url)
+        .env("PORTCULLIS__KEYS__DIR", test_keys_dir())
+        .env("PORTCULLIS__PASSWORD__HASH_CGROUP", not_a_cgroup.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that ignored the setting would serve on: give it a bounded time to stop, never hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started with a hash cgroup it could not join");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("password.hash_cgroup"), "{stderr}");
+    assert!(
+        stderr.contains(&not_a_cgroup.path().display().to_string()),
+        "{stderr}"
+    );
+    // Not a cgroup, so nothing was written into it.
+    assert_eq!(std::fs::read_dir(not_a_cgroup.path()).unwrap().count(), 0);
+}
