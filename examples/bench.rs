@@ -290,18 +290,19 @@ impl Drop for Server {
 struct HashCgroup(PathBuf);
 
 impl HashCgroup {
-    fn make() -> Option<Self> {
+    /// A group named for the server's port, so that no two servers of one run share one.
+    fn make(port: u16) -> Result<Self, String> {
         if std::env::var("BENCH_HASH_CGROUP").is_ok_and(|v| v == "off") {
-            return None;
+            return Err("BENCH_HASH_CGROUP=off".into());
         }
         let dir = PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/portcullis-bench-{}",
+            "/sys/fs/cgroup/cpu/portcullis-bench-{}-{port}",
             std::process::id()
         ));
-        std::fs::create_dir(&dir).ok()?;
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let group = Self(dir);
-        std::fs::write(group.0.join("cpu.idle"), "1").ok()?;
-        Some(group)
+        std::fs::write(group.0.join("cpu.idle"), "1").map_err(|e| format!("cpu.idle: {e}"))?;
+        Ok(group)
     }
 }
 
@@ -754,15 +755,16 @@ fn start_server(
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let hashing = HashCgroup::make();
-    match &hashing {
-        Some(group) => {
+    let hashing = match HashCgroup::make(port) {
+        Ok(group) => {
             println!("hashing threads: in {} (cpu.idle)", group.0.display());
-            cmd.env("PORTCULLIS__PASSWORD__HASH_CGROUP", &group.0)
+            cmd.env("PORTCULLIS__PASSWORD__HASH_CGROUP", &group.0);
+            Some(group)
         }
-        None => {
-            println!("hashing threads: in the server's own group (no hash cgroup)");
-            cmd.env_remove("PORTCULLIS__PASSWORD__HASH_CGROUP")
+        Err(why) => {
+            println!("hashing threads: in the server's own group (no hash cgroup: {why})");
+            cmd.env_remove("PORTCULLIS__PASSWORD__HASH_CGROUP");
+            None
         }
     };
     if let Some(redis) = redis {

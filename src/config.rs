@@ -275,6 +275,14 @@ impl Settings {
         if !(1..=crate::password::MAX_LENGTH).contains(&self.password.min_length) {
             return bad("password.min_length", "must be between 1 and 128");
         }
+        if self
+            .password
+            .hash_cgroup
+            .as_ref()
+            .is_some_and(|dir| !dir.is_absolute())
+        {
+            return bad("password.hash_cgroup", "must be an absolute path");
+        }
         if crate::oauth::scope::Scope::parse(&self.clients.default_scopes.join(" ")).is_err() {
             return bad(
                 "clients.default_scopes",
@@ -390,6 +398,12 @@ mod tests {
         assert!(err.contains("tokens.access_ttl"), "{err}");
         let err = with("password.min_length", 500).unwrap_err().to_string();
         assert!(err.contains("password.min_length"), "{err}");
+        for relative in ["", "portcullis-hashing"] {
+            let err = with("password.hash_cgroup", relative)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("password.hash_cgroup"), "{err}");
+        }
         let err = with("server.trusted_proxies", "10.0.0.0/8,banana")
             .unwrap_err()
             .to_string();

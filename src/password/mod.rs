@@ -104,6 +104,10 @@ impl Hasher {
         let slots = slots.max(1);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        if let Some(dir) = cgroup {
+            check_cgroup(dir)
+                .map_err(|e| anyhow::anyhow!("password.hash_cgroup: {}: {e}", dir.display()))?;
+        }
         let (joined, joins) = std::sync::mpsc::channel();
         for n in 0..slots {
             let queue = queue.clone();
@@ -130,6 +134,8 @@ impl Hasher {
                     }
                 })?;
         }
+        // Only the threads hold a sender now: one that dies before it reports ends the wait.
+        drop(joined);
         for _ in 0..slots {
             if let Err(e) = joins.recv()? {
                 let dir = cgroup.unwrap_or(Path::new("")).display();
@@ -241,23 +247,67 @@ fn lower_priority() {
     }
 }
 
-/// Moves the calling thread into the cgroup `dir`: its `cgroup.threads` under cgroup v2 (a threaded
-/// cgroup), its `tasks` under v1. `SCHED_IDLE` only ranks a thread against the threads of its own group,
-/// and the kernel first shares the CPUs between groups: a whole service's group, or the group of a
-/// session. Hashing in the server's group is charged to the server's share, and a core held by a hash
-/// until the next tick (4 ms at 250 Hz) is a core on which the kernel's network softirq thread and other
-/// processes wait. A group marked `cpu.idle` of its own yields to every other group.
+/// Checks that `dir` is a cgroup the hashing threads can usefully join: a cgroup v1 `cpu` group, which
+/// may sit at the top of the hierarchy whatever group the rest of the server is in. `SCHED_IDLE` only
+/// ranks a thread against the threads of its own group, and the kernel first shares the CPUs between
+/// groups (the session's autogroup, or the service's cgroup): hashing in the server's group is charged to
+/// the server's share, and a hash may keep its core until the next tick (4 ms at 250 Hz) while the kernel's
+/// network softirq thread and other processes wait. A top-level group marked `cpu.idle` yields to them
+/// all. Under cgroup v2 a process's threads must stay inside one threaded subtree, where `cpu.idle` ranks
+/// them only against their siblings, the server's own threads, which `SCHED_IDLE` already does; so a v2
+/// group is refused rather than joined for nothing.
+#[cfg(target_os = "linux")]
+fn check_cgroup(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path and a zeroed struct the call fills in.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // The field's and the constants' types differ between targets (c_long here, c_uint on some).
+    #[allow(clippy::unnecessary_cast)]
+    let (kind, v1, v2) = (
+        fs.f_type as i64,
+        libc::CGROUP_SUPER_MAGIC as i64,
+        libc::CGROUP2_SUPER_MAGIC as i64,
+    );
+    if kind == v2 {
+        anyhow::bail!(
+            "is a cgroup v2 group: there a process's threads stay in one subtree, where cpu.idle \
+             ranks hashing only against the server's own threads (README, Running in production)"
+        );
+    }
+    if kind != v1 {
+        anyhow::bail!("is not a cgroup");
+    }
+    let idle = std::fs::read_to_string(dir.join("cpu.idle")).unwrap_or_default();
+    if idle.trim() != "1" {
+        tracing::warn!(
+            cgroup = %dir.display(),
+            "password.hash_cgroup is not marked cpu.idle: hashing keeps the weight the group has"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn check_cgroup(_: &Path) -> anyhow::Result<()> {
+    anyhow::bail!("cgroups are Linux-only")
+}
+
+/// Moves the calling thread into the cgroup v1 group `dir` (`check_cgroup` has looked at it).
 fn join_cgroup(dir: &Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::io::Write;
-        let v2 = dir.join("cgroup.threads");
-        let file = if v2.exists() { v2 } else { dir.join("tasks") };
         // Never created: a path that is not a cgroup must fail, not gain a stray file.
-        let mut f = std::fs::OpenOptions::new().write(true).open(&file)?;
+        let mut tasks = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("tasks"))?;
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        f.write_all(tid.to_string().as_bytes())
+        tasks.write_all(tid.to_string().as_bytes())
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -456,6 +506,20 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    #[test]
+    fn a_folder_with_a_tasks_file_is_still_not_a_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tasks"), "").unwrap();
+        let err = Hasher::new(1, Duration::from_secs(5), Some(dir.path()), Arc::default())
+            .err()
+            .expect("a plain folder is not a cgroup");
+        assert!(err.to_string().contains("is not a cgroup"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tasks")).unwrap(),
+            ""
+        );
+    }
+
     /// Needs a cgroup this test may make: root with the v1 `cpu` controller, as on the CI machine;
     /// elsewhere it says so and passes.
     #[cfg(target_os = "linux")]
@@ -469,6 +533,18 @@ mod tests {
             eprintln!("skipped: cannot make {}: {e}", dir.display());
             return;
         }
+        /// Removes the group however the test ends; its threads leave it as they end.
+        struct Remove<'a>(&'a std::path::Path);
+        impl Drop for Remove<'_> {
+            fn drop(&mut self) {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::fs::remove_dir(self.0).is_err() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let _remove = Remove(&dir);
+        std::fs::write(dir.join("cpu.idle"), "1").unwrap();
         let hasher = Hasher::new(2, Duration::from_secs(5), Some(&dir), Arc::default()).unwrap();
         let members = std::fs::read_to_string(dir.join("tasks")).unwrap();
         let names: Vec<String> = members
@@ -478,11 +554,6 @@ mod tests {
             })
             .collect();
         drop(hasher);
-        // The threads leave the group as they end, and only an empty group can be removed.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert_eq!(names.len(), 2, "{members:?}");
         assert!(names.iter().all(|n| n.starts_with("argon2-")), "{names:?}");
     }
