@@ -138,8 +138,8 @@ pub struct PasswordSettings {
     pub hash_concurrency: usize,
     /// How long a request waits for a hashing slot before it gets `503` + `Retry-After`.
     pub hash_queue_wait_ms: u64,
-    /// A cgroup (marked `cpu.idle`) the hashing threads move into, so that a login flood takes only
-    /// CPU time nothing else wants; unset, they stay in the server's group.
+    /// A cgroup v1 `cpu` group (marked `cpu.idle`) the hashing threads move into, so that a login
+    /// flood takes only CPU time nothing else wants; unset, they stay in the server's group.
     #[serde(default)]
     pub hash_cgroup: Option<PathBuf>,
 }
