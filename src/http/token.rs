@@ -81,12 +81,12 @@ impl TokenApi {
         if let GrantRequest::Password { username, .. } = &request {
             state.limits.login(ip, username)?;
         }
-        // A refresh re-reads its session, which dies with its client (the foreign key cascades), so a
-        // client row read a moment ago cannot let a deleted client through; the other grants issue
-        // or write on the client's word alone.
+        // The password grant writes a session naming the client, so it needs the client's row as it
+        // is now. A refresh re-reads its session, which dies with its client (the foreign key
+        // cascades), and client_credentials writes nothing: a row read a second ago serves them.
         let lookup = match request {
-            GrantRequest::RefreshToken { .. } => client::Lookup::Recent,
-            _ => client::Lookup::Fresh,
+            GrantRequest::Password { .. } => client::Lookup::Fresh,
+            _ => client::Lookup::Recent,
         };
         let client = client::authenticate(
             &state.clients,

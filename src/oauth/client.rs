@@ -65,9 +65,11 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
 pub enum Lookup {
     /// The database, now: for requests that write rows naming the client (a session, a revocation).
     Fresh,
-    /// A row read in the last few seconds (`clients::CACHE_TTL`): for read-only requests
-    /// (introspection, the revocation feed), where a client deleted a moment ago can do no harm, and
-    /// for the refresh grant, whose rotation finds nothing once the client's sessions are gone.
+    /// A row read in the last second (`clients::CACHE_TTL`), if the presented secret fits it: for
+    /// requests that write nothing naming the client (introspection, the revocation feed, the
+    /// client_credentials grant), where a client deleted a moment ago can do no more harm than the
+    /// tokens it already holds, and for the refresh grant, whose rotation finds nothing once the
+    /// client's sessions are gone.
     Recent,
 }
 
@@ -84,28 +86,37 @@ pub async fn authenticate(
         Presented::IdOnly(id) => (id, None),
         Presented::Basic { id, secret } | Presented::Post { id, secret } => (id, Some(secret)),
     };
+    // Hashed before the lookup, so an unknown client costs what a known one does.
+    let presented = secret.as_deref().map(hash_secret);
     let found = match lookup {
         Lookup::Fresh => store.find(&id).await?,
-        Lookup::Recent => store.find_recent(&id).await?,
+        Lookup::Recent => {
+            store
+                .find_recent(&id, |client| check(client, presented.as_deref()).is_ok())
+                .await?
+        }
     };
     let Some(client) = found else {
-        // Hash anyway, so an unknown client costs what a known one does.
-        if let Some(secret) = &secret {
-            let _ = hash_secret(secret);
-        }
         return Err(refuse("unknown client"));
     };
-    match (client.is_public, &client.secret_hash, secret) {
-        (true, _, None) => {}
-        (true, _, Some(_)) => return Err(refuse("public client presented a secret")),
-        (false, Some(stored), Some(secret)) => {
-            if !bool::from(hash_secret(&secret).ct_eq(stored)) {
-                return Err(refuse("wrong secret"));
+    check(&client, presented.as_deref()).map_err(refuse)?;
+    Ok(from_model(client))
+}
+
+/// Whether `client` is proven by the hash of the secret presented, or by nothing for a public client.
+fn check(client: &client::Model, presented: Option<&[u8]>) -> Result<(), &'static str> {
+    match (client.is_public, &client.secret_hash, presented) {
+        (true, _, None) => Ok(()),
+        (true, _, Some(_)) => Err("public client presented a secret"),
+        (false, Some(stored), Some(presented)) => {
+            if bool::from(presented.ct_eq(stored)) {
+                Ok(())
+            } else {
+                Err("wrong secret")
             }
         }
-        (false, _, _) => return Err(refuse("confidential client without a valid secret")),
+        (false, _, _) => Err("confidential client without a valid secret"),
     }
-    Ok(from_model(client))
 }
 
 pub fn from_model(client: client::Model) -> AuthenticatedClient {

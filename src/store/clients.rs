@@ -21,9 +21,10 @@ pub struct ClientStore {
     recent: Arc<Mutex<HashMap<String, (Instant, client::Model)>>>,
 }
 
-/// How long an authenticated client's row is reused: a deleted client, or a changed secret, takes
-/// effect within this time on every instance.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long an authenticated client's row is reused: a deleted client takes effect within this time on
+/// every instance. A second keeps a busy client's reads to one a second, and is shorter than an operator
+/// takes to run `clients delete` and try the client again.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Known clients only are cached, so this bound is reached only by an installation with this many
 /// clients in use at once; past it the cache starts over.
 const CACHE_MAX: usize = 4096;
@@ -51,21 +52,32 @@ impl ClientStore {
         }
     }
 
-    /// [`ClientStore::find`], reusing a known client's row for [`CACHE_TTL`]: for read-only requests
-    /// that authenticate a client on every call (introspection, the revocation feed).
-    pub async fn find_recent(&self, id: &str) -> Result<Option<client::Model>, sea_orm::DbErr> {
+    /// [`ClientStore::find`], reusing a known client's row for [`CACHE_TTL`] when `usable` accepts it:
+    /// a row the presented credentials do not fit may be older than the client's current one (deleted
+    /// and created again with a new secret), so the database decides those.
+    pub async fn find_recent(
+        &self,
+        id: &str,
+        usable: impl Fn(&client::Model) -> bool,
+    ) -> Result<Option<client::Model>, sea_orm::DbErr> {
         if let Some((at, model)) = self.recent.lock().expect("client cache lock").get(id)
             && at.elapsed() < CACHE_TTL
+            && usable(model)
         {
             return Ok(Some(model.clone()));
         }
         let found = self.find(id).await?;
-        if let Some(model) = &found {
-            let mut recent = self.recent.lock().expect("client cache lock");
-            if recent.len() >= CACHE_MAX {
-                recent.clear();
+        let mut recent = self.recent.lock().expect("client cache lock");
+        match &found {
+            Some(model) => {
+                if recent.len() >= CACHE_MAX {
+                    recent.clear();
+                }
+                recent.insert(id.to_owned(), (Instant::now(), model.clone()));
             }
-            recent.insert(id.to_owned(), (Instant::now(), model.clone()));
+            None => {
+                recent.remove(id);
+            }
         }
         Ok(found)
     }

@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
-use portcullis::oauth::client::GrantType;
+use portcullis::{
+    oauth::{
+        client::{GrantType, hash_secret},
+        scope::Scope,
+    },
+    store::clients::{CACHE_TTL, NewClient},
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -324,6 +330,41 @@ on_both_databases! {
         assert_error(client_credentials(&app, &service, Some("admin")).await, 400, "invalid_scope").await;
         let wrong = TestClient { id: service.id.clone(), secret: Some("wrong".into()) };
         assert_error(client_credentials(&app, &wrong, None).await, 401, "invalid_client").await;
+    }
+
+    async fn a_deleted_client_gets_no_client_credentials_token_once_its_row_is_a_second_old(backend: Backend) {
+        // Arrange: a token issued, so the client's row is in the server's client cache.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let service = app.seed_client(false, &[GrantType::ClientCredentials], "orders.read").await;
+        assert_eq!(client_credentials(&app, &service, None).await.status(), StatusCode::OK);
+
+        // Act
+        assert!(app.state.clients.delete(&service.id).await.unwrap());
+        tokio::time::sleep(CACHE_TTL + Duration::from_millis(100)).await;
+
+        // Assert
+        assert_error(client_credentials(&app, &service, None).await, 401, "invalid_client").await;
+    }
+
+    async fn a_client_made_again_with_a_new_secret_is_known_by_it_at_once(backend: Backend) {
+        // Arrange: the client's row cached with its first secret.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let first = app.seed_client(false, &[GrantType::ClientCredentials], "orders.read").await;
+        assert_eq!(client_credentials(&app, &first, None).await.status(), StatusCode::OK);
+
+        // Act: deleted and made again under its id with a new secret, as an operator replaces a leaked one.
+        assert!(app.state.clients.delete(&first.id).await.unwrap());
+        let second = TestClient { id: first.id.clone(), secret: Some(format!("secret-{}", uuid::Uuid::new_v4().simple())) };
+        app.state.clients.create(NewClient {
+            id: &second.id,
+            secret_hash: second.secret.as_deref().map(hash_secret),
+            grant_types: &[GrantType::ClientCredentials],
+            scopes: &Scope::parse("orders.read").unwrap(),
+        }).await.unwrap();
+
+        // Assert: the new secret works at once, and the old one is refused from then on.
+        assert_eq!(client_credentials(&app, &second, None).await.status(), StatusCode::OK);
+        assert_error(client_credentials(&app, &first, None).await, 401, "invalid_client").await;
     }
 
     async fn the_feed_lists_revocations_after_a_cursor_with_an_etag_and_drops_expired_ones(backend: Backend) {
