@@ -86,7 +86,9 @@ impl TokenApi {
         // cascades), and client_credentials writes nothing: a row read a second ago serves them.
         let lookup = match request {
             GrantRequest::Password { .. } => client::Lookup::Fresh,
-            _ => client::Lookup::Recent,
+            GrantRequest::RefreshToken { .. } | GrantRequest::ClientCredentials { .. } => {
+                client::Lookup::Recent
+            }
         };
         let client = client::authenticate(
             &state.clients,

@@ -66,14 +66,21 @@ impl ClientStore {
         {
             return Ok(Some(model.clone()));
         }
+        // Aged from before the read, so a row read just before its client was deleted still leaves
+        // the cache within CACHE_TTL of the deletion.
+        let read_at = Instant::now();
         let found = self.find(id).await?;
         let mut recent = self.recent.lock().expect("client cache lock");
+        // A read that a later one overtook must not put back what that one replaced.
+        if recent.get(id).is_some_and(|(at, _)| *at > read_at) {
+            return Ok(found);
+        }
         match &found {
             Some(model) => {
                 if recent.len() >= CACHE_MAX {
                     recent.clear();
                 }
-                recent.insert(id.to_owned(), (Instant::now(), model.clone()));
+                recent.insert(id.to_owned(), (read_at, model.clone()));
             }
             None => {
                 recent.remove(id);

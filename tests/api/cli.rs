@@ -69,7 +69,7 @@ on_both_databases! {
         ok(&portcullis(&db.url, &["users", "enable", "bob"], None));
         assert_eq!(login().await.status(), StatusCode::OK);
         ok(&portcullis(&db.url, &["clients", "delete", "backend"], None));
-        // The token endpoint reads the client afresh: a deleted client is refused at once.
+        // The password grant reads the client afresh: a deleted client is refused at once.
         assert_error(login().await, 401, "invalid_client").await;
     }
 }
