@@ -1,4 +1,4 @@
-//! The command line of the contract: `serve`, `migrate`, `keys`, `users`, `clients`.
+//! The command line of the contract: `serve`, `migrate`, `keys`, `users`, `clients`, `purge`.
 
 use std::{io::Read, sync::Arc};
 
@@ -59,6 +59,9 @@ enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// One housekeeping pass now: delete ended sessions, spent refresh tokens and revocations that
+    /// can no longer matter. Prints `TABLE: N` for each table.
+    Purge,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -140,6 +143,7 @@ impl Cli {
             Command::Keys(cmd) => keys(&settings, cmd),
             Command::Users(cmd) => users(&settings, cmd).await,
             Command::Clients(cmd) => clients(&settings, cmd).await,
+            Command::Purge => purge(&settings).await,
         }
     }
 }
@@ -291,33 +295,40 @@ async fn set_active(
         .find_by_username(username)
         .await?
         .with_context(|| format!("no user named {username}"))?;
-    users.set_active(user.id, active).await?;
-    if !active {
-        // Without Redis the deny list lives in the server's process, out of reach from here: the
-        // sessions end at once, and the user's access tokens fail at every route that reads the user.
-        let deny_list = match &settings.redis.url {
-            Some(url) => DenyList::redis(
-                crate::store::redis::connect(url)?,
-                &settings.redis.key_prefix,
-            ),
-            None => DenyList::memory(),
-        };
-        Revoker::new(
-            SessionStore::new(db.clone()),
-            Arc::new(deny_list),
-            crate::store::revocation_feed::RevocationFeed::new(db),
-            settings.access_ttl(),
-            Arc::default(),
-        )
-        .user(user.id, "disabled")
-        .await
-        .map_err(|e| anyhow::anyhow!("revoking the user's tokens: {e}"))?;
-    }
+    // The revocations go to the database, whence every running server lists them within
+    // keys.rescan_interval; with Redis they are listed there at once as well.
+    let deny_list = match &settings.redis.url {
+        Some(url) => DenyList::redis(
+            crate::store::redis::connect(url)?,
+            &settings.redis.key_prefix,
+        ),
+        None => DenyList::memory(),
+    };
+    Revoker::new(
+        SessionStore::new(db.clone()),
+        users,
+        crate::store::revocation_feed::RevocationFeed::new(db),
+        Arc::new(deny_list),
+        settings.access_ttl(),
+        Arc::default(),
+    )
+    .set_active(user.id, active)
+    .await
+    .map_err(|e| anyhow::anyhow!("changing the user's state: {e}"))?;
     println!(
         "{} {}",
         user.username,
         if active { "enabled" } else { "disabled" }
     );
+    Ok(())
+}
+
+async fn purge(settings: &Settings) -> anyhow::Result<()> {
+    let db = database(settings).await?;
+    let purged = store::housekeeping::purge(&db, chrono::Utc::now(), settings.access_ttl()).await?;
+    for (table, rows) in purged.tables() {
+        println!("{table}: {rows}");
+    }
     Ok(())
 }
 

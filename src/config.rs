@@ -29,7 +29,21 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     pub password: PasswordSettings,
     pub clients: ClientSettings,
+    pub maintenance: MaintenanceSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSettings {
+    /// Seconds between housekeeping passes; `0` turns them off.
+    pub purge_interval: u64,
+}
+
+impl MaintenanceSettings {
+    pub fn purge_period(&self) -> Option<Duration> {
+        (self.purge_interval > 0).then(|| Duration::from_secs(self.purge_interval))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -271,6 +271,7 @@ error_sets! {
         403 => "RFC 6750 insufficient_scope",
         413 => "the body is larger than 64 KiB",
         422 => "the new password breaks a rule; `error` names it",
+        429 => "rate_limited: too many password attempts; `Retry-After` says when to try again",
         503 => "the deny list or the hashing pool is unavailable",
     }
     /// `POST /users`.

@@ -1,6 +1,7 @@
 //! Prometheus metrics (prometheus-client), one registry per application instance: requests by route and
 //! status, latency, tokens issued by grant, reuse detections, session revocations, rate-limit and
-//! throttle rejections, the hashing queue, deny-list lookups and Redis errors, key-set changes.
+//! throttle rejections, the hashing queue, deny-list lookups and Redis errors, key-set changes, rows
+//! purged by housekeeping.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -26,6 +27,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Labels {
     pub name: &'static str,
 }
@@ -48,6 +54,8 @@ pub struct Metrics {
     pub deny_lookups: Family<Labels, Counter>,
     pub redis_errors: Counter,
     pub key_set_changes: Counter,
+    /// Rows removed by this instance's housekeeping passes, by table.
+    pub purged_rows: Family<TableLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -69,6 +77,7 @@ impl Metrics {
             deny_lookups: Family::default(),
             redis_errors: Counter::default(),
             key_set_changes: Counter::default(),
+            purged_rows: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -125,6 +134,11 @@ impl Metrics {
             "key_set_changes",
             "Changes of the published key set or the signing key",
             m.key_set_changes.clone(),
+        );
+        registry.register(
+            "purged_rows",
+            "Rows removed by housekeeping, by table",
+            m.purged_rows.clone(),
         );
         Self { registry, ..m }
     }

@@ -47,32 +47,64 @@ impl App {
     ) -> std::io::Result<()> {
         let routes = crate::http::routes(self.state.clone());
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let purges = tokio::spawn(purge_periodically(self.state.clone()));
         let rescans = tokio::spawn(rescan_keys(self.state.clone()));
+        let revocations = {
+            let state = self.state.clone();
+            let period = Duration::from_secs(state.settings.keys.rescan_interval);
+            tokio::spawn(async move { state.revoker.follow(period).await })
+        };
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         housekeeping.abort();
+        purges.abort();
         rescans.abort();
+        revocations.abort();
         self.state.db.clone().close().await.ok();
         result
     }
 }
 
-/// Drops stale rate-limit keys, throttle counters and feed entries, so they stay bounded.
+/// Drops stale rate-limit keys and throttle counters, so they stay bounded.
 async fn housekeeping(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
-    for round in 0u64.. {
+    loop {
         every.tick().await;
-        // Expired feed entries go every minute, so the feed stays as small as the live set.
-        if round % 6 == 0
-            && let Err(e) = state.feed.prune().await
-        {
-            tracing::warn!(error = %e, "pruning the revocation feed failed");
-        }
         state.limits.housekeeping();
         state
             .throttle
             .housekeeping(chrono::Utc::now().timestamp_millis());
+    }
+}
+
+/// Deletes what can no longer matter every `maintenance.purge_interval` seconds (never when `0`).
+async fn purge_periodically(state: Arc<AppState>) {
+    let Some(period) = state.settings.maintenance.purge_period() else {
+        return;
+    };
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        every.tick().await;
+        match crate::store::housekeeping::purge(
+            &state.db,
+            chrono::Utc::now(),
+            state.settings.access_ttl(),
+        )
+        .await
+        {
+            Ok(purged) => {
+                for (table, rows) in purged.tables() {
+                    state
+                        .metrics
+                        .purged_rows
+                        .get_or_create(&crate::metrics::TableLabels { table })
+                        .inc_by(rows);
+                }
+                tracing::info!(?purged, "housekeeping pass");
+            }
+            Err(e) => tracing::warn!(error = %e, "housekeeping pass failed; retrying at the next"),
+        }
     }
 }
 

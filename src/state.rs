@@ -82,6 +82,20 @@ impl AppState {
         };
         let sessions = SessionStore::new(db.clone());
         let feed = RevocationFeed::new(db.clone());
+        let users = UserStore::new(db.clone());
+        let revoker = Revoker::new(
+            sessions.clone(),
+            users.clone(),
+            feed.clone(),
+            deny_list.clone(),
+            settings.access_ttl(),
+            metrics.clone(),
+        );
+        // The deny list holds every live revocation before the first request. A Redis that cannot be
+        // reached now leaves it incomplete: token checks answer `503` until it is rebuilt.
+        if let Err(e) = revoker.sync().await {
+            tracing::warn!(error = %e, "the deny list could not be filled from the revocation log yet");
+        }
         let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
         Ok(Self {
@@ -109,14 +123,8 @@ impl AppState {
                 &issuer_url,
                 &settings.tokens.audience,
             ),
-            users: crate::store::users::UserStore::new(db.clone()),
-            revoker: Revoker::new(
-                sessions.clone(),
-                deny_list.clone(),
-                feed.clone(),
-                settings.access_ttl(),
-                metrics.clone(),
-            ),
+            users,
+            revoker,
             feed,
             refresh_tokens: RefreshTokens::new(successor_key),
             sessions,

@@ -11,7 +11,7 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, sessions::Done};
+use super::{Tag, bearer::Auth, sessions::Done, users::current_user};
 use crate::{
     entity::user,
     error::{BearerItemErrors, BearerQueryErrors, Error, Failure},
@@ -60,7 +60,7 @@ impl AdminApi {
         limit: Query<u64>,
         #[oai(default)] offset: Query<u64>,
     ) -> Result<Json<Vec<AdminUserView>>, Failure<BearerQueryErrors>> {
-        require_admin(&auth)?;
+        require_admin(&state, &auth).await?;
         if limit.0 == 0 || limit.0 > MAX_PAGE {
             return Err(Error::invalid_request("limit must be between 1 and 1000").into());
         }
@@ -99,14 +99,9 @@ async fn set_active(
     id: Uuid,
     active: bool,
 ) -> Result<Done, Failure<BearerItemErrors>> {
-    require_admin(auth)?;
-    state
-        .users
-        .set_active(id, active)
-        .await?
-        .ok_or(Error::NotFound)?;
-    if !active {
-        state.revoker.user(id, "disabled").await?;
+    require_admin(state, auth).await?;
+    if !state.revoker.set_active(id, active).await? {
+        return Err(Error::NotFound.into());
     }
     tracing::info!(user = %id, by = %auth.claims().sub, active, "user state changed");
     Ok(Done::NoContent)
@@ -116,9 +111,13 @@ fn default_limit() -> u64 {
     100
 }
 
-/// RFC 6750 §3.1: a valid token without the scope is `403 insufficient_scope`.
-fn require_admin(auth: &Auth) -> Result<(), Error> {
-    if auth.claims().has_scope(ADMIN_SCOPE) {
+/// RFC 6750 §3.1: a valid token without the scope is `403 insufficient_scope`. The scope is not enough:
+/// the user must be an active admin now, so that a disabled or demoted admin's token stops at once.
+async fn require_admin(state: &AppState, auth: &Auth) -> Result<(), Error> {
+    if !auth.claims().has_scope(ADMIN_SCOPE) {
+        return Err(Error::InsufficientScope);
+    }
+    if current_user(state, auth).await?.is_admin {
         Ok(())
     } else {
         Err(Error::InsufficientScope)

@@ -88,11 +88,14 @@ impl FeedApi {
             cursor: cursor.to_string(),
             entries: entries
                 .into_iter()
-                .map(|e| FeedEntry {
-                    kind: e.kind,
-                    value: e.value,
-                    not_before: e.not_before,
-                    expires_at: e.expires_at.timestamp(),
+                .map(|r| {
+                    let (kind, value, not_before) = r.entry.parts();
+                    FeedEntry {
+                        kind: kind.to_owned(),
+                        value: value.to_owned(),
+                        not_before,
+                        expires_at: r.expires_at.timestamp(),
+                    }
                 })
                 .collect(),
         };

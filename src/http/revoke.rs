@@ -134,6 +134,10 @@ impl RevokeApi {
             Err(e @ Error::Unavailable { .. }) => return Err(e.into()),
             Err(_) => return Ok(Json(Introspection::default())),
         };
+        // A user's token is live only while the user is: a disable takes effect here at once.
+        if claims.username.is_some() && !state.users.is_active(&claims.sub).await? {
+            return Ok(Json(Introspection::default()));
+        }
         Ok(Json(Introspection {
             active: true,
             scope: Some(claims.scope),

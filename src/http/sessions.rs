@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, users::current_user};
+use super::{Tag, bearer::Auth, client_ip::client_ip, users::current_user};
 use crate::{
     entity::session,
     error::{BearerErrors, BearerItemErrors, Error, Failure, PasswordChangeErrors},
+    oauth::grant,
     password::{self, Verified},
     state::AppState,
 };
@@ -112,6 +113,7 @@ impl SessionsApi {
     async fn change_password(
         &self,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         auth: Auth,
         body: Json<PasswordChange>,
     ) -> Result<Done, Failure<PasswordChangeErrors>> {
@@ -120,14 +122,20 @@ impl SessionsApi {
             current_password,
             new_password,
         } = body.0;
-        if current_password.chars().count() > password::MAX_LENGTH {
-            return Err(Error::InvalidCurrentPassword.into());
-        }
-        let verified = state
-            .hasher
-            .verify(current_password, Some(user.password_hash.clone()))
-            .await?;
-        if verified == Verified::Mismatch {
+        // A wrong current password is a failed login: a stolen access token must not make this a
+        // faster way to guess the password than the token endpoint.
+        let ip = client_ip(req, &state.settings.server.trusted_proxies);
+        state.limits.login(ip, &user.username)?;
+        let now = Utc::now().timestamp_millis();
+        grant::password::throttled(&state, &user.username, ip, now).await?;
+        let matches = current_password.chars().count() <= password::MAX_LENGTH
+            && state
+                .hasher
+                .verify(current_password, Some(user.password_hash.clone()))
+                .await?
+                != Verified::Mismatch;
+        grant::password::record_attempt(&state, &user.username, ip, now, matches).await;
+        if !matches {
             return Err(Error::InvalidCurrentPassword.into());
         }
         password::check_policy(
@@ -136,8 +144,7 @@ impl SessionsApi {
             state.settings.password.min_length,
         )?;
         let hash = state.hasher.hash(new_password).await?;
-        state.users.change_password(user.id, hash).await?;
-        state.revoker.user(user.id, "password_changed").await?;
+        state.revoker.change_password(user.id, hash).await?;
         tracing::info!(user = %user.id, "password changed; sessions revoked");
         Ok(Done::NoContent)
     }

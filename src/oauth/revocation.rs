@@ -1,10 +1,13 @@
-//! Taking tokens back. A session is revoked in the database (its refresh tokens stop working) and on
-//! the deny list (its access tokens stop working); a user's revocation also voids every token issued
-//! to them before now. One place, so the API, reuse detection and the CLI revoke alike.
+//! Taking tokens back. Every revocation is written to the database first, in the transaction of the
+//! change that causes it (a session revoked, a password changed, a user disabled) together with its
+//! entry in the revocation log; the deny list, which the verifier reads, is a copy of that log. So a
+//! revocation holds across restarts of the server and of Redis, and reaches every instance: each one
+//! follows the log ([`Revoker::follow`]) and rebuilds its copy whenever it may have lost entries.
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::claims::AccessClaims;
@@ -12,119 +15,159 @@ use crate::metrics::{Labels, Metrics};
 use crate::{
     error::Error,
     store::{
-        deny_list::{DenyList, Entry},
+        deny_list::{DenyList, Entry, Revocation},
         revocation_feed::RevocationFeed,
         sessions::SessionStore,
+        users::UserStore,
     },
 };
 
 pub struct Revoker {
     sessions: SessionStore,
-    deny: Arc<DenyList>,
+    users: UserStore,
     feed: RevocationFeed,
+    deny: Arc<DenyList>,
     metrics: Arc<Metrics>,
     /// The longest an access token lives: how long a session's or user's entry must stay listed.
     access_ttl: Duration,
+    /// The last log number this instance's deny list holds; `None` until it was filled once.
+    cursor: Mutex<Option<i64>>,
 }
+
+/// After a failed attempt to bring the deny list up to date, the next waits at least this long.
+const RETRY: Duration = Duration::from_secs(1);
 
 impl Revoker {
     pub fn new(
         sessions: SessionStore,
-        deny: Arc<DenyList>,
+        users: UserStore,
         feed: RevocationFeed,
+        deny: Arc<DenyList>,
         access_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             sessions,
-            deny,
+            users,
             feed,
+            deny,
             metrics,
             access_ttl,
+            cursor: Mutex::new(None),
         }
     }
 
-    /// Writes an entry to the feed, then to the deny list: the feed is what resource servers that verify
-    /// locally read, the deny list what this server checks.
-    async fn add(&self, entry: Entry<'_>, ttl: Duration) -> Result<(), Error> {
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let (kind, value, not_before) = match &entry {
-            Entry::Jti(jti) => ("jti", *jti, None),
-            Entry::Session(sid) => ("sid", *sid, None),
-            Entry::SubjectBefore { sub, not_before } => ("sub", *sub, Some(*not_before)),
-        };
-        self.feed
-            .record(kind, value, not_before, expires_at)
-            .await?;
-        self.deny.add(entry, ttl).await?;
-        Ok(())
+    /// When an access token issued now has expired: until then its revocation must be listed.
+    fn until(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Revokes one session; returns whether it was live.
-    pub async fn session(&self, id: Uuid, reason: &str) -> Result<bool, Error> {
-        let revoked = self.sessions.revoke(id, reason).await?;
-        if revoked {
-            self.metrics
-                .sessions_revoked
-                .get_or_create(&Labels {
-                    name: static_reason(reason),
-                })
-                .inc();
-        }
-        self.deny_session(id).await?;
-        Ok(revoked)
-    }
-
-    /// Lists a session already revoked in the database on the deny list.
-    pub async fn deny_session(&self, id: Uuid) -> Result<(), Error> {
-        self.add(Entry::Session(&id.to_string()), self.access_ttl)
-            .await
+    pub async fn session(&self, id: Uuid, reason: &'static str) -> Result<bool, Error> {
+        let recorded = self.sessions.revoke(id, reason, self.until()).await?;
+        self.count(reason, &recorded);
+        self.list(&recorded).await;
+        Ok(!recorded.is_empty())
     }
 
     /// Revokes every session of a user and every access token issued to them before now.
-    pub async fn user(&self, user_id: Uuid, reason: &str) -> Result<(), Error> {
-        let sessions = self.sessions.revoke_all_of_user(user_id, reason).await?;
-        self.metrics
-            .sessions_revoked
-            .get_or_create(&Labels {
-                name: static_reason(reason),
-            })
-            .inc_by(sessions.len() as u64);
-        let sub = user_id.to_string();
-        // Tokens carry whole seconds: a token from an earlier second is void by `iat`, one from this
-        // second by its session.
-        self.add(
-            Entry::SubjectBefore {
-                sub: &sub,
-                not_before: Utc::now().timestamp(),
-            },
-            self.access_ttl,
-        )
-        .await?;
-        for id in sessions {
-            self.deny_session(id).await?;
-        }
+    pub async fn user(&self, user_id: Uuid, reason: &'static str) -> Result<(), Error> {
+        let recorded = self
+            .sessions
+            .revoke_all_of_user(user_id, reason, self.until())
+            .await?;
+        self.count(reason, &recorded);
+        self.list(&recorded).await;
         Ok(())
+    }
+
+    /// Sets a user's new password (its hash) and revokes everything issued to them before it.
+    pub async fn change_password(&self, user_id: Uuid, password_hash: String) -> Result<(), Error> {
+        let recorded = self
+            .users
+            .change_password(user_id, password_hash, self.until())
+            .await?;
+        self.count("password_changed", &recorded);
+        self.list(&recorded).await;
+        Ok(())
+    }
+
+    /// Enables or disables a user; disabling revokes everything issued to them. `false` when there is
+    /// no such user.
+    pub async fn set_active(&self, user_id: Uuid, active: bool) -> Result<bool, Error> {
+        let Some(recorded) = self.users.set_active(user_id, active, self.until()).await? else {
+            return Ok(false);
+        };
+        self.count("disabled", &recorded);
+        self.list(&recorded).await;
+        Ok(true)
     }
 
     /// Denies one access token until it expires.
     pub async fn access_token(&self, claims: &AccessClaims) -> Result<(), Error> {
-        let left = (claims.exp - Utc::now().timestamp()).max(1) as u64;
-        self.add(Entry::Jti(&claims.jti), Duration::from_secs(left))
-            .await
+        let recorded = [Revocation {
+            entry: Entry::Jti(claims.jti.clone()),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(|| self.until()),
+        }];
+        self.feed.record(&recorded).await?;
+        self.list(&recorded).await;
+        Ok(())
     }
-}
 
-/// Reasons are a closed set of literals; anything else is counted as `other`.
-fn static_reason(reason: &str) -> &'static str {
-    const KNOWN: [&str; 6] = [
-        "logout",
-        "logout_everywhere",
-        "password_changed",
-        "disabled",
-        "revoked_by_client",
-        "refresh_token_reuse",
-    ];
-    KNOWN.into_iter().find(|k| *k == reason).unwrap_or("other")
+    /// Copies recorded revocations to the deny list. They are in the log already, so a failure here
+    /// (Redis down) loses nothing: the copy counts as incomplete, token checks answer `503`, and it is
+    /// rebuilt from the log as soon as it can be.
+    async fn list(&self, recorded: &[Revocation]) {
+        if let Err(e) = self.deny.add(recorded).await {
+            tracing::warn!(error = %e, "revocation recorded; the deny list will have it once rebuilt");
+        }
+    }
+
+    fn count(&self, reason: &'static str, recorded: &[Revocation]) {
+        let sessions = recorded
+            .iter()
+            .filter(|r| matches!(r.entry, Entry::Session(_)))
+            .count();
+        self.metrics
+            .sessions_revoked
+            .get_or_create(&Labels { name: reason })
+            .inc_by(sessions as u64);
+    }
+
+    /// Brings the deny list up to date with the log: every live entry when it may have lost some (the
+    /// first time, after Redis restarted, after a failed write), else those added since the last time,
+    /// by this instance, another one or the command line.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let mut cursor = self.cursor.lock().await;
+        let started = self.deny.rebuild_started();
+        let rebuild = cursor.is_none() || self.deny.incomplete().await?;
+        let (entries, next) = self
+            .feed
+            .since(if rebuild { None } else { *cursor })
+            .await?;
+        self.deny.add(&entries).await?;
+        if rebuild {
+            self.deny.mark_complete(started).await?;
+            tracing::info!(
+                entries = entries.len(),
+                "deny list rebuilt from the revocation log"
+            );
+        }
+        *cursor = Some(next);
+        Ok(())
+    }
+
+    /// Follows the log every `period`, and at once when the deny list was found incomplete.
+    pub async fn follow(&self, period: Duration) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = self.deny.rebuild_wanted() => {}
+            }
+            if let Err(e) = self.sync().await {
+                tracing::warn!(error = %e, "could not bring the deny list up to date; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
 }

@@ -2,16 +2,27 @@
 //! tokens are void (`sub` revoked-before). Redis when `redis.url` is set, so that every instance sees
 //! every revocation; in-process otherwise, for a single instance.
 //!
-//! Checking a token is one round trip: one `MGET` of its three keys. Every Redis call is bounded in
+//! It is a copy of the revocation log in the database, which is the truth: [`crate::oauth::revocation`]
+//! fills it from the log at start, whenever it may have lost entries, and with what other instances and
+//! the command line added. Until a copy is complete it does not answer, so that a token is never called
+//! live on a partial list: a Redis that restarted empty lacks the `deny:loaded` mark, and an entry that
+//! could not be written leaves this instance's copy stale until it is rebuilt.
+//!
+//! Checking a token is one round trip: one `MGET` of its keys and the mark. Every Redis call is bounded in
 //! time; when Redis cannot answer, the caller learns it ([`DenyError::Unavailable`]) and fails closed.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 
 use super::redis::bounded;
 
@@ -33,55 +44,164 @@ impl From<DenyError> for crate::error::Error {
     }
 }
 
-/// One revocation, as the keys record it.
-pub enum Entry<'a> {
-    /// One access token, until it expires.
-    Jti(&'a str),
+/// What a revocation denies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// One access token.
+    Jti(String),
     /// Every access token of a session.
-    Session(&'a str),
+    Session(String),
     /// Every token of a subject issued before `not_before` (seconds since the epoch).
-    SubjectBefore { sub: &'a str, not_before: i64 },
+    SubjectBefore { sub: String, not_before: i64 },
 }
 
-pub enum DenyList {
+impl Entry {
+    /// The feed's `kind`, its `value` and its `not_before`.
+    pub fn parts(&self) -> (&'static str, &str, Option<i64>) {
+        match self {
+            Self::Jti(jti) => ("jti", jti, None),
+            Self::Session(sid) => ("sid", sid, None),
+            Self::SubjectBefore { sub, not_before } => ("sub", sub, Some(*not_before)),
+        }
+    }
+
+    /// The inverse of [`Entry::parts`]; `None` for a kind this version does not know.
+    pub fn from_parts(kind: &str, value: String, not_before: Option<i64>) -> Option<Self> {
+        match (kind, not_before) {
+            ("jti", _) => Some(Self::Jti(value)),
+            ("sid", _) => Some(Self::Session(value)),
+            ("sub", Some(not_before)) => Some(Self::SubjectBefore {
+                sub: value,
+                not_before,
+            }),
+            _ => None,
+        }
+    }
+
+    fn key(&self) -> (String, i64) {
+        match self {
+            Self::Jti(jti) => (format!("deny:jti:{jti}"), 1),
+            Self::Session(sid) => (format!("deny:sid:{sid}"), 1),
+            Self::SubjectBefore { sub, not_before } => {
+                (format!("user:{sub}:revoked_before"), *not_before)
+            }
+        }
+    }
+}
+
+/// One recorded revocation: what it denies, and until when it matters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub entry: Entry,
+    /// When every token it concerns has expired; it may be forgotten then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Marks a Redis deny list as filled from the log; a Redis that restarted empty lacks it.
+const LOADED: &str = "deny:loaded";
+
+pub struct DenyList {
+    backend: Backend,
+    /// Entries this instance failed to write; the copy is complete while `loaded` has caught up.
+    failed: AtomicU64,
+    loaded: AtomicU64,
+    /// Wakes whoever rebuilds the list when it is found incomplete.
+    rebuild: Notify,
+}
+
+enum Backend {
     Redis(RedisDenyList),
     Memory(MemoryDenyList),
 }
 
 impl DenyList {
     pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
-        Self::Redis(RedisDenyList {
+        Self::with(Backend::Redis(RedisDenyList {
             conn,
             prefix: prefix.to_owned(),
-        })
+        }))
     }
 
     pub fn memory() -> Self {
-        Self::Memory(MemoryDenyList::default())
+        Self::with(Backend::Memory(MemoryDenyList::default()))
     }
 
-    /// Records a revocation that must outlive every token it concerns: `ttl` is the longest such a
-    /// token may still live.
-    pub async fn add(&self, entry: Entry<'_>, ttl: Duration) -> Result<(), DenyError> {
-        let ttl = ttl.max(Duration::from_secs(1));
-        let (key, value) = match entry {
-            Entry::Jti(jti) => (format!("deny:jti:{jti}"), 1),
-            Entry::Session(sid) => (format!("deny:sid:{sid}"), 1),
-            Entry::SubjectBefore { sub, not_before } => {
-                (format!("user:{sub}:revoked_before"), not_before)
-            }
-        };
-        match self {
-            Self::Redis(r) => r.set(&key, value, ttl).await,
-            Self::Memory(m) => {
-                m.set(key, value, ttl);
-                Ok(())
-            }
+    fn with(backend: Backend) -> Self {
+        Self {
+            backend,
+            failed: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
+            rebuild: Notify::new(),
         }
     }
 
-    /// Whether the token was revoked, by any of its `jti`, its session or its subject.
+    /// Lists revocations until they expire (already expired ones are skipped). A failure marks this
+    /// copy incomplete until [`DenyList::mark_complete`] follows a rebuild.
+    pub async fn add(&self, revocations: &[Revocation]) -> Result<(), DenyError> {
+        let now = Utc::now();
+        let live: Vec<(String, i64, Duration)> = revocations
+            .iter()
+            .filter_map(|r| {
+                let ttl = (r.expires_at - now).to_std().ok()?;
+                let (key, value) = r.entry.key();
+                Some((key, value, ttl.max(Duration::from_secs(1))))
+            })
+            .collect();
+        let result = match &self.backend {
+            Backend::Redis(r) => r.set_all(&live).await,
+            Backend::Memory(m) => {
+                m.set_all(live);
+                Ok(())
+            }
+        };
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            self.rebuild.notify_one();
+        }
+        result
+    }
+
+    /// Where a rebuild starts: pass it to [`DenyList::mark_complete`] once every live entry is listed,
+    /// so that a failure during the rebuild keeps the copy incomplete.
+    pub fn rebuild_started(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the copy may lack entries: a write failed here, or Redis lost its data.
+    pub async fn incomplete(&self) -> Result<bool, DenyError> {
+        if self.loaded.load(Ordering::SeqCst) != self.failed.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        match &self.backend {
+            Backend::Redis(r) => Ok(!r.exists(LOADED).await?),
+            Backend::Memory(_) => Ok(false),
+        }
+    }
+
+    /// Records that every live entry was listed by a rebuild that began at `started`.
+    pub async fn mark_complete(&self, started: u64) -> Result<(), DenyError> {
+        if let Backend::Redis(r) = &self.backend {
+            r.set_mark(LOADED).await?;
+        }
+        // Only failures before the rebuild began are repaired by it.
+        let _ = self.loaded.fetch_max(started, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Completes when the list was found incomplete and should be rebuilt now.
+    pub async fn rebuild_wanted(&self) {
+        self.rebuild.notified().await
+    }
+
+    /// Whether the token was revoked, by any of its `jti`, its session or its subject. An incomplete
+    /// copy answers [`DenyError::Unavailable`] rather than guess.
     pub async fn is_denied(&self, claims: &AccessClaims) -> Result<bool, DenyError> {
+        if self.loaded.load(Ordering::SeqCst) != self.failed.load(Ordering::SeqCst) {
+            self.rebuild.notify_one();
+            return Err(DenyError::Unavailable(
+                "revocations are waiting to be listed".into(),
+            ));
+        }
         let mut keys = vec![
             format!("deny:jti:{}", claims.jti),
             format!("user:{}:revoked_before", claims.sub),
@@ -89,9 +209,19 @@ impl DenyList {
         if let Some(sid) = &claims.sid {
             keys.push(format!("deny:sid:{sid}"));
         }
-        let values = match self {
-            Self::Redis(r) => r.mget(&keys).await?,
-            Self::Memory(m) => m.mget(&keys),
+        let values = match &self.backend {
+            Backend::Redis(r) => {
+                keys.push(LOADED.to_owned());
+                let mut values = r.mget(&keys).await?;
+                if values.pop().flatten().is_none() {
+                    self.rebuild.notify_one();
+                    return Err(DenyError::Unavailable(
+                        "Redis lost the list; it is being rebuilt".into(),
+                    ));
+                }
+                values
+            }
+            Backend::Memory(m) => m.mget(&keys),
         };
         let revoked_before = values[1].unwrap_or(i64::MIN);
         Ok(values[0].is_some()
@@ -101,29 +231,60 @@ impl DenyList {
 
     /// Whether the list answers now (for `/readyz`).
     pub async fn ping(&self) -> Result<(), DenyError> {
-        match self {
-            Self::Redis(r) => r.ping().await,
-            Self::Memory(_) => Ok(()),
+        match &self.backend {
+            Backend::Redis(r) => r.ping().await,
+            Backend::Memory(_) => Ok(()),
         }
     }
 
     pub fn is_redis(&self) -> bool {
-        matches!(self, Self::Redis(_))
+        matches!(self.backend, Backend::Redis(_))
     }
 }
 
-pub struct RedisDenyList {
+struct RedisDenyList {
     conn: ConnectionManager,
     prefix: String,
 }
 
 impl RedisDenyList {
-    async fn set(&self, key: &str, value: i64, ttl: Duration) -> Result<(), DenyError> {
+    async fn set_all(&self, entries: &[(String, i64, Duration)]) -> Result<(), DenyError> {
+        // A rebuild lists every live entry: in pipelines of bounded size, each within the timeout.
+        for chunk in entries.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (key, value, ttl) in chunk {
+                pipe.set_ex(format!("{}{key}", self.prefix), *value, ttl.as_secs())
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            bounded(pipe.query_async::<()>(&mut conn))
+                .await
+                .map_err(DenyError::Unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn set_mark(&self, key: &str) -> Result<(), DenyError> {
         let mut conn = self.conn.clone();
-        let key = format!("{}{key}", self.prefix);
-        bounded(conn.set_ex::<_, _, ()>(key, value, ttl.as_secs()))
-            .await
-            .map_err(DenyError::Unavailable)
+        bounded(
+            redis::cmd("SET")
+                .arg(format!("{}{key}", self.prefix))
+                .arg(1)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(DenyError::Unavailable)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, DenyError> {
+        let mut conn = self.conn.clone();
+        bounded(
+            redis::cmd("EXISTS")
+                .arg(format!("{}{key}", self.prefix))
+                .query_async::<bool>(&mut conn),
+        )
+        .await
+        .map_err(DenyError::Unavailable)
     }
 
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<i64>>, DenyError> {
@@ -146,19 +307,21 @@ impl RedisDenyList {
 
 /// The in-process list: a map with expiry, for a single instance without Redis.
 #[derive(Default)]
-pub struct MemoryDenyList {
+struct MemoryDenyList {
     entries: Mutex<HashMap<String, (i64, Instant)>>,
 }
 
 impl MemoryDenyList {
-    fn set(&self, key: String, value: i64, ttl: Duration) {
+    fn set_all(&self, new: Vec<(String, i64, Duration)>) {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("deny list lock");
-        // Expired entries are dropped as new ones arrive, so the map stays as small as the live set.
-        if entries.len() > 1024 && entries.len().is_power_of_two() {
-            entries.retain(|_, (_, until)| *until > now);
+        for (key, value, ttl) in new {
+            // Expired entries are dropped as new ones arrive, so the map stays as small as the live set.
+            if entries.len() > 1024 && entries.len().is_power_of_two() {
+                entries.retain(|_, (_, until)| *until > now);
+            }
+            entries.insert(key, (value, now + ttl));
         }
-        entries.insert(key, (value, now + ttl));
     }
 
     fn mget(&self, keys: &[String]) -> Vec<Option<i64>> {
@@ -195,56 +358,70 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn each_kind_of_entry_denies_exactly_its_tokens() {
-        let list = DenyList::memory();
-        let ttl = Duration::from_secs(60);
-        list.add(Entry::Jti("j1"), ttl).await.unwrap();
-        list.add(Entry::Session("s1"), ttl).await.unwrap();
-        list.add(
-            Entry::SubjectBefore {
-                sub: "u1",
-                not_before: 100,
-            },
-            ttl,
-        )
-        .await
-        .unwrap();
-
-        assert!(
-            list.is_denied(&claims("j1", "u9", None, 500))
-                .await
-                .unwrap()
-        );
-        assert!(
-            list.is_denied(&claims("j2", "u9", Some("s1"), 500))
-                .await
-                .unwrap()
-        );
-        assert!(list.is_denied(&claims("j2", "u1", None, 99)).await.unwrap());
-        assert!(
-            !list
-                .is_denied(&claims("j2", "u1", None, 100))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !list
-                .is_denied(&claims("j2", "u9", Some("s2"), 500))
-                .await
-                .unwrap()
-        );
+    fn revocation(entry: Entry, ttl: chrono::Duration) -> Revocation {
+        Revocation {
+            entry,
+            expires_at: Utc::now() + ttl,
+        }
     }
 
     #[tokio::test]
-    async fn memory_entries_expire() {
+    async fn each_kind_of_entry_denies_exactly_its_tokens() {
         let list = DenyList::memory();
-        list.add(Entry::Jti("j1"), Duration::from_millis(1))
-            .await
-            .unwrap();
-        // The minimum lifetime is one second.
-        assert!(list.is_denied(&claims("j1", "u", None, 0)).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let minute = chrono::Duration::seconds(60);
+        list.add(&[
+            revocation(Entry::Jti("j1".into()), minute),
+            revocation(Entry::Session("s1".into()), minute),
+            revocation(
+                Entry::SubjectBefore {
+                    sub: "u1".into(),
+                    not_before: 100,
+                },
+                minute,
+            ),
+        ])
+        .await
+        .unwrap();
+
+        let denied = |c: AccessClaims| {
+            let list = &list;
+            async move { list.is_denied(&c).await.unwrap() }
+        };
+        assert!(denied(claims("j1", "u9", None, 500)).await);
+        assert!(denied(claims("j2", "u9", Some("s1"), 500)).await);
+        assert!(denied(claims("j2", "u1", None, 99)).await);
+        assert!(!denied(claims("j2", "u1", None, 100)).await);
+        assert!(!denied(claims("j2", "u9", Some("s2"), 500)).await);
+    }
+
+    #[tokio::test]
+    async fn an_entry_already_expired_is_not_listed() {
+        let list = DenyList::memory();
+        list.add(&[revocation(
+            Entry::Jti("j1".into()),
+            chrono::Duration::seconds(-1),
+        )])
+        .await
+        .unwrap();
         assert!(!list.is_denied(&claims("j1", "u", None, 0)).await.unwrap());
+    }
+
+    #[test]
+    fn an_entry_survives_the_feed_s_columns() {
+        for entry in [
+            Entry::Jti("j".into()),
+            Entry::Session("s".into()),
+            Entry::SubjectBefore {
+                sub: "u".into(),
+                not_before: 7,
+            },
+        ] {
+            let (kind, value, not_before) = entry.parts();
+            assert_eq!(
+                Entry::from_parts(kind, value.to_owned(), not_before),
+                Some(entry.clone())
+            );
+        }
+        assert_eq!(Entry::from_parts("sub", "u".into(), None), None);
     }
 }

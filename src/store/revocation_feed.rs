@@ -1,12 +1,18 @@
-//! The revocation feed's rows: every revocation, numbered; the number is the feed's cursor.
+//! The revocation log: every revocation, numbered; the number is the feed's cursor. It is the truth the
+//! deny list is rebuilt from, so a revocation is appended in the same transaction as the change that
+//! caused it.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 
+use super::deny_list::{Entry, Revocation};
 use crate::entity::revocation;
+
+/// The PostgreSQL advisory lock appending writers take in turn (an arbitrary constant of this table).
+const APPEND_LOCK: i64 = 0x7265_766f_6b65;
 
 #[derive(Clone)]
 pub struct RevocationFeed {
@@ -18,32 +24,16 @@ impl RevocationFeed {
         Self { db }
     }
 
-    pub async fn record(
-        &self,
-        kind: &str,
-        value: &str,
-        not_before: Option<i64>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), sea_orm::DbErr> {
-        revocation::ActiveModel {
-            kind: Set(kind.to_owned()),
-            value: Set(value.to_owned()),
-            not_before: Set(not_before),
-            expires_at: Set(expires_at),
-            created_at: Set(Utc::now()),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await
-        .map(drop)
+    /// Appends revocations in a transaction of their own.
+    pub async fn record(&self, revocations: &[Revocation]) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        append(&txn, revocations).await?;
+        txn.commit().await
     }
 
-    /// The live entries after `since` (all live entries without one), oldest first, and the cursor to
-    /// pass next time: the newest number there is.
-    pub async fn since(
-        &self,
-        since: Option<i64>,
-    ) -> Result<(Vec<revocation::Model>, i64), sea_orm::DbErr> {
+    /// The live entries numbered after `since` (all live entries without one), oldest first, and the
+    /// cursor to pass next time.
+    pub async fn since(&self, since: Option<i64>) -> Result<(Vec<Revocation>, i64), DbErr> {
         let newest: Option<i64> = revocation::Entity::find()
             .select_only()
             .column_as(revocation::Column::Seq.max(), "newest")
@@ -53,22 +43,76 @@ impl RevocationFeed {
             .flatten();
         let newest = newest.unwrap_or(0);
         // A cursor from the future (another database, a restore) is unknown: answer everything live.
-        let since = since.filter(|&s| s <= newest).unwrap_or(0);
-        let entries = revocation::Entity::find()
+        let since = since.filter(|&s| (0..=newest).contains(&s)).unwrap_or(0);
+        let rows = revocation::Entity::find()
             .filter(revocation::Column::Seq.gt(since))
             .filter(revocation::Column::ExpiresAt.gt(Utc::now()))
             .order_by_asc(revocation::Column::Seq)
             .all(&self.db)
             .await?;
-        Ok((entries, newest))
+        // Rows committed between the two reads are answered now, and the cursor moves past them.
+        let cursor = rows.last().map_or(newest, |r| r.seq.max(newest));
+        let entries = rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(Revocation {
+                    entry: Entry::from_parts(&r.kind, r.value, r.not_before)?,
+                    expires_at: r.expires_at,
+                })
+            })
+            .collect();
+        Ok((entries, cursor))
     }
 
-    /// Deletes the entries whose tokens have all expired.
-    pub async fn prune(&self) -> Result<u64, sea_orm::DbErr> {
+    /// Deletes up to `batch` entries whose tokens have all expired; returns how many went.
+    pub async fn purge(&self, now: DateTime<Utc>, batch: u64) -> Result<u64, DbErr> {
+        let doomed = revocation::Entity::find()
+            .select_only()
+            .column(revocation::Column::Seq)
+            .filter(revocation::Column::ExpiresAt.lte(now))
+            .limit(batch)
+            .into_query();
         let res = revocation::Entity::delete_many()
-            .filter(revocation::Column::ExpiresAt.lte(Utc::now()))
+            .filter(revocation::Column::Seq.in_subquery(doomed))
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)
     }
+}
+
+/// Appends revocations inside `txn`. Numbers must become visible in order, or a reader who saw number
+/// n could later find a lower one committed and a cursor would skip it: PostgreSQL hands out sequence
+/// numbers before commit, so its writers take turns under a lock held until commit; SQLite has one
+/// writer at a time already.
+pub(crate) async fn append(
+    txn: &impl ConnectionTrait,
+    revocations: &[Revocation],
+) -> Result<(), DbErr> {
+    if revocations.is_empty() {
+        return Ok(());
+    }
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [APPEND_LOCK.into()],
+        ))
+        .await?;
+    }
+    let now = Utc::now();
+    let rows = revocations.iter().map(|r| {
+        let (kind, value, not_before) = r.entry.parts();
+        revocation::ActiveModel {
+            kind: Set(kind.to_owned()),
+            value: Set(value.to_owned()),
+            not_before: Set(not_before),
+            expires_at: Set(r.expires_at),
+            created_at: Set(now),
+            ..Default::default()
+        }
+    });
+    revocation::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await
+        .map(drop)
 }

@@ -23,7 +23,11 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::Unique;
+use super::{
+    Unique,
+    deny_list::{Entry, Revocation},
+    revocation_feed::append,
+};
 use crate::{
     entity::{refresh_token, session, user},
     oauth::scope::Scope,
@@ -95,7 +99,7 @@ pub enum RotateError {
     UserInvalid,
     #[error("the requested scope is wider than the token's")]
     InvalidScope,
-    /// A spent token was presented again: the session was revoked (RFC 9700 §4.14.2).
+    /// A spent token was presented again: the session must be revoked (RFC 9700 §4.14.2).
     #[error("a spent refresh token was presented again")]
     Reused { session: Uuid },
     #[error(transparent)]
@@ -119,21 +123,24 @@ impl SessionStore {
         }
     }
 
-    /// Starts a session that ends at the latest after `absolute_ttl`, with its first refresh token
-    /// (given by its hash) when the client may refresh. Both rows or neither.
+    /// Starts a session for `user` as the password check found them, that ends at the latest after
+    /// `absolute_ttl`, with its first refresh token (given by its hash) when the client may refresh.
+    /// Both rows or neither; `None` when the user was disabled or changed their password since.
     pub async fn start(
         &self,
-        user_id: Uuid,
+        user: &user::Model,
         client_id: &str,
         scope: &Scope,
         absolute_ttl: Duration,
         refresh: Option<(Vec<u8>, Duration)>,
-    ) -> Result<session::Model, sea_orm::DbErr> {
+    ) -> Result<Option<session::Model>, sea_orm::DbErr> {
+        use sea_orm::sea_query::ExprTrait;
+        use session::Column as S;
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let session = session::Model {
             id: Uuid::new_v4(),
-            user_id,
+            user_id: user.id,
             client_id: client_id.to_owned(),
             scope: scope.to_string(),
             created_at: now,
@@ -142,9 +149,42 @@ impl SessionStore {
             revoked_at: None,
             revoked_reason: None,
         };
-        session::Entity::insert(session::ActiveModel::from(session.clone()))
-            .exec_without_returning(&txn)
-            .await?;
+        // Inserted only from the user's row as it was verified. On PostgreSQL that row is share-locked,
+        // so a password change or a disable either commits first (and this inserts nothing) or waits
+        // for this session and then revokes it; SQLite has one writer at a time.
+        let verified = Query::select()
+            .exprs([
+                Expr::value(session.id),
+                Expr::value(session.user_id),
+                Expr::value(session.client_id.clone()),
+                Expr::value(session.scope.clone()),
+                Expr::value(now),
+                Expr::value(now),
+                Expr::value(session.expires_at),
+            ])
+            .from(user::Entity)
+            .and_where(Expr::col(user::Column::Id).eq(user.id))
+            .and_where(Expr::col(user::Column::IsActive).eq(true))
+            .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
+            .lock_shared()
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(session::Entity)
+            .columns([
+                S::Id,
+                S::UserId,
+                S::ClientId,
+                S::Scope,
+                S::CreatedAt,
+                S::LastUsedAt,
+                S::ExpiresAt,
+            ])
+            .select_from(verified)
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .to_owned();
+        if txn.execute(&insert).await?.rows_affected() != 1 {
+            return Ok(None);
+        }
         if let Some((hash, idle_ttl)) = refresh {
             // Without RETURNING, which SQLite would emulate with a second statement.
             refresh_token::Entity::insert(new_token(&session, hash, scope, now, idle_ttl))
@@ -152,7 +192,7 @@ impl SessionStore {
                 .await?;
         }
         txn.commit().await?;
-        Ok(session)
+        Ok(Some(session))
     }
 
     /// Spends the token whose hash is `presented` by issuing its successor in the same session. See
@@ -248,7 +288,6 @@ impl SessionStore {
                 replayed: true,
             });
         }
-        self.revoke(session.id, "refresh_token_reuse").await?;
         Err(RotateError::Reused {
             session: session.id,
         })
@@ -348,42 +387,89 @@ impl SessionStore {
             .await
     }
 
-    /// Revokes one session; `false` when it was already revoked.
-    pub async fn revoke(&self, id: Uuid, reason: &str) -> Result<bool, sea_orm::DbErr> {
+    /// Revokes one session and records it in the revocation log, at once; nothing is recorded when it was
+    /// revoked already. `until` is when its last access token expires.
+    pub async fn revoke(
+        &self,
+        id: Uuid,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
         let res = session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::Id.eq(id))
             .filter(session::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(res.rows_affected == 1)
+        let recorded = if res.rows_affected == 1 {
+            vec![Revocation {
+                entry: Entry::Session(id.to_string()),
+                expires_at: until,
+            }]
+        } else {
+            Vec::new()
+        };
+        append(&txn, &recorded).await?;
+        txn.commit().await?;
+        Ok(recorded)
     }
 
-    /// Revokes every session of a user that is not revoked yet; returns their ids.
+    /// Revokes every session of a user and every token issued to them before now, as one record.
     pub async fn revoke_all_of_user(
         &self,
         user_id: Uuid,
         reason: &str,
-    ) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
         let txn = self.db.begin().await?;
-        let ids: Vec<Uuid> = session::Entity::find()
-            .select_only()
-            .column(session::Column::Id)
-            .filter(session::Column::UserId.eq(user_id))
-            .filter(session::Column::RevokedAt.is_null())
-            .into_tuple()
-            .all(&txn)
-            .await?;
+        let recorded = revoke_all_in(&txn, user_id, reason, until).await?;
+        txn.commit().await?;
+        Ok(recorded)
+    }
+}
+
+/// Inside `txn`: revokes every live session of a user, and records that and a `sub` entry voiding every
+/// token issued to them before this second (one from this second is void by its session).
+pub(crate) async fn revoke_all_in(
+    txn: &impl ConnectionTrait,
+    user_id: Uuid,
+    reason: &str,
+    until: DateTime<Utc>,
+) -> Result<Vec<Revocation>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let ids: Vec<Uuid> = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .into_tuple()
+        .all(txn)
+        .await?;
+    if !ids.is_empty() {
         session::Entity::update_many()
-            .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::RevokedAt, Expr::value(now))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::Id.is_in(ids.clone()))
-            .exec(&txn)
+            .exec(txn)
             .await?;
-        txn.commit().await?;
-        Ok(ids)
     }
+    let subject = Revocation {
+        entry: Entry::SubjectBefore {
+            sub: user_id.to_string(),
+            not_before: now.timestamp(),
+        },
+        expires_at: until,
+    };
+    let recorded: Vec<Revocation> = std::iter::once(subject)
+        .chain(ids.into_iter().map(|id| Revocation {
+            entry: Entry::Session(id.to_string()),
+            expires_at: until,
+        }))
+        .collect();
+    append(txn, &recorded).await?;
+    Ok(recorded)
 }
 
 fn new_token(
@@ -582,8 +668,9 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..n {
             let s = store
-                .start(user.id, "c", &scope, TTL, Some((vec![i; 32], TTL)))
+                .start(&user, "c", &scope, TTL, Some((vec![i; 32], TTL)))
                 .await
+                .unwrap()
                 .unwrap();
             ids.push(s.id);
         }

@@ -1,13 +1,13 @@
 //! Users: accounts, their password hashes and their state.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::Unique;
+use super::{Unique, deny_list::Revocation, sessions::revoke_all_in};
 use crate::{entity::user, oauth::username::Username};
 
 #[derive(Clone)]
@@ -39,6 +39,14 @@ impl UserStore {
 
     pub async fn find(&self, id: Uuid) -> Result<Option<user::Model>, sea_orm::DbErr> {
         user::Entity::find_by_id(id).unique(&self.db).await
+    }
+
+    /// Whether `id` names a user who exists and is active; `false` for anything that is not a user id.
+    pub async fn is_active(&self, id: &str) -> Result<bool, sea_orm::DbErr> {
+        let Ok(id) = id.parse::<Uuid>() else {
+            return Ok(false);
+        };
+        Ok(self.find(id).await?.is_some_and(|u| u.is_active))
     }
 
     /// Case-insensitive lookup by username.
@@ -107,42 +115,52 @@ impl UserStore {
         .map(drop)
     }
 
-    /// Enables or disables a user; `None` when there is no such user.
+    /// Enables or disables a user; `None` when there is no such user. Disabling revokes every session and
+    /// token of theirs in the same transaction; `until` is when their last access token expires.
     pub async fn set_active(
         &self,
         id: Uuid,
         active: bool,
-    ) -> Result<Option<user::Model>, sea_orm::DbErr> {
-        if self.find(id).await?.is_none() {
+        until: DateTime<Utc>,
+    ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        let res = user::Entity::update_many()
+            .col_expr(user::Column::IsActive, Expr::value(active))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
             return Ok(None);
         }
-        let model = user::ActiveModel {
-            id: Set(id),
-            is_active: Set(active),
-            updated_at: Set(Utc::now()),
-            ..Default::default()
-        }
-        .update(&self.db)
-        .await?;
-        Ok(Some(model))
+        let recorded = if active {
+            Vec::new()
+        } else {
+            revoke_all_in(&txn, id, "disabled", until).await?
+        };
+        txn.commit().await?;
+        Ok(Some(recorded))
     }
 
-    /// Sets a new password; sessions that began before now can no longer refresh.
+    /// Sets a new password and, in the same transaction, revokes every session and token of the user
+    /// issued before it.
     pub async fn change_password(
         &self,
         id: Uuid,
         password_hash: String,
-    ) -> Result<(), sea_orm::DbErr> {
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
         let now = Utc::now();
-        user::ActiveModel {
-            id: Set(id),
-            password_hash: Set(password_hash),
-            password_changed_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .update(&self.db)
-        .await
-        .map(drop)
+        let txn = self.db.begin().await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+            .col_expr(user::Column::PasswordChangedAt, Expr::value(now))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        let recorded = revoke_all_in(&txn, id, "password_changed", until).await?;
+        txn.commit().await?;
+        Ok(recorded)
     }
 }

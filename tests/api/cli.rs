@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::{Backend, TestDatabase, assert_error, spawn_app_with, test_keys_dir};
 
-fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+pub fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
@@ -33,7 +33,7 @@ fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

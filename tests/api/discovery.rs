@@ -424,7 +424,8 @@ on_both_databases! {
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let later: Value = feed(None, None).await.unwrap().json().await.unwrap();
         assert_eq!(later["entries"], serde_json::json!([]));
-        assert_eq!(app.state.feed.prune().await.unwrap() as usize, kinds.len() + 1);
+        let purged = portcullis::store::housekeeping::purge(&app.state.db, chrono::Utc::now(), app.state.settings.access_ttl()).await.unwrap();
+        assert_eq!(purged.revocations as usize, kinds.len() + 1);
 
         // Only confidential clients, by HTTP Basic.
         assert_error(app.http.get(app.url("/oauth/revocations")).send().await.unwrap(), 401, "invalid_client").await;

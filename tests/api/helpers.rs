@@ -3,11 +3,14 @@
 
 use std::{
     path::Path,
+    process::{Child, Command, Stdio},
     sync::{Arc, LazyLock},
+    time::Duration,
 };
 
 use portcullis::{
     config::Settings,
+    entity::user,
     oauth::{client::GrantType, client::hash_secret, scope::Scope, username::Username},
     startup::App,
     state::AppState,
@@ -62,6 +65,63 @@ macro_rules! on_every_backend {
             }
         }
     )*};
+}
+
+/// A `redis-server` of the test's own, without persistence, to stop and start again empty.
+pub struct PrivateRedis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Which deny list a test server uses.
@@ -389,18 +449,27 @@ impl TestApp {
 
     /// Marks a user disabled in the database only, as a row edited by hand would be.
     pub async fn disable_in_database(&self, user: &TestUser) {
-        let found = self
-            .state
-            .users
-            .find_by_username(&user.username)
+        self.edit_user_row(user, user::Column::IsActive, false.into())
+            .await;
+    }
+
+    /// Marks a user's password changed now in the database only, revoking nothing.
+    pub async fn change_password_in_database(&self, user: &TestUser) {
+        self.edit_user_row(
+            user,
+            user::Column::PasswordChangedAt,
+            chrono::Utc::now().into(),
+        )
+        .await;
+    }
+
+    async fn edit_user_row(&self, user: &TestUser, column: user::Column, value: sea_orm::Value) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        user::Entity::update_many()
+            .col_expr(column, Expr::value(value))
+            .filter(user::Column::UsernameKey.eq(user.username.to_ascii_lowercase()))
+            .exec(&self.state.db)
             .await
-            .unwrap()
-            .unwrap();
-        self.state
-            .users
-            .set_active(found.id, false)
-            .await
-            .unwrap()
             .unwrap();
     }
 

@@ -8,6 +8,7 @@ mod bearer;
 mod cli;
 mod discovery;
 mod docs;
+mod durable_revocation;
 mod introspection;
 mod jwks;
 mod login_protection;

@@ -396,10 +396,8 @@ on_both_databases! {
 
         let other = app.seed_user().await;
         let rt = app.login(&other).await.refresh_token.unwrap();
-        let found = app.state.users.find_by_username(&other.username).await.unwrap().unwrap();
         // Changed in the database only, so that nothing but the refresh rule can refuse it.
-        let hash = found.password_hash.clone();
-        app.state.users.change_password(found.id, hash).await.unwrap();
+        app.change_password_in_database(&other).await;
         assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
     }
 

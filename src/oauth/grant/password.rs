@@ -37,19 +37,8 @@ pub async fn handle(
     {
         return Err(Error::InvalidScope);
     }
-    // While delayed, the password is not even checked.
     let now = Utc::now().timestamp_millis();
-    match state.throttle.wait(username, ip, now).await {
-        Ok(0) => {}
-        Ok(retry_after) => {
-            tracing::warn!(%ip, retry_after, "password grant throttled after repeated failures");
-            crate::metrics::Metrics::count(&state.metrics.rejections, "throttle");
-            return Err(Error::RateLimited { retry_after });
-        }
-        // Failing open here keeps logins possible while Redis is down; the per-address and
-        // per-username rate limits still hold.
-        Err(e) => tracing::warn!(error = %e, "throttle unavailable; not applied"),
-    }
+    throttled(state, username, ip, now).await?;
     let user = state.users.find_by_username(username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state.hasher.verify(password.clone(), stored).await?;
@@ -59,15 +48,10 @@ pub async fn handle(
         (Some(user), Verified::Mismatch) if user.is_active => Some("wrong password"),
         (Some(_), _) => Some("disabled user"),
     };
+    record_attempt(state, username, ip, now, refusal.is_none()).await;
     let Some(user) = user.filter(|_| refusal.is_none()) else {
-        if let Err(e) = state.throttle.failed(username, ip, now).await {
-            tracing::warn!(error = %e, "throttle unavailable; failure not counted");
-        }
         return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
     };
-    if let Err(e) = state.throttle.succeeded(username, ip).await {
-        tracing::warn!(error = %e, "throttle unavailable; counter not reset");
-    }
     if verified == (Verified::Match { needs_rehash: true }) {
         rehash(state, user.id, password).await;
     }
@@ -85,7 +69,7 @@ pub async fn handle(
     let session = state
         .sessions
         .start(
-            user.id,
+            &user,
             &client.id,
             &scope,
             state.settings.refresh_absolute_ttl(),
@@ -96,7 +80,9 @@ pub async fn handle(
                 )
             }),
         )
-        .await?;
+        .await?
+        // The password was checked against a user who has since changed it or been disabled.
+        .ok_or(Error::InvalidGrant("the user changed during the login"))?;
     let access = state.issuer.access_token(
         Subject::User {
             id: user.id,
@@ -112,6 +98,44 @@ pub async fn handle(
         refresh_token,
         scope,
     })
+}
+
+/// Login protection before a password is checked: while failures from this address (or for this
+/// username everywhere) delay it, the attempt is refused without checking the password. Times are
+/// milliseconds since the epoch.
+pub async fn throttled(
+    state: &AppState,
+    username: &str,
+    ip: IpAddr,
+    now: i64,
+) -> Result<(), Error> {
+    match state.throttle.wait(username, ip, now).await {
+        Ok(0) => Ok(()),
+        Ok(retry_after) => {
+            tracing::warn!(%ip, retry_after, "password check throttled after repeated failures");
+            crate::metrics::Metrics::count(&state.metrics.rejections, "throttle");
+            Err(Error::RateLimited { retry_after })
+        }
+        // Failing open here keeps logins possible while Redis is down; the per-address and
+        // per-username rate limits still hold.
+        Err(e) => {
+            tracing::warn!(error = %e, "throttle unavailable; not applied");
+            Ok(())
+        }
+    }
+}
+
+/// Counts a password check for login protection: a failure delays the next ones, a success resets
+/// this address's count.
+pub async fn record_attempt(state: &AppState, username: &str, ip: IpAddr, now: i64, success: bool) {
+    let result = if success {
+        state.throttle.succeeded(username, ip).await
+    } else {
+        state.throttle.failed(username, ip, now).await
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "throttle unavailable; attempt not counted");
+    }
 }
 
 /// Stores a hash with current parameters; the login succeeds even if this fails.

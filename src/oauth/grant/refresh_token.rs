@@ -36,19 +36,11 @@ pub async fn handle(
         Err(RotateError::InvalidScope) => return Err(Error::InvalidScope),
         Err(RotateError::Reused { session }) => {
             state.metrics.reuse_detections.inc();
-            state
-                .metrics
-                .sessions_revoked
-                .get_or_create(&crate::metrics::Labels {
-                    name: "refresh_token_reuse",
-                })
-                .inc();
             tracing::warn!(sid = %session, client = %client.id, "refresh token reuse: session revoked");
-            // The session is revoked in the database already; its access tokens go on the deny list.
-            // If that cannot be written now, the refusal stands all the same.
-            if let Err(e) = state.revoker.deny_session(session).await {
-                tracing::error!(sid = %session, error = %e, "could not deny a reused session's access tokens");
-            }
+            state
+                .revoker
+                .session(session, "refresh_token_reuse")
+                .await?;
             return Err(Error::InvalidGrant("refresh token reuse"));
         }
         Err(RotateError::Db(e)) => return Err(e.into()),

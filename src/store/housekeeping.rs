@@ -1,0 +1,173 @@
+//! Housekeeping: deletes the rows that can no longer matter, in batches short enough not to stall
+//! requests, so that nothing grows without bound. Several instances may run it at once: a row two of
+//! them pick is deleted by one, and the other counts nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Alias, Expr, ExprTrait, Query},
+};
+use uuid::Uuid;
+
+use super::revocation_feed::RevocationFeed;
+use crate::entity::{refresh_token, session};
+
+/// Rows per statement.
+pub const BATCH: u64 = 1000;
+
+/// What one pass removed, by table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub revocations: u64,
+}
+
+impl Purged {
+    /// Each table's name and count, in the order `portcullis purge` prints them.
+    pub fn tables(&self) -> [(&'static str, u64); 3] {
+        [
+            ("sessions", self.sessions),
+            ("refresh_tokens", self.refresh_tokens),
+            ("revocations", self.revocations),
+        ]
+    }
+}
+
+/// One pass at `now`. `access_ttl` is how long an access token of an ended session may still live, and
+/// so how long the session must stay to be named by the deny list's `sid` entries.
+pub async fn purge(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+    access_ttl: Duration,
+) -> Result<Purged, DbErr> {
+    let cutoff = now - chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::MAX);
+    let mut purged = Purged::default();
+    loop {
+        let (sessions, tokens) = ended_sessions(db, cutoff).await?;
+        purged.sessions += sessions;
+        purged.refresh_tokens += tokens;
+        if sessions < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let tokens = spent_tokens(db, now).await?;
+        purged.refresh_tokens += tokens;
+        if tokens < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let feed = RevocationFeed::new(db.clone());
+    loop {
+        let entries = feed.purge(now, BATCH).await?;
+        purged.revocations += entries;
+        if entries < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(purged)
+}
+
+/// Deletes up to a batch of sessions that ended before `cutoff`, with their refresh tokens. A session
+/// ends when it is revoked, reaches its absolute lifetime, or goes idle: no token of it is unexpired
+/// (a session without refresh tokens is idle from the start). Returns (sessions, tokens) deleted.
+async fn ended_sessions(
+    db: &DatabaseConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<(u64, u64), DbErr> {
+    use refresh_token::Column as T;
+    use session::Column as S;
+    let t = Alias::new("t");
+    let unexpired_token = Query::select()
+        .expr(Expr::val(1))
+        .from_as(refresh_token::Entity, t.clone())
+        .and_where(Expr::col((t.clone(), T::SessionId)).equals((session::Entity, S::Id)))
+        .and_where(Expr::col((t, T::ExpiresAt)).gt(cutoff))
+        .to_owned();
+    let ids: Vec<Uuid> = session::Entity::find()
+        .select_only()
+        .column(S::Id)
+        .filter(
+            S::RevokedAt
+                .lte(cutoff)
+                .or(S::ExpiresAt.lte(cutoff))
+                .or(S::CreatedAt
+                    .lte(cutoff)
+                    .and(Expr::exists(unexpired_token).not())),
+        )
+        .limit(BATCH)
+        .into_tuple()
+        .all(db)
+        .await?;
+    if ids.is_empty() {
+        return Ok((0, 0));
+    }
+    // The tokens first, so that each table's count is its own.
+    let tokens = refresh_token::Entity::delete_many()
+        .filter(T::SessionId.is_in(ids.clone()))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let sessions = session::Entity::delete_many()
+        .filter(S::Id.is_in(ids))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok((sessions, tokens))
+}
+
+/// Deletes up to a batch of spent refresh tokens past their idle lifetime. A token is spent when a
+/// later one of its session exists; and since that later one is what marks an earlier token spent, a
+/// token goes only once no earlier token of its session is unexpired, so a deletion never makes a token
+/// that could still be valid look unspent.
+async fn spent_tokens(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    use refresh_token::Column as T;
+    let other = Alias::new("o");
+    let in_session = || {
+        Query::select()
+            .expr(Expr::val(1))
+            .from_as(refresh_token::Entity, other.clone())
+            .and_where(
+                Expr::col((other.clone(), T::SessionId))
+                    .equals((refresh_token::Entity, T::SessionId)),
+            )
+            .to_owned()
+    };
+    let successor = in_session()
+        .and_where(
+            Expr::col((other.clone(), T::CreatedAt))
+                .gt(Expr::col((refresh_token::Entity, T::CreatedAt))),
+        )
+        .to_owned();
+    let live_predecessor = in_session()
+        .and_where(
+            Expr::col((other.clone(), T::CreatedAt))
+                .lt(Expr::col((refresh_token::Entity, T::CreatedAt))),
+        )
+        .and_where(Expr::col((other.clone(), T::ExpiresAt)).gt(now))
+        .to_owned();
+    let doomed: Vec<Uuid> = refresh_token::Entity::find()
+        .select_only()
+        .column(T::Id)
+        .filter(T::ExpiresAt.lte(now))
+        .filter(Expr::exists(successor))
+        .filter(Expr::exists(live_predecessor).not())
+        .limit(BATCH)
+        .into_tuple()
+        .all(db)
+        .await?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    Ok(refresh_token::Entity::delete_many()
+        .filter(T::Id.is_in(doomed))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

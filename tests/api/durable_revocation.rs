@@ -1,0 +1,336 @@
+//! Revocation that holds: the database is the truth, so a revocation survives restarts of the server
+//! and of Redis, is recorded while Redis is down, reaches every instance (and comes from the command
+//! line) within `keys.rescan_interval`, and checks that depend on who the user is now read the user.
+
+use std::{future::Future, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::{
+    cli::{ok, portcullis},
+    helpers::{PrivateRedis, TestApp, TestClient, claims_of, free_port, spawn_app_with},
+};
+
+/// Polls `check` until it holds, failing after `within`: for properties promised within a bound.
+async fn eventually<F: Future<Output = bool>>(within: Duration, what: &str, check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Introspection's `active`, or `None` while the server answers `503` (its deny list is incomplete).
+async fn active(app: &TestApp, rs: &TestClient, token: &str) -> Option<bool> {
+    let resp = app.introspect(rs, token).await;
+    match resp.status() {
+        StatusCode::OK => resp.json::<Value>().await.unwrap()["active"].as_bool(),
+        StatusCode::SERVICE_UNAVAILABLE => None,
+        other => panic!("introspection answered {other}"),
+    }
+}
+
+/// Revocations of each kind, made through the API: an access token (`jti`), a logged-out session (`sid`)
+/// and a password change (`sub`); plus a token nobody revoked.
+struct Revoked {
+    tokens: Vec<String>,
+    live: String,
+}
+
+async fn revoke_one_of_each(app: &TestApp) -> Revoked {
+    let user = app.seed_user().await;
+    let by_jti = app.login(&user).await.access_token;
+    let by_sid = app.login(&user).await.access_token;
+    let live = app.login(&user).await.access_token;
+    let resp = app
+        .http
+        .post(app.url("/oauth/revoke"))
+        .form(&[("token", by_jti.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let sid = claims_of(&by_sid)["sid"].as_str().unwrap().to_owned();
+    let resp = app
+        .http
+        .delete(app.url(&format!("/users/me/sessions/{sid}")))
+        .bearer_auth(&live)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+    let changer = app.seed_user().await;
+    let by_sub = app.login(&changer).await.access_token;
+    let resp = app
+        .http
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&by_sub)
+        .json(&serde_json::json!({"current_password": changer.password, "new_password": "a brand new passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    Revoked {
+        tokens: vec![by_jti, by_sid, by_sub],
+        live,
+    }
+}
+
+/// Every revoked token inactive and the live one active, once the server answers at all.
+async fn still_revoked(app: &TestApp, rs: &TestClient, revoked: &Revoked) {
+    eventually(Duration::from_secs(10), "the deny list answers", || async {
+        active(app, rs, &revoked.live).await.is_some()
+    })
+    .await;
+    for (i, token) in revoked.tokens.iter().enumerate() {
+        assert_eq!(
+            active(app, rs, token).await,
+            Some(false),
+            "revoked token {i} is live again"
+        );
+    }
+    assert_eq!(
+        active(app, rs, &revoked.live).await,
+        Some(true),
+        "the unrevoked token"
+    );
+}
+
+on_both_databases! {
+    async fn revocations_survive_redis_restarting_empty_and_the_server_restarting(backend: Backend) {
+        // Arrange
+        let mut redis = PrivateRedis::start(free_port());
+        let url = redis.url();
+        let app = spawn_app_with(backend, |s| s.redis.url = Some(url)).await;
+        let rs = app.resource_server().await;
+        let revoked = revoke_one_of_each(&app).await;
+        still_revoked(&app, &rs, &revoked).await;
+
+        // Act: Redis restarts with nothing in it.
+        redis.stop();
+        let mut redis = PrivateRedis::start(redis.port);
+
+        // Assert: the running server rebuilds its list rather than forget.
+        still_revoked(&app, &rs, &revoked).await;
+
+        // Act: and then the server restarts, Redis emptied once more.
+        redis.stop();
+        let _redis = PrivateRedis::start(redis.port);
+        let restarted = app.another_instance().await;
+        drop(app);
+
+        // Assert
+        still_revoked(&restarted, &rs, &revoked).await;
+    }
+
+    async fn without_redis_revocations_survive_the_server_restarting(backend: Backend) {
+        // Arrange
+        let app = spawn_app_with(backend, |_| {}).await;
+        let rs = app.resource_server().await;
+        let revoked = revoke_one_of_each(&app).await;
+        still_revoked(&app, &rs, &revoked).await;
+
+        // Act: a new process on the same database; its in-process list starts empty.
+        let restarted = app.another_instance().await;
+        drop(app);
+
+        // Assert
+        still_revoked(&restarted, &rs, &revoked).await;
+    }
+
+    async fn while_redis_is_down_revocation_and_reuse_are_recorded_and_enforced_once_it_returns(backend: Backend) {
+        // Arrange: a token to revoke, and a family whose first refresh token is spent.
+        let mut redis = PrivateRedis::start(free_port());
+        let url = redis.url();
+        let app = spawn_app_with(backend, |s| s.redis.url = Some(url)).await;
+        let rs = app.resource_server().await;
+        let user = app.seed_user().await;
+        let doomed = app.login(&user).await.access_token;
+        let live = app.login(&user).await.access_token;
+        let family = app.login(&user).await;
+        let first_rt = family.refresh_token.clone().unwrap();
+        let rotated = app.refreshed(&first_rt).await;
+
+        // Act: Redis goes away; a revocation and a reuse happen meanwhile.
+        redis.stop();
+        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", doomed.as_str())]).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "the revocation is recorded and answered as usual");
+        crate::helpers::assert_error(app.refresh(&first_rt).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(&live).await.status(), StatusCode::SERVICE_UNAVAILABLE, "Bearer routes fail closed");
+        // Redis comes back empty.
+        let _redis = PrivateRedis::start(redis.port);
+
+        // Assert: both are enforced; the rest lives.
+        let revoked = Revoked {
+            tokens: vec![doomed, family.access_token, rotated.access_token],
+            live,
+        };
+        still_revoked(&app, &rs, &revoked).await;
+        let next = rotated.refresh_token.unwrap();
+        crate::helpers::assert_error(app.refresh(&next).await, 400, "invalid_grant").await;
+    }
+
+    async fn without_redis_every_instance_learns_of_revocations_made_elsewhere_within_the_rescan_interval(backend: Backend) {
+        // Arrange: two instances on one database, each with its own in-process list.
+        let a = spawn_app_with(backend, |s| s.keys.rescan_interval = 1).await;
+        let b = a.another_instance().await;
+        let rs = a.resource_server().await;
+        let user = a.seed_user().await;
+        let token = a.login(&user).await.access_token;
+        assert_eq!(active(&b, &rs, &token).await, Some(true));
+
+        // Act: revoked at A.
+        let resp = a.http.post(a.url("/oauth/revoke")).form(&[("token", token.as_str())]).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+
+        // Assert: at once at A, and at B within the interval (and a margin for the poll itself).
+        assert_eq!(active(&a, &rs, &token).await, Some(false));
+        eventually(Duration::from_secs(3), "instance B denies the token", || async {
+            active(&b, &rs, &token).await == Some(false)
+        })
+        .await;
+    }
+
+    async fn a_user_disabled_on_the_command_line_is_refused_at_once_by_every_instance(backend: Backend) {
+        // Arrange: an admin and a user, both logged in at instance A; no Redis.
+        let a = spawn_app_with(backend, |s| s.keys.rescan_interval = 1).await;
+        let b = a.another_instance().await;
+        let rs = a.resource_server().await;
+        let admin = a.seed_admin().await;
+        let admin_token = a.login(&admin).await.access_token;
+        let user = a.seed_user().await;
+        let user_token = a.login(&user).await.access_token;
+        let admin_id = claims_of(&admin_token)["sub"].as_str().unwrap().to_owned();
+        for app in [&a, &b] {
+            let resp = app.http.get(app.url("/admin/users")).bearer_auth(&admin_token).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+
+        // Act: the operator disables both from the command line.
+        let db = &a.settings.database.url;
+        ok(&portcullis(db, &["users", "disable", &admin.username], None));
+        ok(&portcullis(db, &["users", "disable", &user.username], None));
+
+        // Assert: the admin's token opens no admin route, nor can it enable its owner again; the user's
+        // token is inactive at introspection; both at once, on both instances.
+        for app in [&a, &b] {
+            let resp = app.http.get(app.url("/admin/users")).bearer_auth(&admin_token).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            let resp = app.http.post(app.url(&format!("/admin/users/{admin_id}/enable"))).bearer_auth(&admin_token).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(active(app, &rs, &user_token).await, Some(false));
+            assert_eq!(active(app, &rs, &admin_token).await, Some(false));
+        }
+        assert!(!a.state.users.find_by_username(&admin.username).await.unwrap().unwrap().is_active);
+        // Neither can log in or refresh.
+        for who in [&admin, &user] {
+            let resp = b.token(&[("grant_type", "password"), ("username", &who.username), ("password", &who.password)]).await;
+            crate::helpers::assert_error(resp, 400, "invalid_grant").await;
+        }
+    }
+
+    async fn a_login_racing_a_password_change_never_outlives_it(backend: Backend) {
+        // Arrange: each round, logins with the old password race the change of it.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let rs = app.resource_server().await;
+        let mut raced = 0;
+        for round in 0..12 {
+            let user = app.seed_user().await;
+            let first = app.login(&user).await.access_token;
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(7));
+            let logins: Vec<_> = (0..6)
+                .map(|_| {
+                    let (http, url, user, barrier) = (app.http.clone(), app.url("/oauth/token"), user.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let resp = http
+                            .post(url)
+                            .form(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)])
+                            .send()
+                            .await
+                            .unwrap();
+                        if resp.status() == StatusCode::OK { Some(resp.json::<Value>().await.unwrap()) } else { None }
+                    })
+                })
+                .collect();
+            barrier.wait().await;
+            let resp = app
+                .http
+                .post(app.url("/users/me/password"))
+                .bearer_auth(&first)
+                .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+            // Assert: whatever each login got, none of it works after the change.
+            for login in logins {
+                let Some(body) = login.await.unwrap() else { continue };
+                raced += 1;
+                let access = body["access_token"].as_str().unwrap();
+                assert_eq!(active(&app, &rs, access).await, Some(false), "round {round}: a login's access token outlived the change");
+                let refresh = app.refresh(body["refresh_token"].as_str().unwrap()).await;
+                assert_eq!(refresh.status(), StatusCode::BAD_REQUEST, "round {round}: a login's refresh token outlived the change");
+            }
+        }
+        assert!(raced > 0, "some logins completed with the old password");
+    }
+
+    async fn a_wrong_current_password_is_a_failed_login(backend: Backend) {
+        // Arrange: two failures from one address for one user start the delays.
+        let app = spawn_app_with(backend, |s| {
+            s.throttle.failures = 2;
+            s.throttle.base_delay = 60;
+        })
+        .await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = |current: &str| {
+            app.http
+                .post(app.url("/users/me/password"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"current_password": current, "new_password": "a brand new passphrase"}))
+                .send()
+        };
+
+        // Act
+        for _ in 0..2 {
+            assert_eq!(change("not the password").await.unwrap().status(), StatusCode::BAD_REQUEST);
+        }
+        let throttled = change(&user.password).await.unwrap();
+
+        // Assert: refused without checking, even the right password; and the token endpoint alike.
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        let body: Value = throttled.json().await.unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        let resp = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Nothing changed.
+        assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    }
+
+    async fn the_password_change_counts_against_the_per_user_login_rate_limit(backend: Backend) {
+        let app = spawn_app_with(backend, |s| s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()).await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = || {
+            app.http
+                .post(app.url("/users/me/password"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"current_password": "not the password", "new_password": "a brand new passphrase"}))
+                .send()
+        };
+        assert_eq!(change().await.unwrap().status(), StatusCode::BAD_REQUEST);
+        let limited = change().await.unwrap();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(limited.headers().contains_key("retry-after"));
+    }
+}
