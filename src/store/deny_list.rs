@@ -45,7 +45,7 @@ impl From<DenyError> for crate::error::Error {
 }
 
 /// What a revocation denies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Entry {
     /// One access token.
     Jti(String),

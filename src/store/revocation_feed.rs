@@ -84,10 +84,7 @@ impl RevocationFeed {
 /// n could later find a lower one committed and a cursor would skip it: PostgreSQL hands out sequence
 /// numbers before commit, so its writers take turns under a lock held until commit; SQLite has one
 /// writer at a time already.
-pub(crate) async fn append(
-    txn: &impl ConnectionTrait,
-    revocations: &[Revocation],
-) -> Result<(), DbErr> {
+pub async fn append(txn: &impl ConnectionTrait, revocations: &[Revocation]) -> Result<(), DbErr> {
     if revocations.is_empty() {
         return Ok(());
     }

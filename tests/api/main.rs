@@ -9,6 +9,7 @@ mod cli;
 mod discovery;
 mod docs;
 mod durable_revocation;
+mod housekeeping;
 mod introspection;
 mod jwks;
 mod login_protection;
