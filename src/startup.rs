@@ -8,7 +8,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpListener},
 };
 
-use crate::{config::Settings, state::AppState};
+use crate::{config::Settings, http::timeouts::Deadlines, state::AppState};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,10 +45,12 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let routes = crate::http::routes(self.state.clone());
+        let deadlines = Deadlines::new(&self.state.settings.server);
+        let routes = deadlines.track(crate::http::routes(self.state.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let rescans = tokio::spawn(rescan_keys(self.state.clone()));
-        let result = Server::new_with_acceptor(self.acceptor)
+        let result = Server::new_with_acceptor(deadlines.accept(self.acceptor))
+            .idle_timeout(self.state.settings.server.idle_timeout())
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         housekeeping.abort();

@@ -17,5 +17,6 @@ mod redis_failure;
 mod refresh;
 mod resource_server;
 mod sessions;
+mod slow_clients;
 mod token_password;
 mod users;
