@@ -50,7 +50,6 @@ impl App {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let rescans = tokio::spawn(rescan_keys(self.state.clone()));
         let result = Server::new_with_acceptor(deadlines.accept(self.acceptor))
-            .idle_timeout(self.state.settings.server.idle_timeout())
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         housekeeping.abort();

@@ -1,17 +1,18 @@
 //! Deadlines on slow and stalled clients, so that they cannot hold the server's connections (hyper under
-//! poem has none on this path):
+//! poem has none on this path; poem's `Server::idle_timeout` counts the time spent answering a request as
+//! idle):
 //!
 //! - a request's head must arrive within `server.read_timeout` of its first byte, or, for a connection's
-//!   first request, of the connection's opening: [`Deadlines::accept`] wraps each accepted stream so that
-//!   a read past that deadline fails, which closes the connection;
+//!   first request, of the connection's opening;
 //! - its body must arrive within `server.read_timeout` of its head: the edge reads it under that bound
 //!   (`limit_body`) and answers `408` with `Connection: close`;
-//! - a connection with nothing sent either way for `server.idle_timeout` is closed by poem's own
-//!   `Server::idle_timeout`.
+//! - between requests, a connection may stay idle for `server.idle_timeout`.
 //!
-//! A stream cannot tell where a head ends without parsing HTTP, but the server can: a request that reaches
-//! [`Deadlines::track`] has its whole head, so its connection (found by its peer address) is busy, and
-//! under no head deadline, until it is answered. The next bytes after that start the next head.
+//! [`Deadlines::accept`] wraps each accepted stream so that a read past the head or idle deadline fails,
+//! which closes the connection. A stream cannot tell where a head ends without parsing HTTP, but the
+//! server can: a request that reaches [`Deadlines::track`] has its whole head, so its connection (found by
+//! its peer address) is under no deadline until it is answered; it is then idle until the next bytes,
+//! which start the next head.
 
 use std::{
     collections::HashMap,
@@ -29,6 +30,7 @@ use std::{
 
 use poem::{
     Endpoint, Request,
+    http::uri::Scheme,
     listener::Acceptor,
     web::{LocalAddr, RemoteAddr},
 };
@@ -53,6 +55,7 @@ struct Connection {
 #[derive(Clone)]
 pub struct Deadlines {
     read: Duration,
+    idle: Duration,
     connections: Connections,
 }
 
@@ -60,11 +63,12 @@ impl Deadlines {
     pub fn new(settings: &ServerSettings) -> Self {
         Self {
             read: settings.read_timeout(),
+            idle: settings.idle_timeout(),
             connections: Connections::default(),
         }
     }
 
-    /// Puts every connection `acceptor` accepts under the head deadline.
+    /// Puts every connection `acceptor` accepts under the head and idle deadlines.
     pub fn accept<A: Acceptor>(&self, acceptor: A) -> DeadlineAcceptor<A> {
         DeadlineAcceptor {
             inner: acceptor,
@@ -93,9 +97,7 @@ impl<A: Acceptor> Acceptor for DeadlineAcceptor<A> {
         self.inner.local_addr()
     }
 
-    async fn accept(
-        &mut self,
-    ) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, scheme) = self.inner.accept().await?;
         // The first head is due from the connection's opening.
         let connection = Arc::new(Connection {
@@ -110,7 +112,9 @@ impl<A: Acceptor> Acceptor for DeadlineAcceptor<A> {
         let io = Deadlined {
             inner: io,
             read_timeout: self.deadlines.read,
+            idle_timeout: self.deadlines.idle,
             deadline: Box::pin(tokio::time::sleep(self.deadlines.read)),
+            phase: Phase::Head,
             connection,
             registry: peer.map(|peer| (peer, self.deadlines.connections.clone())),
         };
@@ -118,13 +122,52 @@ impl<A: Acceptor> Acceptor for DeadlineAcceptor<A> {
     }
 }
 
-/// An accepted stream whose reads fail once a request head is overdue.
+/// An accepted stream whose reads fail once a request head is overdue or the connection idle too long.
 pub struct Deadlined<T> {
     inner: T,
     read_timeout: Duration,
+    idle_timeout: Duration,
+    /// When the current phase's time is up, if it has a limit.
     deadline: Pin<Box<Sleep>>,
+    phase: Phase,
     connection: Arc<Connection>,
     registry: Option<(SocketAddr, Connections)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Answering,
+    Idle,
+}
+
+impl<T> Deadlined<T> {
+    /// The connection's phase now, restarting the idle time on entering it.
+    fn phase(&mut self) -> Phase {
+        let phase = if self.connection.answering.load(Ordering::Acquire) > 0 {
+            Phase::Answering
+        } else if self.connection.receiving.load(Ordering::Acquire) {
+            Phase::Head
+        } else {
+            Phase::Idle
+        };
+        if phase == Phase::Idle && self.phase != Phase::Idle {
+            self.restart(self.idle_timeout);
+        }
+        self.phase = phase;
+        phase
+    }
+
+    fn restart(&mut self, limit: Duration) {
+        self.deadline.as_mut().reset(Instant::now() + limit);
+    }
+
+    /// A client still taking in its answer is not idle.
+    fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) && self.phase() == Phase::Idle {
+            self.restart(self.idle_timeout);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
@@ -134,23 +177,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let connection = &this.connection;
-        let answering = connection.answering.load(Ordering::Acquire) > 0;
-        let receiving = connection.receiving.load(Ordering::Acquire);
-        if !answering && receiving && this.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request head did not arrive within server.read_timeout",
-            )));
+        let phase = this.phase();
+        if phase != Phase::Answering && this.deadline.as_mut().poll(cx).is_ready() {
+            let why = match phase {
+                Phase::Head => "the request head did not arrive within server.read_timeout",
+                _ => "the connection was idle for server.idle_timeout",
+            };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
         }
         let filled = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if !answering && !receiving && buf.filled().len() > filled {
+        if phase == Phase::Idle && buf.filled().len() > filled {
             // The first bytes of the next request: its head is due from now.
-            this.deadline
-                .as_mut()
-                .reset(Instant::now() + this.read_timeout);
-            connection.receiving.store(true, Ordering::Release);
+            this.connection.receiving.store(true, Ordering::Release);
+            this.phase = Phase::Head;
+            this.restart(this.read_timeout);
         }
         read
     }
@@ -162,7 +203,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(&written);
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -178,7 +222,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
