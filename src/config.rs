@@ -53,8 +53,22 @@ pub struct ServerSettings {
     pub issuer: Url,
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Seconds a client has to send a request's head, and then its body.
+    pub read_timeout: u64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    pub idle_timeout: u64,
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub cors_origins: Vec<String>,
+}
+
+impl ServerSettings {
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -247,6 +261,12 @@ impl Settings {
         if !matches!(self.server.issuer.scheme(), "http" | "https") {
             return bad("server.issuer", "must be an http or https URL");
         }
+        if self.server.read_timeout == 0 {
+            return bad("server.read_timeout", "must be at least 1 second");
+        }
+        if self.server.idle_timeout == 0 {
+            return bad("server.idle_timeout", "must be at least 1 second");
+        }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
             return bad("database.url", "must be a sqlite: or postgres:// URL");
@@ -391,6 +411,8 @@ mod tests {
         let s = Settings::defaults();
         assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(s.server.issuer.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(s.server.read_timeout, 10);
+        assert_eq!(s.server.idle_timeout, 60);
         assert_eq!(s.database.url, "sqlite://data/portcullis.db?mode=rwc");
         assert!(s.redis.url.is_none());
         assert_eq!(s.keys.publish_ahead(), Duration::from_secs(300));
@@ -410,6 +432,10 @@ mod tests {
         assert!(err.contains("server.bind"), "{err}");
         let err = with("tokens.access_ttl", 0).unwrap_err().to_string();
         assert!(err.contains("tokens.access_ttl"), "{err}");
+        for key in ["server.read_timeout", "server.idle_timeout"] {
+            let err = with(key, 0).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
         let err = with("password.min_length", 500).unwrap_err().to_string();
         assert!(err.contains("password.min_length"), "{err}");
         for relative in ["", "portcullis-hashing"] {

@@ -71,6 +71,9 @@ pub enum Error {
     RegistrationDisabled,
     #[error("payload_too_large")]
     PayloadTooLarge,
+    /// The body did not arrive within `server.read_timeout`; the connection is closed after the answer.
+    #[error("request_timeout")]
+    RequestTimeout,
     #[error("rate_limited (retry after {retry_after}s)")]
     RateLimited { retry_after: u64 },
     /// A dependency cannot answer now (a saturated hashing pool, Redis down).
@@ -103,7 +106,7 @@ impl Error {
             Self::Policy { code, .. } => code,
             Self::InvalidCurrentPassword => "invalid_current_password",
             Self::RegistrationDisabled => "registration_disabled",
-            Self::PayloadTooLarge => "invalid_request",
+            Self::PayloadTooLarge | Self::RequestTimeout => "invalid_request",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
@@ -120,6 +123,7 @@ impl Error {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Policy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +150,7 @@ impl Error {
             Self::InvalidCurrentPassword => fixed("current_password is not the user's password"),
             Self::RegistrationDisabled => fixed("registration is switched off"),
             Self::PayloadTooLarge => fixed("the request body is larger than 64 KiB"),
+            Self::RequestTimeout => fixed("the request body took too long to arrive"),
             Self::RateLimited { .. } => fixed("too many requests; retry later"),
             Self::Unavailable { what, .. } => Some(Cow::Owned(format!("{what} is unavailable"))),
             Self::Internal(_) => fixed("internal error"),
@@ -191,6 +196,10 @@ impl poem::error::ResponseError for Error {
         if let Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
+        // RFC 9110 §15.5.9: the rest of the body may never come, so the connection cannot be reused.
+        if let Self::RequestTimeout = self {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
@@ -229,6 +238,7 @@ error_sets! {
     TokenErrors {
         400 => "RFC 6749 §5.2: invalid_request, invalid_grant, unauthorized_client, unsupported_grant_type, invalid_scope",
         401 => "invalid_client, with `WWW-Authenticate: Basic` when HTTP Basic was used",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
         413 => "the body is larger than 64 KiB",
         429 => "rate_limited, with `Retry-After` in seconds",
         503 => "temporarily_unavailable (the password-hashing pool is saturated), with `Retry-After`",
@@ -250,6 +260,7 @@ error_sets! {
     ClientEndpointErrors {
         400 => "invalid_request: a missing, repeated or malformed parameter",
         401 => "invalid_client (introspection also refuses public clients), with `WWW-Authenticate: Basic` when HTTP Basic was used",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
         413 => "the body is larger than 64 KiB",
         503 => "the deny list (Redis) cannot be read or written now",
     }
@@ -269,6 +280,7 @@ error_sets! {
         400 => "invalid_request (a malformed body) or invalid_current_password",
         401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
         403 => "RFC 6750 insufficient_scope",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
         413 => "the body is larger than 64 KiB",
         422 => "the new password breaks a rule; `error` names it",
         429 => "rate_limited: too many password attempts; `Retry-After` says when to try again",
@@ -279,6 +291,7 @@ error_sets! {
         400 => "invalid_request: a malformed body",
         403 => "registration_disabled",
         409 => "username_taken or email_taken",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
         413 => "the body is larger than 64 KiB",
         422 => "a username or password rule failed; `error` names the rule",
         429 => "rate_limited, with `Retry-After` in seconds",

@@ -1,10 +1,14 @@
 //! Per-instance rate limits (governor): password grants per client address and per username,
 //! registrations per client address. Over a limit the answer is `429` with the limiter's own
 //! `Retry-After`. Old keys are dropped on a timer ([`Limits::housekeeping`]), so memory stays bounded
-//! however many addresses or usernames appear.
+//! however many addresses or usernames appear. Addresses are counted by [`address_key`].
 
 use std::{
-    collections::hash_map::RandomState, hash::BuildHasher, net::IpAddr, num::NonZeroU32, sync::Arc,
+    collections::hash_map::RandomState,
+    hash::BuildHasher,
+    net::{IpAddr, Ipv6Addr},
+    num::NonZeroU32,
+    sync::Arc,
 };
 
 use governor::{
@@ -17,6 +21,16 @@ use governor::{
 use crate::{config::RateLimitSettings, error::Error, metrics::Metrics};
 
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The client address login protection counts by (here and in the failure throttle): an IPv4 address
+/// whole, an IPv6 address by its /64, the smallest block a network is given (RFC 7421), so that stepping
+/// through its low bits makes no new client. `::ffff:192.0.2.1` is `192.0.2.1`.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
 
 pub struct Limits<C: Clock + Clone = DefaultClock> {
     clock: C,
@@ -58,14 +72,21 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// One password grant from `ip` for `username`.
     pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), Error> {
-        self.check(&self.login_per_ip, &ip, "rate_limit.login_per_ip", ip)?;
+        let key = address_key(ip);
+        self.check(&self.login_per_ip, &key, "rate_limit.login_per_ip", ip)?;
         let user = self.username_hasher.hash_one(username.to_lowercase());
         self.check(&self.login_per_user, &user, "rate_limit.login_per_user", ip)
     }
 
     /// One registration from `ip`.
     pub fn register(&self, ip: IpAddr) -> Result<(), Error> {
-        self.check(&self.register_per_ip, &ip, "rate_limit.register_per_ip", ip)
+        let key = address_key(ip);
+        self.check(
+            &self.register_per_ip,
+            &key,
+            "rate_limit.register_per_ip",
+            ip,
+        )
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
@@ -154,6 +175,36 @@ mod tests {
         clock.advance(Duration::from_secs(61));
         limits.housekeeping();
         assert!(limits.is_empty(), "{} keys left", limits.len());
+    }
+
+    #[test]
+    fn an_address_key_is_an_ipv4_address_or_an_ipv6_64() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.1"), "192.0.2.1");
+        assert_eq!(key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::");
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_client_for_logins_and_registrations() {
+        let limits = Limits::with_clock(&settings(2), FakeRelativeClock::default(), Arc::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        limits.login(ip("2001:db8:1:2::1"), "alice").unwrap();
+        limits.login(ip("2001:db8:1:2::2"), "bob").unwrap();
+        assert!(matches!(
+            limits.login(ip("2001:db8:1:2:ffff::3"), "carol"),
+            Err(Error::RateLimited { .. })
+        ));
+        limits.login(ip("2001:db8:1:3::1"), "dave").unwrap();
+
+        limits.register(ip("2001:db8:9:9::1")).unwrap();
+        limits.register(ip("2001:db8:9:9::2")).unwrap();
+        assert!(matches!(
+            limits.register(ip("2001:db8:9:9::3")),
+            Err(Error::RateLimited { .. })
+        ));
     }
 
     #[test]

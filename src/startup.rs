@@ -8,7 +8,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpListener},
 };
 
-use crate::{config::Settings, state::AppState};
+use crate::{config::Settings, http::timeouts::Deadlines, state::AppState};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,7 +45,8 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let routes = crate::http::routes(self.state.clone());
+        let deadlines = Deadlines::new(&self.state.settings.server);
+        let routes = deadlines.track(crate::http::routes(self.state.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let purges = tokio::spawn(purge_periodically(self.state.clone()));
         let rescans = tokio::spawn(rescan_keys(self.state.clone()));
@@ -54,7 +55,7 @@ impl App {
             let period = Duration::from_secs(state.settings.keys.rescan_interval);
             tokio::spawn(async move { state.revoker.follow(period).await })
         };
-        let result = Server::new_with_acceptor(self.acceptor)
+        let result = Server::new_with_acceptor(deadlines.accept(self.acceptor))
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         housekeeping.abort();

@@ -4,6 +4,7 @@
 //! success resets it. More than `throttle.user_ceiling` failures for one username within an hour, from
 //! all addresses together, delay every address the same way.
 //!
+//! Addresses are counted as the rate limits count them ([`address_key`]: an IPv6 client by its /64).
 //! Keyed by username *and* address, an attacker failing from elsewhere cannot lock a user out of their
 //! own address, except past the looser per-username ceiling. Unknown usernames are counted alike.
 
@@ -12,7 +13,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
-use crate::{config::ThrottleSettings, store::redis::bounded};
+use crate::{config::ThrottleSettings, ratelimit::address_key, store::redis::bounded};
 
 /// How long an address's failure count is kept after its last failure.
 const ADDRESS_MEMORY_SECS: i64 = 24 * 3600;
@@ -106,12 +107,8 @@ fn wait(counter: Counter, threshold: i64, rules: &ThrottleSettings, now: i64) ->
 fn keys(username: &str, ip: IpAddr) -> (String, String) {
     let digest = Sha256::digest(username.to_lowercase().as_bytes());
     let user: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_canonical(),
-        v4 => v4,
-    };
     (
-        format!("throttle:addr:{user}:{ip}"),
+        format!("throttle:addr:{user}:{}", address_key(ip)),
         format!("throttle:user:{user}"),
     )
 }
@@ -266,6 +263,24 @@ mod tests {
                 .unwrap(),
             2
         );
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_64_is_one_address() {
+        let t = Throttle::memory(rules());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 1..=3 {
+            t.failed("alice", ip(&format!("2001:db8:1:2::{i}")), 0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            t.wait("alice", ip("2001:db8:1:2:ab::cd"), 0).await.unwrap(),
+            2
+        );
+        assert_eq!(t.wait("alice", ip("2001:db8:1:3::1"), 0).await.unwrap(), 0);
+        t.succeeded("alice", ip("2001:db8:1:2::99")).await.unwrap();
+        assert_eq!(t.wait("alice", ip("2001:db8:1:2::1"), 0).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ mod form;
 mod ops;
 mod revoke;
 mod sessions;
+pub(crate) mod timeouts;
 mod token;
 mod users;
 
@@ -122,7 +123,8 @@ impl Endpoint for Edge {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        let result = match limit_body(&mut req).await {
+        let read_timeout = self.state.settings.server.read_timeout();
+        let result = match limit_body(&mut req, read_timeout).await {
             Ok(()) => match (req.method(), req.uri().path()) {
                 (&Method::GET, "/.well-known/jwks.json") => {
                     Ok(discovery::jwks_answer(&self.state, &req))
@@ -297,9 +299,9 @@ fn cors(origins: &[String]) -> Option<Cors> {
     )
 }
 
-/// Buffers the body, refusing more than [`MAX_BODY`] whether or not a `Content-Length` announced it.
-async fn limit_body(req: &mut Request) -> poem::Result<()> {
-    use tokio::io::AsyncReadExt;
+/// Buffers the body, refusing more than [`MAX_BODY`] whether or not a `Content-Length` announced it, and
+/// a body that takes longer than `read_timeout` to arrive.
+async fn limit_body(req: &mut Request, read_timeout: std::time::Duration) -> poem::Result<()> {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -314,6 +316,15 @@ async fn limit_body(req: &mut Request) -> poem::Result<()> {
         req.set_body(body);
         return Ok(());
     }
+    let body = tokio::time::timeout(read_timeout, read_limited(body))
+        .await
+        .map_err(|_| Error::RequestTimeout)??;
+    req.set_body(body);
+    Ok(())
+}
+
+async fn read_limited(body: poem::Body) -> poem::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
     let mut reader = body.into_async_read();
     let mut body = Vec::new();
     let read = (&mut reader)
@@ -327,8 +338,7 @@ async fn limit_body(req: &mut Request) -> poem::Result<()> {
         let _ = tokio::io::copy(&mut reader.take(DRAIN_LIMIT), &mut tokio::io::sink()).await;
         return Err(Error::PayloadTooLarge.into());
     }
-    req.set_body(body);
-    Ok(())
+    Ok(body)
 }
 
 /// The most of an oversized body that is read and discarded; anything larger is refused unread.

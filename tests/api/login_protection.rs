@@ -180,6 +180,128 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     );
 }
 
+/// A server behind a proxy at 127.0.0.1 that allows `per_address` logins a minute from one client.
+async fn limited_behind_a_proxy(per_address: u32) -> (TestApp, TestUser) {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        behind_a_proxy(s);
+        s.rate_limit.login_per_ip = n(per_address);
+    })
+    .await;
+    let user = app.seed_user().await;
+    (app, user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_with_a_port_in_x_forwarded_for_is_that_address() {
+    let (app, user) = limited_behind_a_proxy(2).await;
+    let (app, user) = (&app, &user);
+    let login = move |from: String| async move {
+        login_from(app, &from, &user.username, &user.password).await
+    };
+
+    // Each request names a new spoofed client on the left, and the proxy's entry on the right carries a
+    // new source port: the client is the proxy's entry, every time.
+    for i in 1..=2 {
+        assert_eq!(
+            login(format!("203.0.113.{i}, 198.51.100.1:{}", 40000 + i))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_rate_limited(login("203.0.113.3, 198.51.100.1:40003".into()).await, 30).await;
+    assert_rate_limited(login("198.51.100.1".into()).await, 30).await;
+
+    // The same for IPv6 in brackets, with and without a port.
+    for from in [
+        "203.0.113.4, [2001:db8::1]:443",
+        "203.0.113.5, [2001:db8::1]",
+    ] {
+        assert_eq!(login(from.into()).await.status(), StatusCode::OK);
+    }
+    assert_rate_limited(login("203.0.113.6, [2001:db8::1]:8443".into()).await, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_in_x_forwarded_for_stops_the_walk_at_the_proxy() {
+    let (app, user) = limited_behind_a_proxy(2).await;
+    let (app, user) = (&app, &user);
+    let login = move |from: String| async move {
+        login_from(app, &from, &user.username, &user.password).await
+    };
+
+    // The proxy could not name its client: whatever lies left of `unknown` is not believed, and the
+    // client is the proxy itself (the peer).
+    for i in 1..=2 {
+        assert_eq!(
+            login(format!("203.0.113.{i}, unknown")).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_rate_limited(login("203.0.113.3, not-an-address".into()).await, 30).await;
+    let from_the_proxy_itself = app
+        .http
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", &user.username),
+            ("password", &user.password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_rate_limited(from_the_proxy_itself, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_counted_by_their_64() {
+    let (app, user) = limited_behind_a_proxy(2).await;
+    let (app, user) = (&app, &user);
+    let login = move |from: &'static str| login_from(app, from, &user.username, &user.password);
+
+    assert_eq!(login("2001:db8:1:2::1").await.status(), StatusCode::OK);
+    assert_eq!(
+        login("[2001:db8:1:2:ffff:ffff:ffff:fffe]:443")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_rate_limited(login("2001:db8:1:2:1234:5678:9abc:def0").await, 30).await;
+    // The next /64 is another client.
+    assert_eq!(login("2001:db8:1:3::1").await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_failures_are_throttled_by_their_64() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        behind_a_proxy(s);
+        s.throttle.failures = 2;
+        s.throttle.base_delay = 60;
+    })
+    .await;
+    let user = app.seed_user().await;
+    for from in ["2001:db8:5:6::1", "2001:db8:5:6::2"] {
+        assert_error(
+            login_from(&app, from, &user.username, "wrong password here").await,
+            400,
+            "invalid_grant",
+        )
+        .await;
+    }
+
+    assert_rate_limited(
+        login_from(&app, "2001:db8:5:6:a:b:c:d", &user.username, &user.password).await,
+        60,
+    )
+    .await;
+    assert_eq!(
+        login_from(&app, "2001:db8:5:7::1", &user.username, &user.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_are_limited_per_address() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.rate_limit.register_per_ip = n(2)).await;

@@ -19,5 +19,6 @@ mod redis_failure;
 mod refresh;
 mod resource_server;
 mod sessions;
+mod slow_clients;
 mod token_password;
 mod users;
