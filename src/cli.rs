@@ -172,7 +172,11 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List => {
             println!("kid\tcreated_at\tage\tstate\tfile");
             let now = chrono::Utc::now();
-            for (key, state) in crate::keys::inventory(dir, ahead, ttl)? {
+            let (keys, refused) = crate::keys::inventory(dir, ahead, ttl)?;
+            for file in refused {
+                eprintln!("refused {file}");
+            }
+            for (key, state) in keys {
                 let age = (now - key.created_at).num_seconds().max(0);
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -186,7 +190,10 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Prune => {
-            let removed = crate::keys::prune(dir, ahead, ttl)?;
+            let (removed, refused) = crate::keys::prune(dir, ahead, ttl)?;
+            for file in refused {
+                eprintln!("refused {file}");
+            }
             for key in &removed {
                 println!("removed {} (kid {})", key.path.display(), key.kid);
             }

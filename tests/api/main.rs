@@ -10,6 +10,7 @@ mod discovery;
 mod docs;
 mod introspection;
 mod jwks;
+mod keys;
 mod login_protection;
 mod migrations;
 mod operations;
