@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod bearer;
 mod cli;
+mod client_auth;
 mod discovery;
 mod docs;
 mod introspection;
