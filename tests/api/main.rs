@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod bearer;
+mod browser;
 mod cli;
 mod client_auth;
 mod discovery;
