@@ -6,6 +6,8 @@ mod m20261122_000001_create_first_data_model;
 mod m20261122_000002_create_server_secrets;
 mod m20261122_000003_create_revocations;
 mod m20261123_000004_spend_refresh_tokens_by_successor;
+// 000005 is reserved for the lead's migration.
+mod m20261206_000006_email_unique_ignoring_case;
 
 pub struct Migrator;
 
@@ -17,6 +19,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_server_secrets::Migration),
             Box::new(m20261122_000003_create_revocations::Migration),
             Box::new(m20261123_000004_spend_refresh_tokens_by_successor::Migration),
+            // 000005 is reserved for the lead's migration.
+            Box::new(m20261206_000006_email_unique_ignoring_case::Migration),
         ]
     }
 }
