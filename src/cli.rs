@@ -172,11 +172,11 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List => {
             println!("kid\tcreated_at\tage\tstate\tfile");
             let now = chrono::Utc::now();
-            let (keys, refused) = crate::keys::inventory(dir, ahead, ttl)?;
-            for file in refused {
+            let inventory = crate::keys::inventory(dir, ahead, ttl)?;
+            for file in inventory.refused {
                 eprintln!("refused {file}");
             }
-            for (key, state) in keys {
+            for (key, state) in inventory.keys {
                 let age = (now - key.created_at).num_seconds().max(0);
                 println!(
                     "{}\t{}\t{}\t{}\t{}",

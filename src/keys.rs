@@ -261,17 +261,27 @@ fn list(refused: &[Refused]) -> String {
         .join("; ")
 }
 
-/// Every usable key in `dir` with its state now, oldest first, and the files refused (for `keys list`
-/// and `keys prune`, which leave a refused file alone).
+/// What `keys list` and `keys prune` see in the folder.
+pub struct Inventory {
+    /// Every usable key with its state now, oldest first.
+    pub keys: Vec<(Arc<Key>, KeyState)>,
+    /// The files left alone because they cannot sign.
+    pub refused: Vec<Refused>,
+}
+
+/// The keys in `dir` with their states now, and the files refused.
 pub fn inventory(
     dir: &Path,
     publish_ahead: Duration,
     access_ttl: Duration,
-) -> anyhow::Result<(Vec<(Arc<Key>, KeyState)>, Vec<Refused>)> {
+) -> anyhow::Result<Inventory> {
     let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
     let states = classify(&created, Utc::now(), publish_ahead, access_ttl);
-    Ok((keys.into_iter().zip(states).collect(), refused))
+    Ok(Inventory {
+        keys: keys.into_iter().zip(states).collect(),
+        refused,
+    })
 }
 
 /// Deletes the keys whose every token has expired; returns them, and the files refused. A key that may
@@ -282,7 +292,7 @@ pub fn prune(
     access_ttl: Duration,
 ) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
     let mut removed = Vec::new();
-    let (keys, refused) = inventory(dir, publish_ahead, access_ttl)?;
+    let Inventory { keys, refused } = inventory(dir, publish_ahead, access_ttl)?;
     for (key, state) in keys {
         if state == KeyState::Expired {
             std::fs::remove_file(&key.path)
@@ -561,7 +571,7 @@ mod tests {
             .iter()
             .map(|k| k.kid.clone())
             .collect();
-        assert_eq!(published, [old_kid.clone()]);
+        assert_eq!(published, std::slice::from_ref(&old_kid));
         let (_, refused) = scan(
             dir.path(),
             Duration::ZERO,

@@ -100,7 +100,7 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     assert!(published_kids(&app).await.contains(&old_kid));
     let states: Vec<_> = portcullis::keys::inventory(&path, ahead, ttl)
         .unwrap()
-        .0
+        .keys
         .into_iter()
         .map(|(k, s)| (k.kid.clone(), s))
         .collect();
