@@ -253,6 +253,7 @@ fn read_dir(dir: &Path) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
     Ok((keys, refused))
 }
 
+/// The refused files and their reasons, for one error message.
 fn list(refused: &[Refused]) -> String {
     refused
         .iter()
@@ -469,12 +470,12 @@ mod tests {
             rand::SystemRandom,
             signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair},
         };
+        use rsa::pkcs1::{EncodeRsaPrivateKey, der::Encode};
         let weak = RsaPrivateKey::new(&mut rand::thread_rng(), 1024)
             .unwrap()
             .to_pkcs8_pem(LineEnding::LF)
             .unwrap()
             .to_string();
-        use rsa::pkcs1::{EncodeRsaPrivateKey, der::Encode};
         let ec =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
                 .unwrap();
