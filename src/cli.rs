@@ -176,7 +176,11 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List => {
             println!("kid\tcreated_at\tage\tstate\tfile");
             let now = chrono::Utc::now();
-            for (key, state) in crate::keys::inventory(dir, ahead, ttl)? {
+            let inventory = crate::keys::inventory(dir, ahead, ttl)?;
+            for file in inventory.refused {
+                eprintln!("refused {file}");
+            }
+            for (key, state) in inventory.keys {
                 let age = (now - key.created_at).num_seconds().max(0);
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -190,7 +194,10 @@ fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Prune => {
-            let removed = crate::keys::prune(dir, ahead, ttl)?;
+            let (removed, refused) = crate::keys::prune(dir, ahead, ttl)?;
+            for file in refused {
+                eprintln!("refused {file}");
+            }
             for key in &removed {
                 println!("removed {} (kid {})", key.path.display(), key.kid);
             }

@@ -56,6 +56,15 @@ impl<T> Parsed<T> {
     }
 }
 
+/// Builds the RS256 signer for `key` and signs once, as every token is signed: a key that passes here
+/// cannot fail a token request later, and its parsed form is cached already.
+pub fn check_signs(key: &EncodingKey) -> anyhow::Result<()> {
+    signer_factory(&Algorithm::RS256, key)?
+        .try_sign(b"portcullis key check")
+        .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+    Ok(())
+}
+
 fn signer_factory(
     algorithm: &Algorithm,
     key: &EncodingKey,

@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 /// How key files are named: the creation time, so that ordering by name is ordering by age.
 const FILE_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
+/// The shortest RSA modulus accepted (RFC 7518 §3.3; aws-lc-rs signs with nothing shorter).
+const MIN_BITS: usize = 2048;
+
 /// One signing key and what is published of it.
 pub struct Key {
     /// RFC 7638 thumbprint of the public key.
@@ -72,6 +75,14 @@ impl KeySet {
     }
 }
 
+/// A file in the key folder that cannot sign, and why; it names the file, never any key material.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason:#}", path.display())]
+pub struct Refused {
+    pub path: PathBuf,
+    pub reason: anyhow::Error,
+}
+
 /// Shares the current [`KeySet`]; readers take a cheap `Arc` clone and never wait on a scan.
 pub struct KeyStore {
     dir: PathBuf,
@@ -81,9 +92,16 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Loads every key in `dir`. A folder without a key is an error: the server cannot sign.
+    /// Loads every key in `dir`. A folder without a key, or with a file that cannot sign, is an error:
+    /// the operator learns of a bad file at start rather than from a failing token request.
     pub fn load(dir: &Path, publish_ahead: Duration, access_ttl: Duration) -> anyhow::Result<Self> {
-        let set = scan(dir, publish_ahead, access_ttl, Utc::now())?;
+        let (set, refused) = scan(dir, publish_ahead, access_ttl, Utc::now())?;
+        if !refused.is_empty() {
+            bail!(
+                "keys.dir holds a file that cannot sign: {}; remove or replace it",
+                list(&refused)
+            );
+        }
         Ok(Self {
             dir: dir.to_owned(),
             publish_ahead,
@@ -97,9 +115,17 @@ impl KeyStore {
     }
 
     /// Reads the folder again (a new key, a pruned one, or time moving a key to another state). The
-    /// JWKS bytes and ETag change only when the published set does. Returns whether anything changed.
+    /// JWKS bytes and ETag change only when the published set does. A file that cannot sign is logged
+    /// and left out, so that it cannot keep the other keys from changing. Returns whether anything changed.
     pub fn rescan(&self) -> anyhow::Result<bool> {
-        let set = scan(&self.dir, self.publish_ahead, self.access_ttl, Utc::now())?;
+        let (set, refused) = scan(&self.dir, self.publish_ahead, self.access_ttl, Utc::now())?;
+        for file in &refused {
+            tracing::error!(
+                file = %file.path.display(),
+                reason = format!("{:#}", file.reason),
+                "key file refused: left out of the key set"
+            );
+        }
         let mut current = self.current.write().expect("key set lock");
         let changed = current.etag != set.etag || current.signing.kid != set.signing.kid;
         if changed {
@@ -165,8 +191,8 @@ fn scan(
     publish_ahead: Duration,
     access_ttl: Duration,
     now: DateTime<Utc>,
-) -> anyhow::Result<KeySet> {
-    let keys = read_dir(dir)?;
+) -> anyhow::Result<(KeySet, Vec<Refused>)> {
+    let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
     let states = classify(&created, now, publish_ahead, access_ttl);
     let signing = keys[states
@@ -188,80 +214,115 @@ fn scan(
     });
     let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
     let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
-    Ok(KeySet {
+    let set = KeySet {
         keys,
         signing,
         jwks,
         etag,
-    })
+    };
+    Ok((set, refused))
 }
 
-/// Every key in `dir`, oldest first; an error when there is none.
-fn read_dir(dir: &Path) -> anyhow::Result<Vec<Arc<Key>>> {
-    let mut keys = Vec::new();
+/// Every usable key in `dir`, oldest first, and the files refused; an error when no key is usable.
+fn read_dir(dir: &Path) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
+    let (mut keys, mut refused) = (Vec::new(), Vec::new());
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the key folder {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "pem") {
-            keys.push(Arc::new(read_key(&path)?));
+            match read_key(&path) {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(reason) => refused.push(Refused { path, reason }),
+            }
         }
     }
     if keys.is_empty() {
+        let refused = if refused.is_empty() {
+            String::new()
+        } else {
+            format!(" (refused: {})", list(&refused))
+        };
         bail!(
-            "no signing key in {}: run `portcullis keys generate` (or `make run`, which does it)",
+            "no signing key in {}{refused}: run `portcullis keys generate` (or `make run`, which does it)",
             dir.display()
         );
     }
     keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
     keys.dedup_by(|a, b| a.kid == b.kid);
-    Ok(keys)
+    Ok((keys, refused))
 }
 
-/// Every key in `dir` with its state now, oldest first (for `keys list` and `keys prune`).
+/// The refused files and their reasons, for one error message.
+fn list(refused: &[Refused]) -> String {
+    refused
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What `keys list` and `keys prune` see in the folder.
+pub struct Inventory {
+    /// Every usable key with its state now, oldest first.
+    pub keys: Vec<(Arc<Key>, KeyState)>,
+    /// The files left alone because they cannot sign.
+    pub refused: Vec<Refused>,
+}
+
+/// The keys in `dir` with their states now, and the files refused.
 pub fn inventory(
     dir: &Path,
     publish_ahead: Duration,
     access_ttl: Duration,
-) -> anyhow::Result<Vec<(Arc<Key>, KeyState)>> {
-    let keys = read_dir(dir)?;
+) -> anyhow::Result<Inventory> {
+    let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
     let states = classify(&created, Utc::now(), publish_ahead, access_ttl);
-    Ok(keys.into_iter().zip(states).collect())
+    Ok(Inventory {
+        keys: keys.into_iter().zip(states).collect(),
+        refused,
+    })
 }
 
-/// Deletes the keys whose every token has expired; returns them. A key that may still verify a live
-/// token is never removed.
+/// Deletes the keys whose every token has expired; returns them, and the files refused. A key that may
+/// still verify a live token is never removed.
 pub fn prune(
     dir: &Path,
     publish_ahead: Duration,
     access_ttl: Duration,
-) -> anyhow::Result<Vec<Arc<Key>>> {
+) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
     let mut removed = Vec::new();
-    for (key, state) in inventory(dir, publish_ahead, access_ttl)? {
+    let Inventory { keys, refused } = inventory(dir, publish_ahead, access_ttl)?;
+    for (key, state) in keys {
         if state == KeyState::Expired {
             std::fs::remove_file(&key.path)
                 .with_context(|| format!("removing {}", key.path.display()))?;
             removed.push(key);
         }
     }
-    Ok(removed)
+    Ok((removed, refused))
 }
 
+/// One key file, accepted only if it can sign; the error says why not (the caller names the file).
 fn read_key(path: &Path) -> anyhow::Result<Key> {
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the key {}", path.display()))?;
-    let private = RsaPrivateKey::from_pkcs8_pem(&pem)
-        .with_context(|| format!("{} is not a PKCS#8 PEM RSA private key", path.display()))?;
+    let pem = std::fs::read_to_string(path).context("cannot be read as text")?;
+    let private =
+        RsaPrivateKey::from_pkcs8_pem(&pem).context("not a PKCS#8 PEM RSA private key")?;
+    let bits = private.n().bits();
+    if bits < MIN_BITS {
+        bail!("an RSA key of {bits} bits is too short: at least {MIN_BITS} are required");
+    }
+    let encoding =
+        EncodingKey::from_rsa_pem(pem.as_bytes()).context("not a PEM RSA private key")?;
+    crate::crypto_provider::check_signs(&encoding).context("aws-lc-rs cannot sign with it")?;
     let n = URL_SAFE_NO_PAD.encode(private.n().to_bytes_be());
     let e = URL_SAFE_NO_PAD.encode(private.e().to_bytes_be());
-    let created_at = created_at(path)?;
     Ok(Key {
         kid: thumbprint(&n, &e),
-        created_at,
+        created_at: created_at(path).context("its creation time cannot be read")?,
         path: path.to_owned(),
-        encoding: EncodingKey::from_rsa_pem(pem.as_bytes())
-            .with_context(|| format!("loading {} for signing", path.display()))?,
+        encoding,
         decoding: decoding_key(&private)?,
         n,
         e,
@@ -397,6 +458,139 @@ mod tests {
         assert_eq!(state(&[t0, min(60)], min(80)), [Expired, Signing]);
         // Two fresh keys: the oldest signs until the newer has been published long enough.
         assert_eq!(state(&[t0, min(1)], min(2)), [Signing, Next]);
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        rsa::pkcs8::der::pem::encode_string(label, LineEnding::LF, der).unwrap()
+    }
+
+    /// Key files that must never sign, each with what its refusal must say.
+    fn unusable_files(good_pem: &str) -> Vec<(&'static str, String, &'static str)> {
+        use aws_lc_rs::{
+            rand::SystemRandom,
+            signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair},
+        };
+        use rsa::pkcs1::{EncodeRsaPrivateKey, der::Encode};
+        let weak = RsaPrivateKey::new(&mut rand::thread_rng(), 1024)
+            .unwrap()
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap()
+            .to_string();
+        let ec =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+                .unwrap();
+        // A 2048-bit key whose CRT exponent is wrong: the `rsa` crate reads it, aws-lc-rs cannot sign.
+        let pkcs1 = RsaPrivateKey::from_pkcs8_pem(good_pem)
+            .unwrap()
+            .to_pkcs1_der()
+            .unwrap();
+        let mut broken = rsa::pkcs1::RsaPrivateKey::try_from(pkcs1.as_bytes()).unwrap();
+        broken.exponent1 = broken.exponent2;
+        let broken = broken.to_der().unwrap();
+        let broken = rsa::pkcs8::PrivateKeyInfo::new(rsa::pkcs1::ALGORITHM_ID, &broken)
+            .to_der()
+            .unwrap();
+        vec![
+            ("weak.pem", weak, "1024 bits"),
+            ("garbage.pem", "not a key at all\n".into(), "not a PKCS#8"),
+            (
+                "truncated.pem",
+                good_pem[..good_pem.len() / 2].to_owned(),
+                "not a PKCS#8",
+            ),
+            ("ec.pem", pem_of("PRIVATE KEY", ec.as_ref()), "not a PKCS#8"),
+            (
+                "inconsistent.pem",
+                pem_of("PRIVATE KEY", &broken),
+                "aws-lc-rs cannot sign",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_short_or_unusable_key_file_stops_the_start_naming_the_file() {
+        let good = tempfile::tempdir().unwrap();
+        let (good_path, _) = generate(good.path(), 2048).unwrap();
+        let good_pem = std::fs::read_to_string(&good_path).unwrap();
+        for (name, contents, reason) in unusable_files(&good_pem) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::copy(&good_path, dir.path().join(good_path.file_name().unwrap())).unwrap();
+            let bad = dir.path().join(name);
+            std::fs::write(&bad, &contents).unwrap();
+
+            let err = KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(900))
+                .err()
+                .unwrap_or_else(|| panic!("{name} was accepted"));
+
+            let message = format!("{err:#}");
+            assert!(
+                message.contains(&bad.display().to_string()),
+                "{name}: {message}"
+            );
+            assert!(message.contains(reason), "{name}: {message}");
+            // No key material: not one line of either PEM's body.
+            for line in contents
+                .lines()
+                .chain(good_pem.lines())
+                .filter(|l| l.len() > 20)
+            {
+                assert!(!message.contains(line), "{name}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_rescan_leaves_an_unusable_file_out_and_still_takes_a_new_good_key() {
+        // The running key is a year old, so that a key generated now is the newer one.
+        let (staging, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (good_path, old_kid) = generate(staging.path(), 2048).unwrap();
+        let good_pem = std::fs::read_to_string(&good_path).unwrap();
+        let year_ago = Utc::now() - chrono::Duration::days(365);
+        let name = format!("{}-old.pem", year_ago.format(FILE_TIME_FORMAT));
+        std::fs::write(dir.path().join(name), &good_pem).unwrap();
+        let store = KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(900)).unwrap();
+        let bad = unusable_files(&good_pem);
+        for (name, contents, _) in &bad {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let signs = |store: &KeyStore| {
+            let set = store.current();
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            jsonwebtoken::encode(
+                &header,
+                &serde_json::json!({"sub": "a"}),
+                &set.signing().encoding,
+            )
+            .map(|_| set.signing().kid.clone())
+        };
+
+        store.rescan().unwrap();
+        assert_eq!(signs(&store).unwrap(), old_kid);
+        let published: Vec<_> = store
+            .current()
+            .keys()
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect();
+        assert_eq!(published, std::slice::from_ref(&old_kid));
+        let (_, refused) = scan(
+            dir.path(),
+            Duration::ZERO,
+            Duration::from_secs(900),
+            Utc::now(),
+        )
+        .unwrap();
+        let mut refused: Vec<_> = refused.iter().map(|r| r.path.clone()).collect();
+        refused.sort();
+        let mut expected: Vec<_> = bad.iter().map(|(name, ..)| dir.path().join(name)).collect();
+        expected.sort();
+        assert_eq!(refused, expected);
+
+        // The bad files stay, and a new key beside them is still picked up (and signs at once).
+        let (_, new_kid) = generate(dir.path(), 2048).unwrap();
+        assert!(store.rescan().unwrap());
+        assert_eq!(signs(&store).unwrap(), new_kid);
+        assert!(store.current().find(&old_kid).is_some());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod m20261122_000002_create_server_secrets;
 mod m20261122_000003_create_revocations;
 mod m20261123_000004_spend_refresh_tokens_by_successor;
 mod m20261206_000005_housekeeping_indexes;
+mod m20261206_000006_email_unique_ignoring_case;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_revocations::Migration),
             Box::new(m20261123_000004_spend_refresh_tokens_by_successor::Migration),
             Box::new(m20261206_000005_housekeeping_indexes::Migration),
+            Box::new(m20261206_000006_email_unique_ignoring_case::Migration),
         ]
     }
 }

@@ -9,8 +9,12 @@ pub struct Model {
     /// The lowercased username: usernames are unique regardless of case.
     #[sea_orm(unique)]
     pub username_key: String,
+    /// The email as the user gave it, for display.
     #[sea_orm(unique)]
     pub email: Option<String>,
+    /// The lowercased email: addresses are unique regardless of case.
+    #[sea_orm(unique)]
+    pub email_key: Option<String>,
     pub password_hash: String,
     pub is_active: bool,
     pub is_admin: bool,

@@ -38,7 +38,8 @@ pub fn presented(
 }
 
 /// The Basic credentials, if any. `Basic Og==` (an empty id and secret, which Swagger UI sends when its
-/// client fields are empty) counts as none.
+/// client fields are empty) counts as none; any other header that is not valid Basic is refused rather
+/// than taken for no client, which would make its request the default client's.
 fn basic_credentials(req: &Request) -> Result<Option<(String, String)>, Error> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
@@ -50,12 +51,12 @@ fn basic_credentials(req: &Request) -> Result<Option<(String, String)>, Error> {
     let value = value
         .to_str()
         .map_err(|_| refuse("authorization header is not ASCII"))?;
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return Ok(None);
+    let Some((_, encoded)) = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+    else {
+        return Err(refuse("authorization header is not HTTP Basic"));
     };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Ok(None);
-    }
     let decoded = STANDARD
         .decode(encoded.trim())
         .map_err(|_| refuse("malformed basic credentials"))?;

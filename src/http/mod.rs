@@ -18,10 +18,10 @@ mod users;
 use std::sync::Arc;
 
 use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
+    Endpoint, IntoEndpoint, IntoResponse, Middleware, Request, Response, Route,
     endpoint::BoxEndpoint,
-    http::{HeaderValue, Method, header},
-    middleware::Cors,
+    http::{HeaderMap, HeaderValue, Method, header},
+    middleware::{Cors, CorsEndpoint},
 };
 use poem_openapi::{OpenApiService, Tags};
 use prometheus_client::metrics::histogram::Histogram;
@@ -87,15 +87,16 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
                 .clone()
         })
         .collect();
-    // CORS sits outside the error rendering, so that a browser can read an error too.
-    let inner = Edge {
+    let edge = Arc::new(Edge {
         api: api.into_endpoint(),
         documents,
         state,
-    }
-    .with_if(cors.is_some(), cors.unwrap_or_default());
+    });
+    // CORS sits outside the error rendering, so that a browser can read an error too.
+    let cors = cors.map(|cors| cors.transform(edge.clone()));
     Observe {
-        inner,
+        edge,
+        cors,
         metrics,
         latency,
     }
@@ -123,6 +124,8 @@ impl Endpoint for Edge {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let path = req.uri().path();
+        let docs = path == "/docs" || path.starts_with("/docs/");
         let read_timeout = self.state.settings.server.read_timeout();
         let result = match limit_body(&mut req, read_timeout).await {
             Ok(()) => match (req.method(), req.uri().path()) {
@@ -139,32 +142,60 @@ impl Endpoint for Edge {
             Err(e) => Err(e),
         };
         let mut resp = result.unwrap_or_else(render_error);
-        // Tokens and account data must not be cached (RFC 6749 §5.1); what may be cached (the JWKS, the
-        // docs) says so itself.
         let headers = resp.headers_mut();
-        if !headers.contains_key(header::CACHE_CONTROL) {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        common_headers(headers);
+        if docs {
+            protect_page(headers, DOCS_CSP);
         }
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
         Ok(resp)
     }
 }
 
-/// Outermost: one log line and one sample per request. The span carries a request id, and handlers add
-/// the client id, `jti` and session where they learn them; nothing here reads a body or a credential.
-struct Observe<E> {
-    inner: E,
+/// The headers every response carries. Tokens and account data must not be cached (RFC 6749 §5.1); what
+/// may be cached (the JWKS) says so itself.
+fn common_headers(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// Swagger UI is one page of inline script and style calling this server; nothing else may load, and
+/// no other site may frame its Authorize form.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The headers every HTML page carries, so that no other site can frame it or learn its URL.
+fn protect_page(headers: &mut HeaderMap, csp: &'static str) {
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+/// Outermost: one log line and one sample per request, and CORS on the routes of [`CORS_ROUTES`]. The span
+/// carries a request id, and handlers add the client id, `jti` and session where they learn them; nothing
+/// here reads a body or a credential.
+struct Observe {
+    edge: Arc<Edge>,
+    /// The same edge behind CORS, when `server.cors_origins` is set.
+    cors: Option<CorsEndpoint<Arc<Edge>>>,
     metrics: Arc<Metrics>,
     /// Each route's latency histogram, by its index in [`ROUTES`], looked up once rather than hashed and
     /// locked on every request.
     latency: Box<[Histogram]>,
 }
 
-impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
+impl Endpoint for Observe {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
@@ -197,10 +228,24 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observe<E> {
             sid = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        // CORS refuses an origin with an error; everything else arrives rendered.
-        let mut resp = match self.inner.call(req).instrument(span.clone()).await {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(),
+        let mut resp = match &self.cors {
+            Some(cors) if CORS_ROUTES.contains(&route) => {
+                let result = cors.call(req).instrument(span.clone()).await;
+                // CORS refuses an origin with an error, and answers a preflight itself: neither passed
+                // through the edge.
+                let mut resp = result.unwrap_or_else(render_error);
+                let headers = resp.headers_mut();
+                common_headers(headers);
+                // The answer depends on the origin (allowed, refused, or none): caches must key on it.
+                headers.append(header::VARY, HeaderValue::from_static("Origin"));
+                resp
+            }
+            _ => self
+                .edge
+                .call(req)
+                .instrument(span.clone())
+                .await
+                .unwrap_or_else(render_error),
         };
         let elapsed = started.elapsed();
         let status = resp.status().as_u16();
@@ -285,6 +330,18 @@ fn method_label(method: &Method) -> &'static str {
         .find(|m| *m == method)
         .map_or("other", Method::as_str)
 }
+
+/// The routes a browser may call from another origin (the contract's `server.cors_origins`): the token,
+/// revocation, users and sessions endpoints, by their labels in [`ROUTES`].
+const CORS_ROUTES: [&str; 7] = [
+    "/oauth/token",
+    "/oauth/revoke",
+    "/users",
+    "/users/me",
+    "/users/me/password",
+    "/users/me/sessions",
+    "/users/me/sessions/{id}",
+];
 
 fn cors(origins: &[String]) -> Option<Cors> {
     if origins.is_empty() {

@@ -76,8 +76,8 @@ impl UserStore {
         query.all(&self.db).await
     }
 
-    /// Inserts a user; the unique indexes, not a prior read, decide whether the name is taken, so two
-    /// concurrent registrations of one name cannot both succeed.
+    /// Inserts a user; the unique indexes, not a prior read, decide whether the name or the email (each
+    /// regardless of case) is taken, so two concurrent registrations of one name cannot both succeed.
     pub async fn create(&self, new: NewUser<'_>) -> Result<user::Model, CreateUserError> {
         let now = Utc::now();
         let model = user::ActiveModel {
@@ -85,6 +85,8 @@ impl UserStore {
             username: Set(new.username.as_str().to_owned()),
             username_key: Set(new.username.key()),
             email: Set(new.email.map(str::to_owned)),
+            // Computed as migration m20261206_000006 computed the existing rows' keys.
+            email_key: Set(new.email.map(str::to_lowercase)),
             password_hash: Set(new.password_hash),
             is_active: Set(true),
             is_admin: Set(new.is_admin),

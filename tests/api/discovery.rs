@@ -100,6 +100,7 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     assert!(published_kids(&app).await.contains(&old_kid));
     let states: Vec<_> = portcullis::keys::inventory(&path, ahead, ttl)
         .unwrap()
+        .keys
         .into_iter()
         .map(|(k, s)| (k.kid.clone(), s))
         .collect();
@@ -110,13 +111,14 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     assert!(
         portcullis::keys::prune(&path, ahead, ttl)
             .unwrap()
+            .0
             .is_empty(),
         "prune keeps a key that can verify a live token"
     );
 
     // Once every token it signed has expired, prune removes it and it leaves the JWKS.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let removed = portcullis::keys::prune(&path, ahead, ttl).unwrap();
+    let (removed, _) = portcullis::keys::prune(&path, ahead, ttl).unwrap();
     assert_eq!(
         removed.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
         [old_kid.as_str()]

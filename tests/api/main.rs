@@ -5,13 +5,16 @@ mod helpers;
 
 mod bad_input;
 mod bearer;
+mod browser;
 mod cli;
+mod client_auth;
 mod discovery;
 mod docs;
 mod durable_revocation;
 mod housekeeping;
 mod introspection;
 mod jwks;
+mod keys;
 mod login_protection;
 mod migrations;
 mod operations;

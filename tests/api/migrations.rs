@@ -41,3 +41,87 @@ on_both_databases! {
         db.close().await.unwrap();
     }
 }
+
+/// A user row as the schema before the email migration holds it.
+async fn insert_user(db: &sea_orm::DatabaseConnection, username: &str, email: &str) {
+    use migration::{Alias, Query};
+    use sea_orm::ConnectionTrait;
+    let now = chrono::Utc::now();
+    let columns = [
+        "id",
+        "username",
+        "username_key",
+        "email",
+        "password_hash",
+        "is_active",
+        "is_admin",
+        "password_changed_at",
+        "created_at",
+        "updated_at",
+    ];
+    db.execute(
+        Query::insert()
+            .into_table(Alias::new("users"))
+            .columns(columns.map(Alias::new))
+            .values_panic([
+                uuid::Uuid::now_v7().into(),
+                username.into(),
+                username.to_lowercase().into(),
+                email.into(),
+                "not-a-hash".into(),
+                true.into(),
+                false.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]),
+    )
+    .await
+    .unwrap();
+}
+
+on_both_databases! {
+    async fn the_email_migration_stops_on_addresses_that_differ_only_by_case_naming_them(backend: Backend) {
+        use sea_orm::{ConnectionTrait, Statement};
+        // Arrange: the schema just before the migration, with two addresses that differ only by case.
+        let test_db = TestDatabase::new(backend).await;
+        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
+        let before = Migrator::migrations()
+            .iter()
+            .position(|m| m.name() == "m20261206_000006_email_unique_ignoring_case")
+            .unwrap();
+        Migrator::up(&db, Some(before as u32)).await.unwrap();
+        insert_user(&db, "alice", "Alice@Example.com").await;
+        insert_user(&db, "alice2", "alice@example.COM").await;
+        insert_user(&db, "bob", "Bob@Example.com").await;
+
+        // Act
+        let err = Migrator::up(&db, None).await.expect_err("clashing addresses stop the migration");
+
+        // Assert: the error names the address and the problem, and nothing changed.
+        let message = err.to_string();
+        assert!(message.contains("alice@example.com") && message.contains("regardless of case"), "{message}");
+        assert!(!message.contains("bob@example.com"), "{message}");
+        assert!(!SchemaManager::new(&db).has_column("users", "email_key").await.unwrap());
+        assert_eq!(Migrator::get_pending_migrations(&db).await.unwrap().len(), 1);
+
+        // Once the operator gives each user a distinct address, it runs, keeping every spelling.
+        db.execute_unprepared("UPDATE users SET email = 'alice@work.example.com' WHERE username = 'alice2'").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let backend = db.get_database_backend();
+        let rows = db
+            .query_all_raw(Statement::from_string(backend, "SELECT email, email_key FROM users ORDER BY username"))
+            .await
+            .unwrap();
+        let pairs: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.try_get("", "email").unwrap(), r.try_get("", "email_key").unwrap()))
+            .collect();
+        assert_eq!(pairs, [
+            ("Alice@Example.com".to_owned(), "alice@example.com".to_owned()),
+            ("alice@work.example.com".to_owned(), "alice@work.example.com".to_owned()),
+            ("Bob@Example.com".to_owned(), "bob@example.com".to_owned()),
+        ]);
+        db.close().await.unwrap();
+    }
+}

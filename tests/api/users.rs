@@ -42,6 +42,28 @@ on_both_databases! {
         assert_eq!(app.count("users").await, 1);
     }
 
+    async fn an_email_differing_only_by_case_is_taken_and_each_keeps_its_spelling(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let register = |username: &str, email: &str| {
+            app.http.post(app.url("/users"))
+                .json(&serde_json::json!({"username": username, "password": PASSWORD, "email": email}))
+                .send()
+        };
+        let first = register("alice", "Alice@Example.com").await.unwrap();
+        assert_eq!(first.status(), StatusCode::CREATED);
+        assert_eq!(first.json::<Value>().await.unwrap()["email"], "Alice@Example.com");
+
+        for taken in ["alice@example.com", "ALICE@EXAMPLE.COM", "Alice@Example.com"] {
+            assert_error(register("bob", taken).await.unwrap(), 409, "email_taken").await;
+        }
+        assert_eq!(app.count("users").await, 1);
+
+        // The address as given is what the user sees.
+        let token: crate::helpers::TokenBody = app.token(&[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await.json().await.unwrap();
+        let me: Value = app.me(&token.access_token).await.json().await.unwrap();
+        assert_eq!(me["email"], "Alice@Example.com");
+    }
+
     async fn each_registration_rule_is_named_when_it_fails(backend: Backend) {
         let app = spawn_app(backend).await;
         let cases = [
