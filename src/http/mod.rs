@@ -8,6 +8,7 @@ mod client_ip;
 mod discovery;
 mod feed;
 mod form;
+mod json;
 mod ops;
 mod revoke;
 mod sessions;
