@@ -8,6 +8,7 @@ mod bearer;
 mod cli;
 mod discovery;
 mod docs;
+mod hostile_input;
 mod introspection;
 mod jwks;
 mod login_protection;
