@@ -24,6 +24,8 @@ use crate::{
 pub struct AdminUserView {
     id: Uuid,
     username: String,
+    /// `null` when the user has none.
+    #[oai(nullable)]
     email: Option<String>,
     is_active: bool,
     is_admin: bool,

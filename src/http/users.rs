@@ -33,6 +33,8 @@ pub struct RegisterRequest {
 pub struct UserView {
     id: Uuid,
     username: String,
+    /// `null` when the user has none.
+    #[oai(nullable)]
     email: Option<String>,
     created_at: DateTime<Utc>,
 }
