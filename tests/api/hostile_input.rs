@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, header::HeaderValue};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Deny, PASSWORD, TestApp, spawn_app_on};
+use crate::helpers::{Deny, PASSWORD, TestApp, assert_error, spawn_app_on};
 
 /// What a case may be answered with.
 #[derive(Clone, Copy, Debug)]
@@ -539,6 +539,20 @@ async fn bearer_and_query_endpoints(app: &TestApp, seeded: &Seeded) {
             .await;
         }
     }
+
+    // The error names no internal parameter.
+    let resp = app
+        .http
+        .delete(app.url("/users/me/sessions/not-a-uuid"))
+        .bearer_auth(&seeded.user_token)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(
+        body["error_description"], "malformed path parameter",
+        "DELETE /users/me/sessions/not-a-uuid"
+    );
 
     // The admin list's numbers: anything that is not a count the databases hold is a 400.
     let mut numbers: Vec<(&str, String)> = vec![
