@@ -13,6 +13,7 @@ mod introspection;
 mod jwks;
 mod login_protection;
 mod migrations;
+mod openapi_conformance;
 mod operations;
 mod redis_failure;
 mod refresh;
