@@ -365,7 +365,7 @@ async fn form_endpoints(app: &TestApp, seeded: &Seeded) {
         }
         // A NUL in a parameter's name, and in one the endpoint does not know.
         for extra in ["pass%00word=x", "extension=%00"] {
-            let body = format!("{}&{extra}", serde_urlencoded_pairs(&form));
+            let body = format!("{}&{extra}", form_body(&form));
             let request = app
                 .http
                 .post(app.url(path))
@@ -381,7 +381,8 @@ async fn form_endpoints(app: &TestApp, seeded: &Seeded) {
     }
 }
 
-fn serde_urlencoded_pairs(form: &[(&str, String)]) -> String {
+/// A form body of these parameters, encoded.
+fn form_body(form: &[(&str, String)]) -> String {
     form.iter()
         .map(|(n, v)| format!("{n}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
         .collect::<Vec<_>>()
