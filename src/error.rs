@@ -270,6 +270,7 @@ error_sets! {
     }
     /// Bearer routes that name one resource.
     BearerItemErrors {
+        400 => "invalid_request: the id is not a UUID",
         401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
         403 => "RFC 6750 insufficient_scope",
         404 => "no such resource (or not yours)",

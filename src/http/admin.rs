@@ -24,6 +24,8 @@ use crate::{
 pub struct AdminUserView {
     id: Uuid,
     username: String,
+    /// `null` when the user has none.
+    #[oai(nullable)]
     email: Option<String>,
     is_active: bool,
     is_admin: bool,
@@ -58,13 +60,16 @@ impl AdminApi {
         /// At most 1000; 100 by default.
         #[oai(default = "default_limit")]
         limit: Query<u64>,
-        #[oai(default)] offset: Query<u64>,
+        /// Users to skip, 0 to 2^63 − 1 (what the databases' `OFFSET` holds); 0 by default.
+        #[oai(default, validator(minimum(value = "0")))]
+        offset: Query<i64>,
     ) -> Result<Json<Vec<AdminUserView>>, Failure<BearerQueryErrors>> {
         require_admin(&state, &auth).await?;
         if limit.0 == 0 || limit.0 > MAX_PAGE {
             return Err(Error::invalid_request("limit must be between 1 and 1000").into());
         }
-        let users = state.users.list(Some(limit.0), offset.0).await?;
+        let offset = offset.0.unsigned_abs();
+        let users = state.users.list(Some(limit.0), offset).await?;
         Ok(Json(users.into_iter().map(Into::into).collect()))
     }
 

@@ -4,6 +4,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use poem::{Request, http::header};
 
+use super::form::storable;
 use crate::{error::Error, oauth::client::Presented};
 
 const MAX_ID: usize = 128;
@@ -75,7 +76,12 @@ fn basic_credentials(req: &Request) -> Result<Option<(String, String)>, Error> {
     if id.is_empty() && secret.is_empty() {
         return Ok(None);
     }
-    if id.is_empty() || id.len() > MAX_ID || secret.len() > MAX_SECRET {
+    if id.is_empty()
+        || id.len() > MAX_ID
+        || secret.len() > MAX_SECRET
+        || !storable(&id)
+        || !storable(&secret)
+    {
         return Err(refuse("malformed basic credentials"));
     }
     Ok(Some((id, secret)))

@@ -1,6 +1,6 @@
 //! `application/x-www-form-urlencoded` bodies read the way RFC 6749 asks: a repeated parameter or one
 //! that is not valid UTF-8 is `invalid_request`, rather than silently last-wins or lossily decoded as
-//! poem-openapi's `Form` would.
+//! poem-openapi's `Form` would; so is one holding text the database cannot store.
 //!
 //! The body is decoded once, here, and the form struct deserialised from the decoded parameters.
 //! Handing it to `serde_urlencoded` after checking it decoded it a second time, lossily, and the two
@@ -80,6 +80,12 @@ fn parameters(body: &[u8]) -> Result<Vec<Parameter<'_>>, Error> {
                 printable(&name)
             )));
         };
+        if !storable(&name) || !storable(&value) {
+            return Err(Error::invalid_request(format!(
+                "parameter `{}` holds a NUL character",
+                printable(&name)
+            )));
+        }
         if !seen.insert(name.clone()) {
             return Err(Error::invalid_request(format!(
                 "parameter `{}` is repeated",
@@ -91,6 +97,12 @@ fn parameters(body: &[u8]) -> Result<Vec<Parameter<'_>>, Error> {
         }
     }
     Ok(kept)
+}
+
+/// Whether PostgreSQL can store the text: it refuses a NUL, and the request that carried one must be
+/// refused at the edge rather than fail at the database.
+pub(super) fn storable(text: &str) -> bool {
+    memchr::memchr(0, text.as_bytes()).is_none()
 }
 
 /// A decoded value, as the form struct's `Option<String>` fields take it.
@@ -185,6 +197,19 @@ mod tests {
         assert!(parameters(b"scope=a&sc%6Fpe=b").is_err());
         // Even when one of them is empty.
         assert!(parameters(b"scope=&scope=b").is_err());
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_refused() {
+        for body in [
+            &b"username=a%00b"[..],
+            b"user%00name=ab",
+            b"username=ab%00",
+            b"a=%00",
+        ] {
+            let refused = parameters(body).unwrap_err().to_string();
+            assert!(refused.contains("NUL"), "{body:?}: {refused}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod client_ip;
 mod discovery;
 mod feed;
 mod form;
+mod json;
 mod ops;
 mod revoke;
 mod sessions;
@@ -405,7 +406,8 @@ const DRAIN_LIMIT: u64 = 1024 * 1024;
 /// (a malformed body, a wrong content type, a missing credential, an unknown route) mapped onto ours.
 fn render_error(err: poem::Error) -> Response {
     use poem_openapi::error::{
-        AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
     };
     if err.is::<Error>() {
         return err.into_response();
@@ -418,6 +420,9 @@ fn render_error(err: poem::Error) -> Response {
         Error::invalid_request("malformed request body")
     } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
         Error::invalid_request(format!("malformed parameter `{}`", e.name))
+    } else if err.is::<ParsePathError>() {
+        // poem-openapi names path parameters `param0`, which would mean nothing to a client.
+        Error::invalid_request("malformed path parameter")
     } else {
         let status = err.status();
         if status.is_server_error() {

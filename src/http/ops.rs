@@ -2,10 +2,12 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use poem::web::Data;
+use poem::{IntoResponse, Response, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    payload::{Json, PlainText},
+    payload::{Json, Payload},
+    registry::MetaSchemaRef,
+    types::Type,
 };
 
 use super::Tag;
@@ -40,7 +42,27 @@ enum Ready {
 enum MetricsText {
     /// The exposition.
     #[oai(status = 200)]
-    Ok(PlainText<String>, #[oai(header = "Content-Type")] String),
+    Ok(OpenMetrics),
+}
+
+/// The OpenMetrics text exposition, documented under the media type it is served with (Prometheus asks
+/// for it first and accepts it).
+struct OpenMetrics(String);
+
+impl Payload for OpenMetrics {
+    const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+}
+
+impl IntoResponse for OpenMetrics {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .body(self.0)
+    }
 }
 
 /// A dependency that takes longer than this to answer is down, as far as readiness goes.
@@ -66,10 +88,7 @@ impl OpsApi {
     /// throttle rejections, the hashing queue, deny-list lookups, Redis errors, key-set changes.
     #[oai(path = "/metrics", method = "get", tag = "Tag::Operations")]
     async fn metrics(&self, state: Data<&Arc<AppState>>) -> MetricsText {
-        MetricsText::Ok(
-            PlainText(state.metrics.render()),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
-        )
+        MetricsText::Ok(OpenMetrics(state.metrics.render()))
     }
 
     /// Readiness

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, client_ip::client_ip, users::current_user};
+use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson, users::current_user};
 use crate::{
     entity::session,
     error::{BearerErrors, BearerItemErrors, Error, Failure, PasswordChangeErrors},
@@ -40,7 +41,7 @@ impl From<session::Model> for SessionView {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct PasswordChange {
     #[oai(write_only)]
     current_password: String,
@@ -115,7 +116,7 @@ impl SessionsApi {
         state: Data<&Arc<AppState>>,
         req: &Request,
         auth: Auth,
-        body: Json<PasswordChange>,
+        body: StrictJson<PasswordChange>,
     ) -> Result<Done, Failure<PasswordChangeErrors>> {
         let user = current_user(&state, &auth).await?;
         let PasswordChange {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, client_ip::client_ip};
+use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson};
 use crate::{
     entity::user,
     error::{BearerErrors, Error, Failure, RegisterErrors},
@@ -17,7 +18,7 @@ use crate::{
     store::users::{CreateUserError, NewUser},
 };
 
-#[derive(Object)]
+#[derive(Object, Deserialize)]
 pub struct RegisterRequest {
     /// 3 to 64 of `A-Z a-z 0-9 . _ -`; unique regardless of case.
     username: String,
@@ -32,6 +33,8 @@ pub struct RegisterRequest {
 pub struct UserView {
     id: Uuid,
     username: String,
+    /// `null` when the user has none.
+    #[oai(nullable)]
     email: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -64,7 +67,7 @@ impl UsersApi {
         &self,
         state: Data<&Arc<AppState>>,
         req: &Request,
-        body: Json<RegisterRequest>,
+        body: StrictJson<RegisterRequest>,
     ) -> Result<Registered, Failure<RegisterErrors>> {
         if !state.settings.registration.enabled {
             return Err(Error::RegistrationDisabled.into());
