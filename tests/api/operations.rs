@@ -452,7 +452,32 @@ async fn sigterm_lets_requests_in_flight_finish_then_the_server_exits() {
             tokio::spawn(async move { req.send().await.map(|r| r.status()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Every registration has arrived: each is either hashing, waiting for the slot, or answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let seen = samples(&text);
+        let arrived = value(&seen, "portcullis_password_hash_queue")
+            + value(
+                &seen,
+                r#"portcullis_http_requests_total{route="/users",method="POST",status="201"}"#,
+            );
+        if arrived >= 12.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registrations never all arrived: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Act
     let stopping = tokio::task::spawn_blocking(move || server.stop());
