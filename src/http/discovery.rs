@@ -190,20 +190,25 @@ impl DiscoveryApi {
     }
 }
 
+/// Whether `If-None-Match` names `etag` (weakly, as RFC 9110 §13.1.2 compares for it) or is `*`: then a
+/// `GET` answers `304`.
+pub(super) fn none_match(headers: &http::HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
 /// The JWKS, or `304` when the client's `If-None-Match` names the current key set. The edge answers a
 /// `GET` with it directly, without poem-openapi's routing layers, on the path every resource server polls
 /// (`super::Edge`).
 pub(super) fn jwks_answer(state: &AppState, req: &Request) -> Response {
     let keys = state.keys.current();
     let etag = keys.etag();
-    let matches = req
-        .headers()
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
+    let matches = none_match(req.headers(), etag);
     let answer = Response::builder()
         .header(header::ETAG, etag)
         .header(header::CACHE_CONTROL, state.discovery_cache_control.clone());
@@ -222,4 +227,26 @@ fn metadata(state: &AppState) -> Described<MetadataResponse> {
         .header(header::CONTENT_TYPE, JSON)
         .body(state.metadata.clone());
     Described(answer, PhantomData)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_the_tag_in_a_list_weakly_or_as_a_star() {
+        let with = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(header::IF_NONE_MATCH, v.parse().unwrap());
+            }
+            none_match(&headers, "\"abc\"")
+        };
+        assert!(with(&["\"abc\""]));
+        assert!(with(&["\"x\", W/\"abc\""]));
+        assert!(with(&["\"x\"", "\"abc\""]));
+        assert!(with(&["*"]));
+        assert!(!with(&["\"abd\""]));
+        assert!(!with(&[]));
+    }
 }

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use poem::{Request, http::header, web::Data};
+use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Tag, client_auth, discovery::PreRendered};
+use super::{
+    Tag, client_auth,
+    discovery::{PreRendered, none_match},
+};
 use crate::{
     error::{Error, Failure, FeedErrors},
     oauth::client::{self, Presented},
@@ -101,15 +104,7 @@ impl FeedApi {
         };
         let body = serde_json::to_vec(&feed).map_err(|e| Error::Internal(e.into()))?;
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
-        let cached = req
-            .headers()
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == etag)
-            });
-        Ok(if cached {
+        Ok(if none_match(req.headers(), &etag) {
             FeedResponse::NotModified(etag)
         } else {
             FeedResponse::Ok(PreRendered::new(body.into()), etag)
