@@ -5,10 +5,32 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use poem::{Request, http::header};
 
 use super::form::storable;
-use crate::{error::Error, oauth::client::Presented};
+use crate::{
+    error::Error,
+    oauth::client::{self, AuthenticatedClient, Lookup, Presented},
+    state::AppState,
+};
 
 const MAX_ID: usize = 128;
 const MAX_SECRET: usize = 256;
+
+/// Authenticates what a request presented against this server's clients, a request with no client at all
+/// being the default public client's; the request's log line names the client from here on.
+pub async fn authenticate(
+    state: &AppState,
+    presented: Presented,
+    lookup: Lookup,
+) -> Result<AuthenticatedClient, Error> {
+    let client = client::authenticate(
+        &state.clients,
+        presented,
+        &state.settings.clients.default_client_id,
+        lookup,
+    )
+    .await?;
+    tracing::Span::current().record("client_id", client.id.as_str());
+    Ok(client)
+}
 
 pub fn presented(
     req: &Request,

@@ -75,13 +75,7 @@ impl FeedApi {
         if !matches!(presented, Presented::Basic { .. }) {
             return Err(refuse("the feed needs HTTP Basic client authentication").into());
         }
-        let client = client::authenticate(
-            &state.clients,
-            presented,
-            &state.settings.clients.default_client_id,
-            client::Lookup::Recent,
-        )
-        .await?;
+        let client = client_auth::authenticate(&state, presented, client::Lookup::Recent).await?;
         if client.is_public {
             return Err(refuse("the feed is for confidential clients").into());
         }

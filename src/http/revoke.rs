@@ -10,7 +10,7 @@ use super::{Tag, client_auth, form::StrictForm};
 use crate::{
     error::{ClientEndpointErrors, Error, Failure},
     oauth::{
-        client::{self, AuthenticatedClient, Lookup},
+        client::{AuthenticatedClient, Lookup},
         refresh::{self, RefreshTokens},
     },
     state::AppState,
@@ -166,13 +166,7 @@ async fn authenticate(
     let token = form
         .token
         .ok_or_else(|| Error::invalid_request("missing parameter: token"))?;
-    let client = client::authenticate(
-        &state.clients,
-        presented,
-        &state.settings.clients.default_client_id,
-        lookup,
-    )
-    .await?;
+    let client = client_auth::authenticate(state, presented, lookup).await?;
     Ok((client, token))
 }
 

@@ -90,14 +90,7 @@ impl TokenApi {
                 client::Lookup::Recent
             }
         };
-        let client = client::authenticate(
-            &state.clients,
-            presented,
-            &state.settings.clients.default_client_id,
-            lookup,
-        )
-        .await?;
-        tracing::Span::current().record("client_id", client.id.as_str());
+        let client = client_auth::authenticate(&state, presented, lookup).await?;
         let grant_type = request.grant_type();
         let Issued {
             access,
