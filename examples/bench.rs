@@ -273,48 +273,12 @@ struct Server {
     child: Child,
     base: String,
     _dir: tempfile::TempDir,
-    /// Dropped after the server has ended, when the group is empty and can be removed.
-    _hashing: Option<HashCgroup>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The server is run as "Running in production" (README) says to run it: its hashing threads in a
-/// cgroup of their own marked `cpu.idle` (`password.hash_cgroup`), when this machine lets the bench make
-/// one (root, the v1 `cpu` controller). `BENCH_HASH_CGROUP=off` leaves them in the server's own group.
-struct HashCgroup(PathBuf);
-
-impl HashCgroup {
-    /// A group named for the server's port, so that no two servers of one run share one.
-    fn make(port: u16) -> Result<Self, String> {
-        if std::env::var("BENCH_HASH_CGROUP").is_ok_and(|v| v == "off") {
-            return Err("BENCH_HASH_CGROUP=off".into());
-        }
-        let dir = PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/portcullis-bench-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let group = Self(dir);
-        std::fs::write(group.0.join("cpu.idle"), "1").map_err(|e| format!("cpu.idle: {e}"))?;
-        Ok(group)
-    }
-}
-
-impl Drop for HashCgroup {
-    fn drop(&mut self) {
-        // The server's threads leave the group as they end.
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -755,18 +719,6 @@ fn start_server(
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let hashing = match HashCgroup::make(port) {
-        Ok(group) => {
-            println!("hashing threads: in {} (cpu.idle)", group.0.display());
-            cmd.env("PORTCULLIS__PASSWORD__HASH_CGROUP", &group.0);
-            Some(group)
-        }
-        Err(why) => {
-            println!("hashing threads: in the server's own group (no hash cgroup: {why})");
-            cmd.env_remove("PORTCULLIS__PASSWORD__HASH_CGROUP");
-            None
-        }
-    };
     if let Some(redis) = redis {
         cmd.env("PORTCULLIS__REDIS__URL", redis).env(
             "PORTCULLIS__REDIS__KEY_PREFIX",
@@ -793,7 +745,6 @@ fn start_server(
                 child,
                 base: format!("http://127.0.0.1:{port}"),
                 _dir: dir,
-                _hashing: hashing,
             });
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -251,7 +251,7 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let password = read_stdin_line().context("reading the password from stdin")?;
             password::check_policy(&password, username.as_str(), settings.password.min_length)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let hasher = Hasher::new(1, std::time::Duration::from_secs(60), None, Arc::default())?;
+            let hasher = Hasher::new(1, std::time::Duration::from_secs(60), Arc::default())?;
             let password_hash = hasher
                 .hash(password)
                 .await

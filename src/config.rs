@@ -166,10 +166,6 @@ pub struct PasswordSettings {
     pub hash_concurrency: usize,
     /// How long a request waits for a hashing slot before it gets `503` + `Retry-After`.
     pub hash_queue_wait_ms: u64,
-    /// A cgroup v1 `cpu` group (marked `cpu.idle`) the hashing threads move into, so that a login
-    /// flood takes only CPU time nothing else wants; unset, they stay in the server's group.
-    #[serde(default)]
-    pub hash_cgroup: Option<PathBuf>,
 }
 
 impl PasswordSettings {
@@ -309,14 +305,6 @@ impl Settings {
         if !(1..=crate::password::MAX_LENGTH).contains(&self.password.min_length) {
             return bad("password.min_length", "must be between 1 and 128");
         }
-        if self
-            .password
-            .hash_cgroup
-            .as_ref()
-            .is_some_and(|dir| !dir.is_absolute())
-        {
-            return bad("password.hash_cgroup", "must be an absolute path");
-        }
         if crate::oauth::scope::Scope::parse(&self.clients.default_scopes.join(" ")).is_err() {
             return bad(
                 "clients.default_scopes",
@@ -438,12 +426,11 @@ mod tests {
         }
         let err = with("password.min_length", 500).unwrap_err().to_string();
         assert!(err.contains("password.min_length"), "{err}");
-        for relative in ["", "portcullis-hashing"] {
-            let err = with("password.hash_cgroup", relative)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("password.hash_cgroup"), "{err}");
-        }
+        // Removed keys are refused like any unknown key, rather than silently ignored.
+        let err = with("password.hash_cgroup", "/sys/fs/cgroup/cpu/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hash_cgroup"), "{err}");
         let err = with("server.trusted_proxies", "10.0.0.0/8,banana")
             .unwrap_err()
             .to_string();

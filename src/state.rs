@@ -102,7 +102,6 @@ impl AppState {
             hasher: Hasher::new(
                 settings.password.hashing_threads(),
                 Duration::from_millis(settings.password.hash_queue_wait_ms),
-                settings.password.hash_cgroup.as_deref(),
                 metrics.clone(),
             )?,
             limits: Limits::new(&settings.rate_limit, metrics.clone()),

@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashSet,
-    path::Path,
     sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
@@ -75,8 +74,7 @@ pub enum Verified {
 /// argon2id with the OWASP parameters (m=19456 KiB, t=2, p=1), on a fixed pool of hashing threads.
 ///
 /// Each thread keeps one block buffer (19 MiB) and reuses it for every hash: argon2's allocating API
-/// costs about 210 MiB of resident memory per hashing thread under glibc, and page faults besides
-/// (STACK.md G5). A semaphore with a bounded wait sits in front, so callers never queue without end.
+/// costs about 210 MiB of resident memory per hashing thread under glibc, and page faults besides. A semaphore with a bounded wait sits in front, so callers never queue without end.
 pub struct Hasher {
     params: Params,
     slots: Arc<Semaphore>,
@@ -92,37 +90,17 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 impl Hasher {
     /// `slots` hashing threads (one per core is right); a caller waits at most `max_wait` for one.
-    /// With a `cgroup`, every hashing thread moves into it before its first hash, or the hasher is not
-    /// made.
-    pub fn new(
-        slots: usize,
-        max_wait: Duration,
-        cgroup: Option<&Path>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(slots: usize, max_wait: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let params = Params::default();
         let slots = slots.max(1);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        if let Some(dir) = cgroup {
-            check_cgroup(dir)
-                .map_err(|e| anyhow::anyhow!("password.hash_cgroup: {}: {e}", dir.display()))?;
-        }
-        let (joined, joins) = std::sync::mpsc::channel();
         for n in 0..slots {
             let queue = queue.clone();
-            let cgroup = cgroup.map(Path::to_path_buf);
-            let joined = joined.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
                     lower_priority();
-                    let join = cgroup.as_deref().map_or(Ok(()), join_cgroup);
-                    let failed = join.is_err();
-                    let _ = joined.send(join);
-                    if failed {
-                        return;
-                    }
                     let mut blocks = Vec::new();
                     loop {
                         // The lock is held only to take a job, never while hashing.
@@ -133,17 +111,6 @@ impl Hasher {
                         }
                     }
                 })?;
-        }
-        // Only the threads hold a sender now: one that dies before it reports ends the wait.
-        drop(joined);
-        for _ in 0..slots {
-            if let Err(e) = joins.recv()? {
-                let dir = cgroup.unwrap_or(Path::new("")).display();
-                anyhow::bail!("password.hash_cgroup: moving a hashing thread into {dir}: {e}");
-            }
-        }
-        if let Some(dir) = cgroup {
-            tracing::info!(cgroup = %dir.display(), threads = slots, "hashing threads in their cgroup");
         }
         let dummy = hash_into(
             &params,
@@ -236,83 +203,14 @@ impl Hasher {
 /// hash at once. The price is that when every core is busy with other work, hashing nearly stops: the
 /// server sheds logins first (queued ones get `503` after `hash_queue_wait_ms`) and keeps serving tokens.
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain integers and a zeroed `sched_param`; on Linux, pid/who 0 names the calling thread
-    // only. A failure leaves the thread as it was, which is harmless.
-    unsafe {
-        let param: libc::sched_param = std::mem::zeroed();
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        }
-    }
-}
-
-/// Checks that `dir` is a cgroup the hashing threads can usefully join: a cgroup v1 `cpu` group, which
-/// may sit at the top of the hierarchy whatever group the rest of the server is in. `SCHED_IDLE` only
-/// ranks a thread against the threads of its own group, and the kernel first shares the CPUs between
-/// groups (the session's autogroup, or the service's cgroup): hashing in the server's group is charged to
-/// the server's share, and a hash may keep its core until the next tick (4 ms at 250 Hz) while the kernel's
-/// network softirq thread and other processes wait. A top-level group marked `cpu.idle` yields to them
-/// all. Under cgroup v2 a process's threads must stay inside one threaded subtree, where `cpu.idle` ranks
-/// them only against their siblings, the server's own threads, which `SCHED_IDLE` already does; so a v2
-/// group is refused rather than joined for nothing.
-#[cfg(target_os = "linux")]
-fn check_cgroup(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    // SAFETY: a NUL-terminated path and a zeroed struct the call fills in.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // The field's and the constants' types differ between targets (c_long here, c_uint on some).
-    #[allow(clippy::unnecessary_cast)]
-    let (kind, v1, v2) = (
-        fs.f_type as i64,
-        libc::CGROUP_SUPER_MAGIC as i64,
-        libc::CGROUP2_SUPER_MAGIC as i64,
-    );
-    if kind == v2 {
-        anyhow::bail!(
-            "is a cgroup v2 group: there a process's threads stay in one subtree, where cpu.idle \
-             ranks hashing only against the server's own threads (README, Running in production)"
-        );
-    }
-    if kind != v1 {
-        anyhow::bail!("is not a cgroup");
-    }
-    let idle = std::fs::read_to_string(dir.join("cpu.idle")).unwrap_or_default();
-    if idle.trim() != "1" {
-        tracing::warn!(
-            cgroup = %dir.display(),
-            "password.hash_cgroup is not marked cpu.idle: hashing keeps the weight the group has"
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn check_cgroup(_: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("cgroups are Linux-only")
-}
-
-/// Moves the calling thread into the cgroup v1 group `dir` (`check_cgroup` has looked at it).
-fn join_cgroup(dir: &Path) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::io::Write;
-        // Never created: a path that is not a cgroup must fail, not gain a stray file.
-        let mut tasks = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("tasks"))?;
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        tasks.write_all(tid.to_string().as_bytes())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        Err(std::io::Error::other("cgroups are Linux-only"))
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    // A failure leaves the thread as it was, which is harmless.
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::debug!(error = ?e, "hashing threads keep the normal scheduling policy");
     }
 }
 
@@ -467,7 +365,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn hashing_threads_run_under_sched_idle() {
-        let _hasher = Hasher::new(2, Duration::from_secs(5), None, Arc::default()).unwrap();
+        let _hasher = Hasher::new(2, Duration::from_secs(5), Arc::default()).unwrap();
         let policies = || {
             let mut policies = Vec::new();
             for task in std::fs::read_dir("/proc/self/task").unwrap() {
@@ -494,73 +392,9 @@ mod tests {
         assert!(seen.iter().all(|p| *p == libc::SCHED_IDLE), "{seen:?}");
     }
 
-    #[test]
-    fn a_hash_cgroup_that_is_not_a_cgroup_stops_the_hasher_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = Hasher::new(2, Duration::from_secs(5), Some(dir.path()), Arc::default())
-            .err()
-            .expect("a plain folder is not a cgroup");
-        let said = err.to_string();
-        assert!(said.contains("password.hash_cgroup"), "{said}");
-        assert!(said.contains(&dir.path().display().to_string()), "{said}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn a_folder_with_a_tasks_file_is_still_not_a_cgroup() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tasks"), "").unwrap();
-        let err = Hasher::new(1, Duration::from_secs(5), Some(dir.path()), Arc::default())
-            .err()
-            .expect("a plain folder is not a cgroup");
-        assert!(err.to_string().contains("is not a cgroup"), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("tasks")).unwrap(),
-            ""
-        );
-    }
-
-    /// Needs a cgroup this test may make: root with the v1 `cpu` controller, as on the CI machine;
-    /// elsewhere it says so and passes.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn hashing_threads_move_into_the_hash_cgroup() {
-        let dir = std::path::PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/portcullis-test-{}",
-            std::process::id()
-        ));
-        if let Err(e) = std::fs::create_dir(&dir) {
-            eprintln!("skipped: cannot make {}: {e}", dir.display());
-            return;
-        }
-        /// Removes the group however the test ends; its threads leave it as they end.
-        struct Remove<'a>(&'a std::path::Path);
-        impl Drop for Remove<'_> {
-            fn drop(&mut self) {
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while std::fs::remove_dir(self.0).is_err() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-        let _remove = Remove(&dir);
-        std::fs::write(dir.join("cpu.idle"), "1").unwrap();
-        let hasher = Hasher::new(2, Duration::from_secs(5), Some(&dir), Arc::default()).unwrap();
-        let members = std::fs::read_to_string(dir.join("tasks")).unwrap();
-        let names: Vec<String> = members
-            .lines()
-            .map(|tid| {
-                std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default()
-            })
-            .collect();
-        drop(hasher);
-        assert_eq!(names.len(), 2, "{members:?}");
-        assert!(names.iter().all(|n| n.starts_with("argon2-")), "{names:?}");
-    }
-
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let hasher = Hasher::new(1, Duration::from_secs(5), None, Arc::default()).unwrap();
+        let hasher = Hasher::new(1, Duration::from_secs(5), Arc::default()).unwrap();
         let phc = hasher.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         let ok = hasher
@@ -596,7 +430,7 @@ mod tests {
         .hash_password(b"correct horse")
         .unwrap()
         .to_string();
-        let hasher = Hasher::new(1, Duration::from_secs(5), None, Arc::default()).unwrap();
+        let hasher = Hasher::new(1, Duration::from_secs(5), Arc::default()).unwrap();
         let got = hasher
             .verify("correct horse".into(), Some(old))
             .await
