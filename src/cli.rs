@@ -9,21 +9,21 @@ use migration::{Migrator, MigratorTrait};
 use rand::RngCore;
 
 use crate::{
+    accounts::{self, NewAccount},
     config::Settings,
     oauth::{
         client::{GrantType, hash_secret},
         revocation::Revoker,
         scope::Scope,
-        username::Username,
     },
-    password::{self, Hasher},
+    password::Hasher,
     startup::{App, shutdown_signal},
     store::{
         self,
         clients::{ClientStore, CreateClientError, NewClient},
         deny_list::DenyList,
         sessions::SessionStore,
-        users::{CreateUserError, NewUser, UserStore},
+        users::UserStore,
     },
 };
 
@@ -247,27 +247,17 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             email,
             admin,
         } => {
-            let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
             let password = read_stdin_line().context("reading the password from stdin")?;
-            password::check_policy(&password, username.as_str(), settings.password.min_length)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let hasher = Hasher::new(1, std::time::Duration::from_secs(60), Arc::default())?;
-            let password_hash = hasher
-                .hash(password)
+            let new = NewAccount {
+                username: &username,
+                password,
+                email: email.as_deref(),
+                is_admin: admin,
+            };
+            let user = accounts::register(&users, &hasher, settings.password.min_length, new)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let user = users
-                .create(NewUser {
-                    username: &username,
-                    email: email.as_deref(),
-                    password_hash,
-                    is_admin: admin,
-                })
-                .await
-                .map_err(|e| match e {
-                    CreateUserError::Db(e) => anyhow::Error::from(e),
-                    other => anyhow::anyhow!("{other}"),
-                })?;
             println!("{}\t{}", user.id, user.username);
         }
         UsersCommand::Disable { username } => set_active(settings, db, &username, false).await?,

@@ -11,6 +11,7 @@
 //! - [`password`]: the password policy and argon2id on a bounded blocking pool.
 //! - [`config`], [`state`], [`startup`], [`telemetry`]: settings, the shared services, wiring, logs.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod crypto_provider;

@@ -10,12 +10,10 @@ use uuid::Uuid;
 
 use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson};
 use crate::{
+    accounts::{self, NewAccount},
     entity::user,
     error::{BearerErrors, Error, Failure, RegisterErrors},
-    oauth::username::Username,
-    password,
     state::AppState,
-    store::users::{CreateUserError, NewUser},
 };
 
 #[derive(Object, Deserialize)]
@@ -80,32 +78,18 @@ impl UsersApi {
             password,
             email,
         } = body.0;
-        let username = Username::parse(&username)?;
-        let email = email.filter(|e| !e.is_empty());
-        if let Some(email) = &email {
-            check_email(email)?;
-        }
-        password::check_policy(
-            &password,
-            username.as_str(),
+        let created = accounts::register(
+            &state.users,
+            &state.hasher,
             state.settings.password.min_length,
-        )?;
-        let password_hash = state.hasher.hash(password).await?;
-        let created = state
-            .users
-            .create(NewUser {
+            NewAccount {
                 username: &username,
+                password,
                 email: email.as_deref(),
-                password_hash,
                 is_admin: false,
-            })
-            .await
-            .map_err(|e| match e {
-                CreateUserError::UsernameTaken => Error::Conflict("username_taken"),
-                CreateUserError::EmailTaken => Error::Conflict("email_taken"),
-                CreateUserError::Db(e) => e.into(),
-            })?;
-        tracing::info!(user = %created.id, "registered");
+            },
+        )
+        .await?;
         Ok(Registered::Created(Json(created.into())))
     }
 
@@ -134,22 +118,5 @@ pub async fn current_user(state: &AppState, auth: &Auth) -> Result<user::Model, 
     match state.users.find(id).await? {
         Some(user) if user.is_active => Ok(user),
         _ => Err(Error::InvalidToken("user is gone or disabled")),
-    }
-}
-
-/// A plausibility check only; an address is proven by mail, which this server does not send.
-fn check_email(email: &str) -> Result<(), Error> {
-    let plausible = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if plausible {
-        Ok(())
-    } else {
-        Err(Error::Policy {
-            code: "invalid_email",
-            description: "the email address is not valid".into(),
-        })
     }
 }
