@@ -670,8 +670,7 @@ async fn run_backend(
 /// A database on this machine is reached without TLS, as a server on the database's own host would reach
 /// it, unless the URL names an `sslmode`. Left to sqlx's default (`prefer`), the connection is encrypted
 /// (unverified) whenever the server happens to offer TLS, as Debian's PostgreSQL does and a throwaway one
-/// started by `tests/with-services.sh` does not, so the same bench would measure two set-ups (TLS on
-/// loopback cost `/users/me` 5-10 % of its requests per CPU-second here; README, Performance).
+/// started by `tests/with-services.sh` does not, so the same bench would measure two set-ups.
 fn same_host_without_tls(url: &mut url::Url) {
     let local = matches!(
         url.host_str(),

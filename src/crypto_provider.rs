@@ -1,7 +1,6 @@
 //! jsonwebtoken's crypto provider, with one change: RSA keys are parsed once per key, not on every token.
 //! jsonwebtoken's own aws-lc-rs provider rebuilds an `RsaKeyPair` from the DER bytes on every `encode`,
-//! which costs about a third of each signature (STACK.md §5, G1), and an aws-lc public key from the DER on
-//! every `decode`. Signing and verifying are still aws-lc-rs's RSASSA-PKCS1-v1_5, called exactly as
+//! a large share of each signature, and an aws-lc public key from the DER on every `decode`. Signing and verifying are still aws-lc-rs's RSASSA-PKCS1-v1_5, called exactly as
 //! jsonwebtoken calls it; jsonwebtoken still parses the token, pins the algorithm and checks every claim,
 //! and every other algorithm and key form is its aws-lc-rs provider unchanged.
 

@@ -2,9 +2,8 @@
 //! that is not valid UTF-8 is `invalid_request`, rather than silently last-wins or lossily decoded as
 //! poem-openapi's `Form` would; so is one holding text the database cannot store.
 //!
-//! The body is decoded once, here, and the form struct deserialised from the decoded parameters.
-//! Handing it to `serde_urlencoded` after checking it decoded it a second time, lossily, and the two
-//! passes took about a fifth of an introspection's instructions (README, Performance).
+//! The body is decoded once, here, and the form struct deserialised from the decoded parameters, rather
+//! than decoded again (and lossily) by `serde_urlencoded`.
 
 use std::{borrow::Cow, collections::HashSet};
 

@@ -103,17 +103,14 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     }
 }
 
-// The middleware is two hand-written endpoints rather than a stack of poem's combinators (`data`,
-// `around`, `catch_all_error`, `after`, `map_to_response`): each combinator's future holds its own copy of
-// the request beside the whole future beneath it, and moving those futures, 10 KB at the top, was about a
-// sixth of the JWKS's CPU (README, Performance).
+// The middleware is two hand-written endpoints rather than a stack of poem's combinators, each of whose
+// futures holds its own copy of the request beside the whole future beneath it.
 
 /// Inside CORS: the shared state, the body limit, one rendering of every error, and the headers every
 /// response carries. Never fails.
 ///
-/// The documents sit beside the API rather than above it: nesting the API at `/` under one `Route` added a
-/// routing layer, a boxed future and a rebuilt URI to every request (README, Performance). For the same
-/// reason a `GET` of the JWKS, which every resource server polls, is answered here with the documented
+/// The documents sit beside the API rather than above it, which would add a routing layer, a boxed future
+/// and a rebuilt URI to every request. For the same reason a `GET` of the JWKS, which every resource server polls, is answered here with the documented
 /// operation's own answer, without poem-openapi's routing, extractors and four more boxed futures.
 struct Edge {
     api: BoxEndpoint<'static>,
