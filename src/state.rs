@@ -118,6 +118,7 @@ impl AppState {
             verifier: Verifier::new(
                 keys.clone(),
                 deny_list.clone(),
+                feed.clone(),
                 metrics.clone(),
                 &issuer_url,
                 &settings.tokens.audience,

@@ -1,6 +1,7 @@
 //! Indexes for housekeeping: expired refresh tokens and ended sessions are found by their times, and a
 //! token's earlier and later siblings by session and creation time (which also serves every lookup
-//! the index on the session alone served).
+//! the index on the session alone served). And revocations by what they revoke, for the token checks
+//! that read the log while the deny list is unavailable.
 
 use sea_orm_migration::prelude::*;
 
@@ -47,8 +48,16 @@ impl MigrationTrait for Migration {
     }
 }
 
-fn indexes() -> [(&'static str, DynIden, Vec<DynIden>); 4] {
+fn indexes() -> [(&'static str, DynIden, Vec<DynIden>); 5] {
     [
+        (
+            "idx_revocations_kind_value",
+            Revocations::Table.into_iden(),
+            vec![
+                Revocations::Kind.into_iden(),
+                Revocations::Value.into_iden(),
+            ],
+        ),
         (
             "idx_refresh_tokens_session_created",
             RefreshTokens::Table.into_iden(),
@@ -81,6 +90,13 @@ enum RefreshTokens {
     SessionId,
     CreatedAt,
     ExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum Revocations {
+    Table,
+    Kind,
+    Value,
 }
 
 #[derive(DeriveIden)]

@@ -11,11 +11,16 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, sessions::Done, users::current_user};
+use super::{
+    Tag,
+    bearer::{Auth, RevokingAuth},
+    sessions::Done,
+    users::current_user,
+};
 use crate::{
     entity::user,
     error::{BearerItemErrors, BearerQueryErrors, Error, Failure},
-    oauth::grant::password::ADMIN_SCOPE,
+    oauth::{claims::AccessClaims, grant::password::ADMIN_SCOPE},
     state::AppState,
 };
 
@@ -64,7 +69,7 @@ impl AdminApi {
         #[oai(default, validator(minimum(value = "0")))]
         offset: Query<i64>,
     ) -> Result<Json<Vec<AdminUserView>>, Failure<BearerQueryErrors>> {
-        require_admin(&state, &auth).await?;
+        require_admin(&state, auth.claims()).await?;
         if limit.0 == 0 || limit.0 > MAX_PAGE {
             return Err(Error::invalid_request("limit must be between 1 and 1000").into());
         }
@@ -80,10 +85,10 @@ impl AdminApi {
     async fn disable(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: Auth,
+        auth: RevokingAuth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        set_active(&state, &auth, id.0, false).await
+        set_active(&state, auth.claims(), id.0, false).await
     }
 
     /// Enable a user
@@ -94,21 +99,21 @@ impl AdminApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        set_active(&state, &auth, id.0, true).await
+        set_active(&state, auth.claims(), id.0, true).await
     }
 }
 
 async fn set_active(
     state: &AppState,
-    auth: &Auth,
+    claims: &AccessClaims,
     id: Uuid,
     active: bool,
 ) -> Result<Done, Failure<BearerItemErrors>> {
-    require_admin(state, auth).await?;
+    require_admin(state, claims).await?;
     if !state.revoker.set_active(id, active).await? {
         return Err(Error::NotFound.into());
     }
-    tracing::info!(user = %id, by = %auth.claims().sub, active, "user state changed");
+    tracing::info!(user = %id, by = %claims.sub, active, "user state changed");
     Ok(Done::NoContent)
 }
 
@@ -118,11 +123,11 @@ fn default_limit() -> u64 {
 
 /// RFC 6750 §3.1: a valid token without the scope is `403 insufficient_scope`. The scope is not enough:
 /// the user must be an active admin now, so that a disabled or demoted admin's token stops at once.
-async fn require_admin(state: &AppState, auth: &Auth) -> Result<(), Error> {
-    if !auth.claims().has_scope(ADMIN_SCOPE) {
+async fn require_admin(state: &AppState, claims: &AccessClaims) -> Result<(), Error> {
+    if !claims.has_scope(ADMIN_SCOPE) {
         return Err(Error::InsufficientScope);
     }
-    if current_user(state, auth).await?.is_admin {
+    if current_user(state, claims).await?.is_admin {
         Ok(())
     } else {
         Err(Error::InsufficientScope)

@@ -53,16 +53,65 @@ impl Auth {
     }
 }
 
+/// The same schemes, for the routes that only take access away (logging out, changing the password,
+/// disabling a user): while the deny list cannot be read, the token is checked against the revocation log
+/// in the database instead, so that these are answered as usual during a Redis outage.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "OAuth2",
+    ty = "oauth2",
+    flows(password(token_url = "/oauth/token", scopes = "Scopes")),
+    checker = "check_durably"
+)]
+pub struct RevokingOAuth2(AccessClaims);
+
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "Bearer",
+    ty = "bearer",
+    bearer_format = "JWT",
+    checker = "check_durably"
+)]
+pub struct RevokingBearer(AccessClaims);
+
+#[derive(SecurityScheme)]
+pub enum RevokingAuth {
+    OAuth2(RevokingOAuth2),
+    Bearer(RevokingBearer),
+}
+
+impl RevokingAuth {
+    pub fn claims(&self) -> &AccessClaims {
+        match self {
+            Self::OAuth2(RevokingOAuth2(c)) | Self::Bearer(RevokingBearer(c)) => c,
+        }
+    }
+}
+
 async fn check(req: &Request, bearer: Bearer) -> poem::Result<AccessClaims> {
-    let state = req
-        .data::<Arc<AppState>>()
-        .expect("the app state is attached to every route");
+    let state = state(req);
     let claims = state.verifier.check(&bearer.token).await?;
+    Ok(traced(claims))
+}
+
+async fn check_durably(req: &Request, bearer: Bearer) -> poem::Result<AccessClaims> {
+    let state = state(req);
+    let claims = state.verifier.check_durably(&bearer.token).await?;
+    Ok(traced(claims))
+}
+
+fn state(req: &Request) -> &Arc<AppState> {
+    req.data::<Arc<AppState>>()
+        .expect("the app state is attached to every route")
+}
+
+/// Names the token in the request's log line.
+fn traced(claims: AccessClaims) -> AccessClaims {
     let span = tracing::Span::current();
     span.record("client_id", claims.client_id.as_str());
     span.record("jti", claims.jti.as_str());
     if let Some(sid) = &claims.sid {
         span.record("sid", sid.as_str());
     }
-    Ok(claims)
+    claims
 }

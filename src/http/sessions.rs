@@ -8,7 +8,13 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson, users::current_user};
+use super::{
+    Tag,
+    bearer::{Auth, RevokingAuth},
+    client_ip::client_ip,
+    json::StrictJson,
+    users::current_user,
+};
 use crate::{
     entity::session,
     error::{BearerErrors, BearerItemErrors, Error, Failure, PasswordChangeErrors},
@@ -68,7 +74,7 @@ impl SessionsApi {
         state: Data<&Arc<AppState>>,
         auth: Auth,
     ) -> Result<Json<Vec<SessionView>>, Failure<BearerErrors>> {
-        let user = current_user(&state, &auth).await?;
+        let user = current_user(&state, auth.claims()).await?;
         let sessions = state.sessions.list_live(user.id).await?;
         Ok(Json(sessions.into_iter().map(Into::into).collect()))
     }
@@ -80,10 +86,10 @@ impl SessionsApi {
     async fn logout(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: Auth,
+        auth: RevokingAuth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        let user = current_user(&state, &auth).await?;
+        let user = current_user(&state, auth.claims()).await?;
         match state.sessions.find(id.0).await? {
             Some(session) if session.user_id == user.id => {
                 state.revoker.session(session.id, "logout").await?;
@@ -100,9 +106,9 @@ impl SessionsApi {
     async fn logout_everywhere(
         &self,
         state: Data<&Arc<AppState>>,
-        auth: Auth,
+        auth: RevokingAuth,
     ) -> Result<Done, Failure<BearerErrors>> {
-        let user = current_user(&state, &auth).await?;
+        let user = current_user(&state, auth.claims()).await?;
         state.revoker.user(user.id, "logout_everywhere").await?;
         Ok(Done::NoContent)
     }
@@ -115,10 +121,10 @@ impl SessionsApi {
         &self,
         state: Data<&Arc<AppState>>,
         req: &Request,
-        auth: Auth,
+        auth: RevokingAuth,
         body: StrictJson<PasswordChange>,
     ) -> Result<Done, Failure<PasswordChangeErrors>> {
-        let user = current_user(&state, &auth).await?;
+        let user = current_user(&state, auth.claims()).await?;
         let PasswordChange {
             current_password,
             new_password,

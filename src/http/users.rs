@@ -13,6 +13,7 @@ use crate::{
     accounts::{self, NewAccount},
     entity::user,
     error::{BearerErrors, Error, Failure, RegisterErrors},
+    oauth::claims::AccessClaims,
     state::AppState,
 };
 
@@ -100,14 +101,13 @@ impl UsersApi {
         state: Data<&Arc<AppState>>,
         auth: Auth,
     ) -> Result<Json<UserView>, Failure<BearerErrors>> {
-        let user = current_user(&state, &auth).await?;
+        let user = current_user(&state, auth.claims()).await?;
         Ok(Json(user.into()))
     }
 }
 
 /// The live user a token speaks for. A client's own token (no user) lacks the scope of a user route.
-pub async fn current_user(state: &AppState, auth: &Auth) -> Result<user::Model, Error> {
-    let claims = auth.claims();
+pub async fn current_user(state: &AppState, claims: &AccessClaims) -> Result<user::Model, Error> {
     if claims.username.is_none() {
         return Err(Error::InsufficientScope);
     }

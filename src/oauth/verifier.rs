@@ -13,11 +13,18 @@ use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use super::claims::AccessClaims;
-use crate::{error::Error, keys::KeyStore, metrics::Metrics, store::deny_list::DenyList};
+use crate::{
+    error::Error,
+    keys::KeyStore,
+    metrics::Metrics,
+    store::{deny_list::DenyList, revocation_feed::RevocationFeed},
+};
 
 pub struct Verifier {
     keys: Arc<KeyStore>,
     deny_list: Arc<DenyList>,
+    /// The revocation log the deny list copies, for [`Verifier::check_durably`].
+    log: RevocationFeed,
     metrics: Arc<Metrics>,
     validation: Validation,
     verified: Cache<[u8; 32], Arc<Verified>>,
@@ -38,6 +45,7 @@ impl Verifier {
     pub fn new(
         keys: Arc<KeyStore>,
         deny_list: Arc<DenyList>,
+        log: RevocationFeed,
         metrics: Arc<Metrics>,
         issuer: &str,
         audience: &str,
@@ -53,6 +61,7 @@ impl Verifier {
         Self {
             keys,
             deny_list,
+            log,
             metrics,
             validation,
             verified: Cache::new(VERIFIED_CAPACITY),
@@ -74,6 +83,21 @@ impl Verifier {
             self.metrics.redis_errors.inc();
         }
         if denied? {
+            return Err(Error::InvalidToken("revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// [`Verifier::check`], except that while the deny list cannot be read the token is checked against
+    /// the revocation log in the database, which the deny list copies: for requests that only take
+    /// access away, which must be answered even during a Redis outage.
+    pub async fn check_durably(&self, token: &str) -> Result<AccessClaims, Error> {
+        match self.check(token).await {
+            Err(Error::Unavailable { .. }) => {}
+            other => return other,
+        }
+        let claims = self.verify(token)?;
+        if self.log.denies(&claims).await? {
             return Err(Error::InvalidToken("revoked"));
         }
         Ok(claims)

@@ -4,12 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
+    TransactionTrait,
 };
 
 use super::deny_list::{Entry, Revocation};
-use crate::entity::revocation;
+use crate::{entity::revocation, oauth::claims::AccessClaims};
 
 /// The PostgreSQL advisory lock appending writers take in turn (an arbitrary constant of this table).
 const APPEND_LOCK: i64 = 0x7265_766f_6b65;
@@ -62,6 +63,34 @@ impl RevocationFeed {
             })
             .collect();
         Ok((entries, cursor))
+    }
+
+    /// Whether a live entry of the log revokes the token: its `jti`, its session, or its subject from
+    /// before it was issued. The deny list answers this from a copy; this asks the truth.
+    pub async fn denies(&self, claims: &AccessClaims) -> Result<bool, DbErr> {
+        use revocation::Column as R;
+        use sea_orm::sea_query::ExprTrait;
+        let mut which = Condition::any()
+            .add(R::Kind.eq("jti").and(R::Value.eq(claims.jti.as_str())))
+            .add(
+                R::Kind
+                    .eq("sub")
+                    .and(R::Value.eq(claims.sub.as_str()))
+                    .and(R::NotBefore.gt(claims.iat)),
+            );
+        if let Some(sid) = &claims.sid {
+            which = which.add(R::Kind.eq("sid").and(R::Value.eq(sid.as_str())));
+        }
+        let found = revocation::Entity::find()
+            .select_only()
+            .column(R::Seq)
+            .filter(which)
+            .filter(R::ExpiresAt.gt(Utc::now()))
+            .limit(1)
+            .into_tuple::<i64>()
+            .all(&self.db)
+            .await?;
+        Ok(!found.is_empty())
     }
 
     /// Deletes up to `batch` entries whose tokens have all expired; returns how many went.

@@ -396,3 +396,58 @@ async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurren
         writers * each
     );
 }
+
+on_both_databases! {
+    async fn while_redis_is_down_logouts_password_changes_and_disables_are_answered_as_usual(backend: Backend) {
+        // Arrange: an admin, a user with two sessions, and a token revoked before the outage.
+        let mut redis = PrivateRedis::start(free_port());
+        let url = redis.url();
+        let app = spawn_app_with(backend, |s| s.redis.url = Some(url)).await;
+        let rs = app.resource_server().await;
+        let admin = app.seed_admin().await;
+        let admin_token = app.login(&admin).await.access_token;
+        let user = app.seed_user().await;
+        let first = app.login(&user).await.access_token;
+        let second = app.login(&user).await.access_token;
+        let revoked = app.login(&user).await.access_token;
+        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", revoked.as_str())]).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let victim = app.seed_user().await;
+        let victim_token = app.login(&victim).await.access_token;
+        let victim_id = claims_of(&victim_token)["sub"].as_str().unwrap().to_owned();
+
+        // Act: Redis goes away.
+        redis.stop();
+
+        // Assert: what only takes access away is checked against the database and answered; a revoked
+        // token is still refused; every other Bearer route fails closed.
+        assert_eq!(app.me(&first).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let sid = claims_of(&second)["sid"].as_str().unwrap().to_owned();
+        let resp = app.http.delete(app.url(&format!("/users/me/sessions/{sid}"))).bearer_auth(&revoked).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a revoked token logs nothing out");
+        let resp = app.http.delete(app.url(&format!("/users/me/sessions/{sid}"))).bearer_auth(&first).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let resp = app
+            .http
+            .post(app.url("/users/me/password"))
+            .bearer_auth(&first)
+            .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let resp = app.http.post(app.url(&format!("/admin/users/{victim_id}/disable"))).bearer_auth(&admin_token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let resp = app.http.post(app.url(&format!("/admin/users/{victim_id}/enable"))).bearer_auth(&admin_token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "what gives access back is not");
+
+        // And once Redis is back (empty), all of it holds.
+        let _redis = PrivateRedis::start(redis.port);
+        let revoked_all = Revoked {
+            tokens: vec![first, second, revoked],
+            live: admin_token,
+        };
+        still_revoked(&app, &rs, &revoked_all).await;
+        assert_eq!(active(&app, &rs, &victim_token).await, Some(false));
+    }
+}
