@@ -292,26 +292,10 @@ async fn set_active(
         .find_by_username(username)
         .await?
         .with_context(|| format!("no user named {username}"))?;
-    // The revocations go to the database, whence every running server lists them within
-    // keys.rescan_interval; with Redis they are listed there at once as well.
-    let deny_list = match &settings.redis.url {
-        Some(url) => DenyList::redis(
-            crate::store::redis::connect(url)?,
-            &settings.redis.key_prefix,
-        ),
-        None => DenyList::memory(),
-    };
-    Revoker::new(
-        SessionStore::new(db.clone()),
-        users,
-        crate::store::revocation_feed::RevocationFeed::new(db),
-        Arc::new(deny_list),
-        settings.access_ttl(),
-        Arc::default(),
-    )
-    .set_active(user.id, active)
-    .await
-    .map_err(|e| anyhow::anyhow!("changing the user's state: {e}"))?;
+    revoker(settings, db)?
+        .set_active(user.id, active)
+        .await
+        .map_err(|e| anyhow::anyhow!("changing the user's state: {e}"))?;
     println!(
         "{} {}",
         user.username,
@@ -329,8 +313,30 @@ async fn purge(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The revoker the commands that take access away use. Their revocations go to the database, whence
+/// every running server lists them within keys.rescan_interval; with Redis they are listed there at once.
+fn revoker(settings: &Settings, db: sea_orm::DatabaseConnection) -> anyhow::Result<Revoker> {
+    let deny_list = match &settings.redis.url {
+        Some(url) => DenyList::redis(
+            crate::store::redis::connect(url)?,
+            &settings.redis.key_prefix,
+        ),
+        None => DenyList::memory(),
+    };
+    Ok(Revoker::new(
+        SessionStore::new(db.clone()),
+        UserStore::new(db.clone()),
+        ClientStore::new(db.clone()),
+        crate::store::revocation_feed::RevocationFeed::new(db),
+        Arc::new(deny_list),
+        settings.access_ttl(),
+        Arc::default(),
+    ))
+}
+
 async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()> {
-    let clients = ClientStore::new(database(settings).await?);
+    let db = database(settings).await?;
+    let clients = ClientStore::new(db.clone());
     match cmd {
         ClientsCommand::Create {
             id,
@@ -406,7 +412,11 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
             }
         }
         ClientsCommand::Delete { id } => {
-            if !clients.delete(&id).await? {
+            let deleted = revoker(settings, db)?
+                .delete_client(&id)
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting the client: {e}"))?;
+            if !deleted {
                 bail!("no client {id}");
             }
             println!("deleted {id}");

@@ -86,6 +86,7 @@ impl AppState {
         let revoker = Revoker::new(
             sessions.clone(),
             users.clone(),
+            clients.clone(),
             feed.clone(),
             deny_list.clone(),
             settings.access_ttl(),

@@ -15,6 +15,7 @@ use crate::metrics::{Labels, Metrics};
 use crate::{
     error::Error,
     store::{
+        clients::ClientStore,
         deny_list::{DenyList, Entry, Revocation},
         revocation_feed::RevocationFeed,
         sessions::SessionStore,
@@ -25,6 +26,7 @@ use crate::{
 pub struct Revoker {
     sessions: SessionStore,
     users: UserStore,
+    clients: ClientStore,
     feed: RevocationFeed,
     deny: Arc<DenyList>,
     metrics: Arc<Metrics>,
@@ -41,6 +43,7 @@ impl Revoker {
     pub fn new(
         sessions: SessionStore,
         users: UserStore,
+        clients: ClientStore,
         feed: RevocationFeed,
         deny: Arc<DenyList>,
         access_ttl: Duration,
@@ -49,6 +52,7 @@ impl Revoker {
         Self {
             sessions,
             users,
+            clients,
             feed,
             deny,
             metrics,
@@ -99,6 +103,17 @@ impl Revoker {
             return Ok(false);
         };
         self.count("disabled", &recorded);
+        self.list(&recorded).await;
+        Ok(true)
+    }
+
+    /// Deletes a client with its sessions, and revokes every token it was issued. `false` when there is
+    /// no such client.
+    pub async fn delete_client(&self, id: &str) -> Result<bool, Error> {
+        let Some(recorded) = self.clients.delete(id, self.until()).await? else {
+            return Ok(false);
+        };
+        self.count("client_deleted", &recorded);
         self.list(&recorded).await;
         Ok(true)
     }

@@ -6,12 +6,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, Set};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
 
-use super::Unique;
+use super::{
+    Unique,
+    deny_list::{Entry, Revocation},
+    revocation_feed::append,
+};
 use crate::{
-    entity::client,
+    entity::{client, session},
     oauth::{client::GrantType, scope::Scope},
 };
 
@@ -125,12 +132,47 @@ impl ClientStore {
         })
     }
 
-    /// Deletes a client and, through the foreign keys, its sessions. Returns whether it existed.
-    pub async fn delete(&self, id: &str) -> Result<bool, sea_orm::DbErr> {
-        let res = client::Entity::delete_by_id(id.to_owned())
-            .exec(&self.db)
+    /// Deletes a client and, through the foreign keys, its sessions, recording in the same transaction
+    /// the revocation of every token it was issued: its live sessions' (`sid`) and its own
+    /// client_credentials tokens (`sub`, the client id). `until` is when its last access token expires;
+    /// `None` when there was no such client.
+    pub async fn delete(
+        &self,
+        id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        let live: Vec<uuid::Uuid> = session::Entity::find()
+            .select_only()
+            .column(session::Column::Id)
+            .filter(session::Column::ClientId.eq(id))
+            .filter(session::Column::RevokedAt.is_null())
+            .into_tuple()
+            .all(&txn)
             .await?;
-        Ok(res.rows_affected == 1)
+        let res = client::Entity::delete_by_id(id.to_owned())
+            .exec(&txn)
+            .await?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        // Its own tokens from before now, and from the moment a cached row may still issue them.
+        let own = Revocation {
+            entry: Entry::SubjectBefore {
+                sub: id.to_owned(),
+                not_before: Utc::now().timestamp() + CACHE_TTL.as_secs() as i64 + 1,
+            },
+            expires_at: until,
+        };
+        let recorded: Vec<Revocation> = std::iter::once(own)
+            .chain(live.into_iter().map(|sid| Revocation {
+                entry: Entry::Session(sid.to_string()),
+                expires_at: until,
+            }))
+            .collect();
+        append(&txn, &recorded).await?;
+        txn.commit().await?;
+        Ok(Some(recorded))
     }
 
     /// Creates the default public client if it is missing; an existing one is left as its operator

@@ -341,7 +341,7 @@ on_both_databases! {
         assert_eq!(client_credentials(&app, &service, None).await.status(), StatusCode::OK);
 
         // Act
-        assert!(app.state.clients.delete(&service.id).await.unwrap());
+        assert!(app.state.revoker.delete_client(&service.id).await.unwrap());
         tokio::time::sleep(CACHE_TTL + Duration::from_millis(100)).await;
 
         // Assert
@@ -355,7 +355,7 @@ on_both_databases! {
         assert_eq!(client_credentials(&app, &first, None).await.status(), StatusCode::OK);
 
         // Act: deleted and made again under its id with a new secret, as an operator replaces a leaked one.
-        assert!(app.state.clients.delete(&first.id).await.unwrap());
+        assert!(app.state.revoker.delete_client(&first.id).await.unwrap());
         let second = TestClient { id: first.id.clone(), secret: Some(format!("secret-{}", uuid::Uuid::new_v4().simple())) };
         app.state.clients.create(NewClient {
             id: &second.id,

@@ -451,3 +451,33 @@ on_both_databases! {
         assert_eq!(active(&app, &rs, &victim_token).await, Some(false));
     }
 }
+
+on_both_databases! {
+    async fn a_client_deleted_on_the_command_line_takes_its_tokens_with_it(backend: Backend) {
+        // Arrange: a service's own token, and a user's token issued through a client of its own; no Redis.
+        let app = spawn_app_with(backend, |s| s.keys.rescan_interval = 1).await;
+        let rs = app.resource_server().await;
+        let service = app.seed_client(false, &[portcullis::oauth::client::GrantType::ClientCredentials], "").await;
+        let resp = app.token_basic(&service.id, service.secret.as_deref().unwrap(), &[("grant_type", "client_credentials")]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let service_token = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        let app_client = app.seed_client(true, &[portcullis::oauth::client::GrantType::Password], "profile").await;
+        let user = app.seed_user().await;
+        let resp = app.token(&[("grant_type", "password"), ("client_id", &app_client.id), ("username", &user.username), ("password", &user.password)]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let user_token = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+        let other = app.login(&user).await.access_token;
+
+        // Act
+        let db = &app.settings.database.url;
+        ok(&portcullis(db, &["clients", "delete", &service.id], None));
+        ok(&portcullis(db, &["clients", "delete", &app_client.id], None));
+
+        // Assert: within the rescan interval both are inactive; a token of another client is not.
+        eventually(Duration::from_secs(3), "the deleted clients' tokens are denied", || async {
+            active(&app, &rs, &service_token).await == Some(false) && active(&app, &rs, &user_token).await == Some(false)
+        })
+        .await;
+        assert_eq!(active(&app, &rs, &other).await, Some(true));
+    }
+}

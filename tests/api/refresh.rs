@@ -343,7 +343,7 @@ on_both_databases! {
         let rt = resp.json::<serde_json::Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
 
         // Act
-        assert!(app.state.clients.delete(&client.id).await.unwrap());
+        assert!(app.state.revoker.delete_client(&client.id).await.unwrap());
         let resp = refresh(rt).await;
 
         // Assert: refused, with no token and no server error: `invalid_grant` while the row is cached
