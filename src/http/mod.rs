@@ -16,7 +16,7 @@ pub(crate) mod timeouts;
 mod token;
 mod users;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use poem::{
     Endpoint, IntoEndpoint, IntoResponse, Middleware, Request, Response, Route,
@@ -24,7 +24,7 @@ use poem::{
     http::{HeaderMap, HeaderValue, Method, header},
     middleware::{Cors, CorsEndpoint},
 };
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::{
@@ -51,8 +51,20 @@ enum Tag {
     Operations,
 }
 
-/// The OpenAPI service: every operation of the contract.
-pub fn api(issuer: &str) -> OpenApiService<impl poem_openapi::OpenApi + use<>, ()> {
+/// Every operation of the contract.
+type Operations = (
+    token::TokenApi,
+    revoke::RevokeApi,
+    feed::FeedApi,
+    discovery::DiscoveryApi,
+    users::UsersApi,
+    sessions::SessionsApi,
+    admin::AdminApi,
+    ops::OpsApi,
+);
+
+/// The OpenAPI service of the [`Operations`].
+pub fn api(issuer: &str) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         (
             token::TokenApi,
@@ -81,7 +93,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     let metrics = state.metrics.clone();
     let latency = ROUTES
         .iter()
-        .map(|&route| {
+        .map(|route| {
             metrics
                 .latency
                 .get_or_create(&RouteLabels { route })
@@ -214,7 +226,7 @@ impl Endpoint for Observe {
                     .expect("hex digits are a valid header value")
             });
         let route_index = route_index(req.uri().path());
-        let route = ROUTES[route_index];
+        let route = ROUTES[route_index].as_str();
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "request",
@@ -268,47 +280,50 @@ impl Endpoint for Observe {
     }
 }
 
-/// Every route label: the exact paths first (as [`route_index`] matches them), then the paths with an id
-/// folded, then everything else. The metrics' label set stays this small whatever paths clients send.
-const ROUTES: [&str; 21] = [
-    "/oauth/token",
-    "/oauth/revoke",
-    "/oauth/introspect",
-    "/oauth/revocations",
-    "/.well-known/jwks.json",
-    "/.well-known/oauth-authorization-server",
-    "/.well-known/openid-configuration",
-    "/users",
-    "/users/me",
-    "/users/me/password",
-    "/users/me/sessions",
-    "/admin/users",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/users/me/sessions/{id}",
-    "/admin/users/{id}/disable",
-    "/admin/users/{id}/enable",
-    "other",
-];
-
-/// The index in [`ROUTES`] of the route a path belongs to.
-fn route_index(path: &str) -> usize {
-    let folded = match path {
-        p if p.starts_with("/users/me/sessions/") => "/users/me/sessions/{id}",
-        p if p.starts_with("/admin/users/") && p.ends_with("/disable") => {
-            "/admin/users/{id}/disable"
+/// Every route label: each operation's path as the OpenAPI document spells it, the documents, and `other`
+/// for everything else. It is read off the operations so that none lacks a label, and stays this small
+/// whatever paths clients send.
+static ROUTES: LazyLock<Box<[String]>> = LazyLock::new(|| {
+    let mut routes: Vec<String> = Vec::new();
+    let paths = Operations::meta().into_iter().flat_map(|api| api.paths);
+    for path in paths.map(|p| p.path).chain(DOCUMENTS.map(String::from)) {
+        if !routes.contains(&path) {
+            routes.push(path);
         }
-        p if p.starts_with("/admin/users/") && p.ends_with("/enable") => "/admin/users/{id}/enable",
-        p if p.starts_with("/docs/") => "/docs",
-        p => p,
+    }
+    routes.push("other".to_owned());
+    routes.into()
+});
+
+/// The documents [`routes`] serves beside the operations; everything under `/docs` counts as `/docs`.
+const DOCUMENTS: [&str; 2] = ["/openapi.json", "/docs"];
+
+/// The index in [`ROUTES`] of the route a path belongs to: the one it equals, else the first whose
+/// template it fits, else `other`.
+fn route_index(path: &str) -> usize {
+    let path = if path.starts_with("/docs/") {
+        "/docs"
+    } else {
+        path
     };
     ROUTES
         .iter()
-        .position(|r| *r == folded)
+        .position(|route| route == path)
+        .or_else(|| ROUTES.iter().position(|route| fits(route, path)))
         .unwrap_or(ROUTES.len() - 1)
+}
+
+/// Whether `path` fits the path template `route`, in which each `{parameter}` stands for one non-empty
+/// segment, as poem routes it.
+fn fits(route: &str, path: &str) -> bool {
+    let (mut route, mut path) = (route.split('/'), path.split('/'));
+    loop {
+        match (route.next(), path.next()) {
+            (None, None) => return true,
+            (Some(r), Some(p)) if r == p || (r.starts_with('{') && !p.is_empty()) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The method as a label: HTTP lets a client send any token as a method, and each one kept would be
@@ -452,7 +467,7 @@ mod tests {
 
     #[test]
     fn paths_fold_onto_a_fixed_set_of_route_labels() {
-        let label = |path| ROUTES[route_index(path)];
+        let label = |path| ROUTES[route_index(path)].as_str();
         assert_eq!(label("/oauth/token"), "/oauth/token");
         assert_eq!(label("/users/me/sessions"), "/users/me/sessions");
         assert_eq!(
@@ -465,11 +480,22 @@ mod tests {
         );
         assert_eq!(label("/admin/users/42/enable"), "/admin/users/{id}/enable");
         assert_eq!(label("/docs/index.css"), "/docs");
+        assert_eq!(label("/openapi.json"), "/openapi.json");
         assert_eq!(label("/admin/users/42"), "other");
+        assert_eq!(label("/admin/users/42/x/disable"), "other");
+        assert_eq!(label("/users/me/sessions/a/b"), "other");
+        assert_eq!(label("/users/me/sessions/"), "other");
         assert_eq!(label("/nowhere"), "other");
         let mut unique = ROUTES.to_vec();
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), ROUTES.len(), "each label once");
+    }
+
+    #[test]
+    fn every_cors_route_is_a_route_label() {
+        for route in CORS_ROUTES {
+            assert!(ROUTES.iter().any(|r| r == route), "{route}");
+        }
     }
 }

@@ -155,6 +155,82 @@ async fn methods_outside_http_s_own_are_counted_as_one_label() {
     assert!(!text.contains("FROB"), "{text}");
 }
 
+#[tokio::test]
+async fn every_documented_operation_is_counted_under_its_own_route_and_any_other_path_as_other() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut operations = Vec::new();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            operations.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    assert!(!operations.is_empty(), "{doc}");
+
+    for (method, path) in &operations {
+        // Each `{parameter}` filled in; the answer (often 401 or 400) does not matter, only its label.
+        let concrete: Vec<_> = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "42" } else { s })
+            .collect();
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        app.http
+            .request(method, app.url(&concrete.join("/")))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Paths no operation has, two of them shaped like one with a parameter.
+    let strays = [
+        "/users/me/sessions/42/more",
+        "/admin/users/42/x/disable",
+        "/stray-7f3a",
+    ];
+    for path in strays {
+        app.http.post(app.url(path)).send().await.unwrap();
+    }
+
+    let text = metrics_text(&app).await;
+    let samples = samples(&text);
+    let sum = |prefix: &str| {
+        samples
+            .iter()
+            .filter(|(s, _)| s.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    for (method, path) in &operations {
+        assert!(
+            sum(&format!(
+                r#"portcullis_http_requests_total{{route="{path}",method="{method}","#
+            )) >= 1.0,
+            "{method} {path} has no series of its own:\n{text}"
+        );
+        assert!(
+            sum(&format!(
+                r#"portcullis_http_request_duration_seconds_count{{route="{path}"}}"#
+            )) >= 1.0,
+            "{path} has no latency of its own:\n{text}"
+        );
+    }
+    assert_eq!(
+        sum(r#"portcullis_http_requests_total{route="other",method="POST",status="404"}"#),
+        strays.len() as f64,
+        "{text}"
+    );
+    for path in strays {
+        assert!(!text.contains(path), "{path} became a label:\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
