@@ -21,6 +21,7 @@ use rsa::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
     traits::PublicKeyParts,
 };
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// How key files are named: the creation time, so that ordering by name is ordering by age.
@@ -39,6 +40,39 @@ pub struct Key {
     pub decoding: DecodingKey,
     n: String,
     e: String,
+}
+
+impl Key {
+    /// The key as the JWKS publishes it.
+    fn jwk(&self) -> Jwk<'_> {
+        Jwk {
+            alg: "RS256",
+            e: &self.e,
+            kid: &self.kid,
+            kty: "RSA",
+            n: &self.n,
+            use_: "sig",
+        }
+    }
+}
+
+/// The JWKS document (RFC 7517 §5).
+#[derive(Serialize)]
+pub struct Jwks<'a> {
+    keys: Vec<Jwk<'a>>,
+}
+
+/// One RSA public key (RFC 7517 §4, RFC 7518 §6.3). Its members are in lexicographic order, the order
+/// earlier versions wrote, so that instances of either version agree on a key set's ETag.
+#[derive(Serialize)]
+struct Jwk<'a> {
+    alg: &'a str,
+    e: &'a str,
+    kid: &'a str,
+    kty: &'a str,
+    n: &'a str,
+    #[serde(rename = "use")]
+    use_: &'a str,
 }
 
 /// The keys of one scan of the folder, with the JWKS bytes built once from them.
@@ -207,11 +241,9 @@ fn scan(
         .map(|(k, _)| k)
         .collect();
 
-    let jwks = serde_json::json!({
-        "keys": keys.iter().map(|k| serde_json::json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, "n": k.n, "e": k.e,
-        })).collect::<Vec<_>>()
-    });
+    let jwks = Jwks {
+        keys: keys.iter().map(|k| k.jwk()).collect(),
+    };
     let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
     let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
     let set = KeySet {
@@ -436,6 +468,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(store.current().signing().kid, kid);
+    }
+
+    #[test]
+    fn the_jwks_lists_its_members_in_lexicographic_order_so_every_version_agrees_on_its_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), 2048).unwrap();
+        let store = KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(900)).unwrap();
+        let set = store.current();
+        let key = set.signing();
+        let expected = format!(
+            r#"{{"keys":[{{"alg":"RS256","e":"{}","kid":"{}","kty":"RSA","n":"{}","use":"sig"}}]}}"#,
+            key.e, key.kid, key.n
+        );
+        assert_eq!(std::str::from_utf8(set.jwks()).unwrap(), expected);
     }
 
     #[test]

@@ -18,6 +18,10 @@ use poem_openapi::{
 use super::Tag;
 use crate::state::AppState;
 
+// The documents below describe, for the OpenAPI document only, what `keys::Jwks` and
+// `oauth::metadata::Metadata` serialise; the conformance test (tests/api/openapi_conformance.rs) fails when
+// the two drift apart, so the domain need not know poem-openapi.
+
 /// One RSA public key (RFC 7517 §4, RFC 7518 §6.3).
 #[derive(Object)]
 #[allow(dead_code)]
