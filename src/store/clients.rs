@@ -12,11 +12,7 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 
-use super::{
-    Unique,
-    deny_list::{Entry, Revocation},
-    revocation_feed::append,
-};
+use super::{Unique, deny_list::Revocation, revocation_feed::append};
 use crate::{
     entity::{client, session},
     oauth::{client::GrantType, scope::Scope},
@@ -157,19 +153,8 @@ impl ClientStore {
             return Ok(None);
         }
         // Its own tokens from before now, and from the moment a cached row may still issue them.
-        let own = Revocation {
-            entry: Entry::SubjectBefore {
-                sub: id.to_owned(),
-                not_before: Utc::now().timestamp() + CACHE_TTL.as_secs() as i64 + 1,
-            },
-            expires_at: until,
-        };
-        let recorded: Vec<Revocation> = std::iter::once(own)
-            .chain(live.into_iter().map(|sid| Revocation {
-                entry: Entry::Session(sid.to_string()),
-                expires_at: until,
-            }))
-            .collect();
+        let not_before = Utc::now().timestamp() + CACHE_TTL.as_secs() as i64 + 1;
+        let recorded = Revocation::subject_and_sessions(id.to_owned(), not_before, live, until);
         append(&txn, &recorded).await?;
         txn.commit().await?;
         Ok(Some(recorded))

@@ -97,6 +97,26 @@ pub struct Revocation {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Revocation {
+    /// Every token of `sub` issued before `not_before` (seconds since the epoch), and every token of these
+    /// sessions, each listed until `until`.
+    pub fn subject_and_sessions(
+        sub: String,
+        not_before: i64,
+        sessions: Vec<uuid::Uuid>,
+        until: DateTime<Utc>,
+    ) -> Vec<Self> {
+        let subject = Entry::SubjectBefore { sub, not_before };
+        std::iter::once(subject)
+            .chain(sessions.iter().map(|id| Entry::Session(id.to_string())))
+            .map(|entry| Self {
+                entry,
+                expires_at: until,
+            })
+            .collect()
+    }
+}
+
 /// Marks a Redis deny list as filled from the log; a Redis that restarted empty lacks it.
 const LOADED: &str = "deny:loaded";
 

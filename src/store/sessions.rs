@@ -455,19 +455,8 @@ pub(crate) async fn revoke_all_in(
             .exec(txn)
             .await?;
     }
-    let subject = Revocation {
-        entry: Entry::SubjectBefore {
-            sub: user_id.to_string(),
-            not_before: now.timestamp(),
-        },
-        expires_at: until,
-    };
-    let recorded: Vec<Revocation> = std::iter::once(subject)
-        .chain(ids.into_iter().map(|id| Revocation {
-            entry: Entry::Session(id.to_string()),
-            expires_at: until,
-        }))
-        .collect();
+    let recorded =
+        Revocation::subject_and_sessions(user_id.to_string(), now.timestamp(), ids, until);
     append(txn, &recorded).await?;
     Ok(recorded)
 }
