@@ -25,7 +25,7 @@ use std::{
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use jsonwebtoken::{EncodingKey, Header, Validation};
-use portcullis::oauth::{client::GrantType, scope::Scope};
+use portcullis::value::{grant_type::GrantType, scope::Scope};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};

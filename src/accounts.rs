@@ -4,9 +4,9 @@
 use crate::{
     entity::user,
     error::Error,
-    oauth::username::Username,
     password::{self, Hasher},
     store::users::{CreateUserError, NewUser, UserStore},
+    value::username::Username,
 };
 
 /// What registration asks for.

@@ -11,11 +11,7 @@ use rand::RngCore;
 use crate::{
     accounts::{self, NewAccount},
     config::Settings,
-    oauth::{
-        client::{GrantType, hash_secret},
-        revocation::Revoker,
-        scope::Scope,
-    },
+    oauth::{client::hash_secret, revocation::Revoker},
     password::Hasher,
     startup::{App, shutdown_signal},
     store::{
@@ -25,6 +21,7 @@ use crate::{
         sessions::SessionStore,
         users::UserStore,
     },
+    value::{grant_type::GrantType, scope::Scope},
 };
 
 #[derive(Parser)]

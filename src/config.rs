@@ -305,7 +305,7 @@ impl Settings {
         if !(1..=crate::password::MAX_LENGTH).contains(&self.password.min_length) {
             return bad("password.min_length", "must be between 1 and 128");
         }
-        if crate::oauth::scope::Scope::parse(&self.clients.default_scopes.join(" ")).is_err() {
+        if crate::value::scope::Scope::parse(&self.clients.default_scopes.join(" ")).is_err() {
             return bad(
                 "clients.default_scopes",
                 "must be valid RFC 6749 scope tokens",

@@ -8,10 +8,7 @@ use crate::{
     config::Settings,
     keys::KeyStore,
     metrics::Metrics,
-    oauth::{
-        issuer::Issuer, refresh::RefreshTokens, revocation::Revoker, scope::Scope,
-        verifier::Verifier,
-    },
+    oauth::{issuer::Issuer, refresh::RefreshTokens, revocation::Revoker, verifier::Verifier},
     password::Hasher,
     ratelimit::Limits,
     store::{
@@ -19,6 +16,7 @@ use crate::{
         sessions::SessionStore, users::UserStore,
     },
     throttle::Throttle,
+    value::scope::Scope,
 };
 
 pub struct AppState {

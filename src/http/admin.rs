@@ -20,8 +20,9 @@ use super::{
 use crate::{
     entity::user,
     error::{BearerItemErrors, BearerQueryErrors, Error, Failure},
-    oauth::{claims::AccessClaims, grant::password::ADMIN_SCOPE},
+    oauth::grant::password::ADMIN_SCOPE,
     state::AppState,
+    value::claims::AccessClaims,
 };
 
 /// A user as an administrator sees one.

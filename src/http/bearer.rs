@@ -6,7 +6,7 @@ use std::sync::Arc;
 use poem::Request;
 use poem_openapi::{OAuthScopes, SecurityScheme, auth::Bearer};
 
-use crate::{oauth::claims::AccessClaims, state::AppState};
+use crate::{state::AppState, value::claims::AccessClaims};
 
 /// The scopes the default client offers, as Swagger UI lists them.
 #[derive(OAuthScopes)]

@@ -14,11 +14,10 @@ use crate::{
         client,
         grant::{self, GrantRequest, Issued},
         refresh,
-        scope::Scope,
-        username,
     },
     password,
     state::AppState,
+    value::{scope::Scope, username},
 };
 
 /// A token request. Which parameters apply depends on `grant_type`.

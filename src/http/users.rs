@@ -13,8 +13,8 @@ use crate::{
     accounts::{self, NewAccount},
     entity::user,
     error::{BearerErrors, Error, Failure, RegisterErrors},
-    oauth::claims::AccessClaims,
     state::AppState,
+    value::claims::AccessClaims,
 };
 
 #[derive(Object, Deserialize)]

@@ -4,8 +4,12 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::scope::Scope;
-use crate::{entity::client, error::Error, store::clients::ClientStore};
+use crate::{
+    entity::client,
+    error::Error,
+    store::clients::ClientStore,
+    value::{grant_type::GrantType, scope::Scope},
+};
 
 /// What a request presented to identify its client, before anything was checked.
 #[derive(Debug)]
@@ -14,29 +18,6 @@ pub enum Presented {
     Basic { id: String, secret: String },
     Post { id: String, secret: String },
     IdOnly(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantType {
-    Password,
-    RefreshToken,
-    ClientCredentials,
-}
-
-impl GrantType {
-    pub const ALL: [GrantType; 3] = [Self::Password, Self::RefreshToken, Self::ClientCredentials];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Password => "password",
-            Self::RefreshToken => "refresh_token",
-            Self::ClientCredentials => "client_credentials",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|g| g.as_str() == s)
-    }
 }
 
 /// A client whose identity has been proven (or which is public and needs no proof).

@@ -6,8 +6,11 @@ use chrono::Utc;
 use jsonwebtoken::{Algorithm, Header};
 use uuid::Uuid;
 
-use super::{claims::AccessClaims, scope::Scope};
-use crate::{error::Error, keys::KeyStore};
+use crate::{
+    error::Error,
+    keys::KeyStore,
+    value::{claims::AccessClaims, scope::Scope},
+};
 
 /// Who a token is for: a user's session, or a client acting for itself.
 pub enum Subject<'a> {

@@ -1,13 +1,10 @@
 //! The OAuth domain: parsed requests, client authentication, the grants, and the access-token format.
 //! Nothing here knows HTTP; grants take parsed values and return domain values or [`crate::error::Error`].
 
-pub mod claims;
 pub mod client;
 pub mod grant;
 pub mod issuer;
 pub mod metadata;
 pub mod refresh;
 pub mod revocation;
-pub mod scope;
-pub mod username;
 pub mod verifier;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::claims::AccessClaims;
 use crate::metrics::{Labels, Metrics};
+use crate::value::claims::AccessClaims;
 use crate::{
     error::Error,
     store::{

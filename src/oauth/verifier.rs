@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::claims::AccessClaims;
+use crate::value::claims::AccessClaims;
 use crate::{
     error::Error,
     keys::KeyStore,

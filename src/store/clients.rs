@@ -15,7 +15,7 @@ use sea_orm::{
 use super::{Unique, deny_list::Revocation, revocation_feed::append};
 use crate::{
     entity::{client, session},
-    oauth::{client::GrantType, scope::Scope},
+    value::{grant_type::GrantType, scope::Scope},
 };
 
 #[derive(Clone)]

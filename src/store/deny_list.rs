@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::redis::bounded;
 
-use crate::oauth::claims::AccessClaims;
+use crate::value::claims::AccessClaims;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {

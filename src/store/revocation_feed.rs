@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::deny_list::{Entry, Revocation};
-use crate::{entity::revocation, oauth::claims::AccessClaims};
+use crate::{entity::revocation, value::claims::AccessClaims};
 
 /// The PostgreSQL advisory lock appending writers take in turn (an arbitrary constant of this table).
 const APPEND_LOCK: i64 = 0x7265_766f_6b65;

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     entity::{refresh_token, session, user},
-    oauth::scope::Scope,
+    value::scope::Scope,
 };
 
 #[derive(Clone)]
@@ -623,11 +623,11 @@ async fn spend_all(
 mod tests {
     use super::*;
     use crate::{
-        oauth::{scope::Scope, username::Username},
         store::{
             clients::ClientStore,
             users::{NewUser, UserStore},
         },
+        value::{scope::Scope, username::Username},
     };
 
     const TTL: Duration = Duration::from_secs(3600);

@@ -8,7 +8,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Unique, deny_list::Revocation, sessions::revoke_all_in};
-use crate::{entity::user, oauth::username::Username};
+use crate::{entity::user, value::username::Username};
 
 #[derive(Clone)]
 pub struct UserStore {

@@ -1,7 +1,7 @@
 //! Bad input at the token endpoint and at registration: each gets its exact 4xx in the contract's
 //! shape, never a 500, and nothing is written.
 
-use portcullis::oauth::client::GrantType;
+use portcullis::value::grant_type::GrantType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{assert_error, spawn_app};

@@ -4,11 +4,9 @@
 use std::time::Duration;
 
 use portcullis::{
-    oauth::{
-        client::{GrantType, hash_secret},
-        scope::Scope,
-    },
+    oauth::client::hash_secret,
     store::clients::{CACHE_TTL, NewClient},
+    value::{grant_type::GrantType, scope::Scope},
 };
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -457,11 +457,11 @@ on_both_databases! {
         // Arrange: a service's own token, and a user's token issued through a client of its own; no Redis.
         let app = spawn_app_with(backend, |s| s.keys.rescan_interval = 1).await;
         let rs = app.resource_server().await;
-        let service = app.seed_client(false, &[portcullis::oauth::client::GrantType::ClientCredentials], "").await;
+        let service = app.seed_client(false, &[portcullis::value::grant_type::GrantType::ClientCredentials], "").await;
         let resp = app.token_basic(&service.id, service.secret.as_deref().unwrap(), &[("grant_type", "client_credentials")]).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let service_token = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-        let app_client = app.seed_client(true, &[portcullis::oauth::client::GrantType::Password], "profile").await;
+        let app_client = app.seed_client(true, &[portcullis::value::grant_type::GrantType::Password], "profile").await;
         let user = app.seed_user().await;
         let resp = app.token(&[("grant_type", "password"), ("client_id", &app_client.id), ("username", &user.username), ("password", &user.password)]).await;
         assert_eq!(resp.status(), StatusCode::OK);

@@ -11,10 +11,11 @@ use std::{
 use portcullis::{
     config::Settings,
     entity::user,
-    oauth::{client::GrantType, client::hash_secret, scope::Scope, username::Username},
+    oauth::client::hash_secret,
     startup::App,
     state::AppState,
     store::{clients::NewClient, users::NewUser},
+    value::{grant_type::GrantType, scope::Scope, username::Username},
 };
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database, Statement};

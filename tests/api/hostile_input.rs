@@ -5,7 +5,7 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use portcullis::oauth::client::GrantType;
+use portcullis::value::grant_type::GrantType;
 use reqwest::{Method, RequestBuilder, header::HeaderValue};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

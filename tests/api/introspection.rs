@@ -1,6 +1,6 @@
 //! `POST /oauth/introspect` (RFC 7662): its fields, its `active:false` cases, and who may call it.
 
-use portcullis::oauth::client::GrantType;
+use portcullis::value::grant_type::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 

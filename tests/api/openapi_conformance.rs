@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeSet, num::NonZeroU32};
 
-use portcullis::oauth::client::GrantType;
+use portcullis::value::grant_type::GrantType;
 use reqwest::{RequestBuilder, header};
 use serde_json::{Value, json};
 

@@ -388,10 +388,10 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
             id: "logged-client",
             secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
             grant_types: &[
-                portcullis::oauth::client::GrantType::Password,
-                portcullis::oauth::client::GrantType::RefreshToken,
+                portcullis::value::grant_type::GrantType::Password,
+                portcullis::value::grant_type::GrantType::RefreshToken,
             ],
-            scopes: &portcullis::oauth::scope::Scope::parse("profile").unwrap(),
+            scopes: &portcullis::value::scope::Scope::parse("profile").unwrap(),
         })
         .await
         .unwrap();

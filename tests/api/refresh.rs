@@ -3,7 +3,7 @@
 use chrono::Utc;
 use portcullis::{
     entity::{refresh_token, session},
-    oauth::client::GrantType,
+    value::grant_type::GrantType,
 };
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};

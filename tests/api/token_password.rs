@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use portcullis::oauth::client::GrantType;
+use portcullis::value::grant_type::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 

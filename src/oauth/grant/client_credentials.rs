@@ -4,8 +4,9 @@
 use super::{Issued, password::ADMIN_SCOPE, resolve_scope};
 use crate::{
     error::Error,
-    oauth::{client::AuthenticatedClient, issuer::Subject, scope::Scope},
+    oauth::{client::AuthenticatedClient, issuer::Subject},
     state::AppState,
+    value::scope::Scope,
 };
 
 pub async fn handle(

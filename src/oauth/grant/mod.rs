@@ -8,12 +8,12 @@ pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
 
-use super::{
-    client::{AuthenticatedClient, GrantType},
-    issuer::AccessToken,
-    scope::Scope,
+use super::{client::AuthenticatedClient, issuer::AccessToken};
+use crate::{
+    error::Error,
+    state::AppState,
+    value::{grant_type::GrantType, scope::Scope},
 };
-use crate::{error::Error, state::AppState};
 
 /// A token request after parsing: no optional fields left to check, no grant-type strings.
 pub enum GrantRequest {

@@ -10,14 +10,10 @@ use chrono::Utc;
 use super::{Issued, resolve_scope};
 use crate::{
     error::Error,
-    oauth::{
-        client::{AuthenticatedClient, GrantType},
-        issuer::Subject,
-        refresh::RefreshTokens,
-        scope::Scope,
-    },
+    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens},
     password::Verified,
     state::AppState,
+    value::{grant_type::GrantType, scope::Scope},
 };
 
 /// Only admin users may hold this scope.

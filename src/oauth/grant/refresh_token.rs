@@ -5,9 +5,10 @@
 use super::Issued;
 use crate::{
     error::Error,
-    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens, scope::Scope},
+    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens},
     state::AppState,
     store::sessions::{RotateError, Successor},
+    value::scope::Scope,
 };
 
 pub async fn handle(

@@ -1,0 +1,24 @@
+//! The grant types of RFC 6749 this server knows, as clients are allowed them and requests name them.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    Password,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const ALL: [GrantType; 3] = [Self::Password, Self::RefreshToken, Self::ClientCredentials];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
