@@ -69,6 +69,9 @@ impl AppState {
             .as_deref()
             .map(crate::store::redis::connect)
             .transpose()?;
+        if let Some(conn) = &redis {
+            crate::store::redis::warn_if_evicting(conn).await;
+        }
         let prefix = &settings.redis.key_prefix;
         let deny_list = Arc::new(match &redis {
             Some(conn) => DenyList::redis(conn.clone(), prefix),

@@ -89,7 +89,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     let documents = Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui());
-    let cors = cors(&state.settings.server.cors_origins);
+    let cors = cors(
+        &state.settings.server.cors_origins,
+        &state.settings.server.issuer,
+    );
     let metrics = state.metrics.clone();
     let latency = ROUTES
         .iter()
@@ -356,13 +359,16 @@ const CORS_ROUTES: [&str; 7] = [
     "/users/me/sessions/{id}",
 ];
 
-fn cors(origins: &[String]) -> Option<Cors> {
+/// CORS for the configured origins, and always for the issuer's own: browsers send `Origin` on a
+/// same-origin `POST` too, so `/docs` calling the token endpoint would be refused otherwise.
+fn cors(origins: &[String], issuer: &url::Url) -> Option<Cors> {
     if origins.is_empty() {
         return None;
     }
+    let own = issuer.origin().ascii_serialization();
     Some(
         Cors::new()
-            .allow_origins(origins.iter().map(String::as_str))
+            .allow_origins(origins.iter().map(String::as_str).chain([own.as_str()]))
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .allow_credentials(false),

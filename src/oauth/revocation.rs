@@ -161,8 +161,10 @@ impl Revoker {
             .since(if rebuild { None } else { *cursor })
             .await?;
         self.deny.add(&entries).await?;
+        self.deny
+            .mark_copied(next, rebuild.then_some(started))
+            .await?;
         if rebuild {
-            self.deny.mark_complete(started).await?;
             tracing::info!(
                 entries = entries.len(),
                 "deny list rebuilt from the revocation log"

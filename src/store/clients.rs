@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 
 use super::{Unique, deny_list::Revocation, revocation_feed::append};
@@ -137,7 +137,13 @@ impl ClientStore {
         id: &str,
         until: DateTime<Utc>,
     ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
+        // The client's row locked first (PostgreSQL): a login naming it waits on its foreign key until
+        // the deletion commits, so no session appears between the listing and the deletion.
+        client::Entity::find_by_id(id.to_owned())
+            .lock_exclusive()
+            .all(&txn)
+            .await?;
         let live: Vec<uuid::Uuid> = session::Entity::find()
             .select_only()
             .column(session::Column::Id)

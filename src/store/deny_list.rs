@@ -15,7 +15,7 @@ use std::{
     collections::HashMap,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -117,14 +117,18 @@ impl Revocation {
     }
 }
 
-/// Marks a Redis deny list as filled from the log; a Redis that restarted empty lacks it.
+/// The newest log number a Redis deny list holds everything up to. A Redis that restarted empty lacks it;
+/// one that failed over to a replica behind the log has a lower number than an instance copied.
 const LOADED: &str = "deny:loaded";
 
 pub struct DenyList {
     backend: Backend,
-    /// Entries this instance failed to write; the copy is complete while `loaded` has caught up.
+    /// Entries this instance failed to write; the copy is complete while `loaded` has caught up. It starts
+    /// one ahead, so that a list never filled counts as incomplete.
     failed: AtomicU64,
     loaded: AtomicU64,
+    /// The newest log number this instance copied into the list.
+    copied: AtomicI64,
     /// Wakes whoever rebuilds the list when it is found incomplete.
     rebuild: Notify,
 }
@@ -149,14 +153,15 @@ impl DenyList {
     fn with(backend: Backend) -> Self {
         Self {
             backend,
-            failed: AtomicU64::new(0),
+            failed: AtomicU64::new(1),
             loaded: AtomicU64::new(0),
+            copied: AtomicI64::new(0),
             rebuild: Notify::new(),
         }
     }
 
     /// Lists revocations until they expire (already expired ones are skipped). A failure marks this
-    /// copy incomplete until [`DenyList::mark_complete`] follows a rebuild.
+    /// copy incomplete until [`DenyList::mark_copied`] follows a rebuild.
     pub async fn add(&self, revocations: &[Revocation]) -> Result<(), DenyError> {
         let now = Utc::now();
         let live: Vec<(String, i64, Duration)> = revocations
@@ -164,7 +169,9 @@ impl DenyList {
             .filter_map(|r| {
                 let ttl = (r.expires_at - now).to_std().ok()?;
                 let (key, value) = r.entry.key();
-                Some((key, value, ttl.max(Duration::from_secs(1))))
+                // A token is live through the whole second of its `exp`: listed a second longer, rounded up.
+                let ttl = Duration::from_secs(ttl.as_secs() + 2);
+                Some((key, value, ttl))
             })
             .collect();
         let result = match &self.backend {
@@ -181,30 +188,40 @@ impl DenyList {
         result
     }
 
-    /// Where a rebuild starts: pass it to [`DenyList::mark_complete`] once every live entry is listed,
+    /// Where a rebuild starts: pass it to [`DenyList::mark_copied`] once every live entry is listed,
     /// so that a failure during the rebuild keeps the copy incomplete.
     pub fn rebuild_started(&self) -> u64 {
         self.failed.load(Ordering::SeqCst)
     }
 
-    /// Whether the copy may lack entries: a write failed here, or Redis lost its data.
+    /// Whether the copy may lack entries: a write failed here, or Redis lost what this instance copied
+    /// into it (restarted empty, or failed over to a replica that is behind).
     pub async fn incomplete(&self) -> Result<bool, DenyError> {
         if self.loaded.load(Ordering::SeqCst) != self.failed.load(Ordering::SeqCst) {
             return Ok(true);
         }
         match &self.backend {
-            Backend::Redis(r) => Ok(!r.exists(LOADED).await?),
+            Backend::Redis(r) => Ok(self.behind(r.mark().await?)),
             Backend::Memory(_) => Ok(false),
         }
     }
 
-    /// Records that every live entry was listed by a rebuild that began at `started`.
-    pub async fn mark_complete(&self, started: u64) -> Result<(), DenyError> {
+    /// Whether a Redis mark says the list lacks entries this instance copied.
+    fn behind(&self, mark: Option<i64>) -> bool {
+        mark.is_none_or(|m| m < self.copied.load(Ordering::SeqCst))
+    }
+
+    /// Records that the list holds every live entry of the log up to number `upto`; with `rebuilt`, where
+    /// the rebuild that did it began ([`DenyList::rebuild_started`]).
+    pub async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), DenyError> {
         if let Backend::Redis(r) = &self.backend {
-            r.set_mark(LOADED).await?;
+            r.raise_mark(upto).await?;
         }
+        self.copied.fetch_max(upto, Ordering::SeqCst);
         // Only failures before the rebuild began are repaired by it.
-        let _ = self.loaded.fetch_max(started, Ordering::SeqCst);
+        if let Some(started) = rebuilt {
+            self.loaded.fetch_max(started, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -233,10 +250,10 @@ impl DenyList {
             Backend::Redis(r) => {
                 keys.push(LOADED.to_owned());
                 let mut values = r.mget(&keys).await?;
-                if values.pop().flatten().is_none() {
+                if self.behind(values.pop().flatten()) {
                     self.rebuild.notify_one();
                     return Err(DenyError::Unavailable(
-                        "Redis lost the list; it is being rebuilt".into(),
+                        "Redis lost entries; the list is being rebuilt".into(),
                     ));
                 }
                 values
@@ -284,24 +301,27 @@ impl RedisDenyList {
         Ok(())
     }
 
-    async fn set_mark(&self, key: &str) -> Result<(), DenyError> {
+    /// Raises the mark to `upto`, never lowers it: instances that copied less must not undo what another
+    /// one recorded.
+    async fn raise_mark(&self, upto: i64) -> Result<(), DenyError> {
+        let script = redis::Script::new(
+            "local v = tonumber(redis.call('GET', KEYS[1]) or '-1') \
+             if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1]) end",
+        );
         let mut conn = self.conn.clone();
-        bounded(
-            redis::cmd("SET")
-                .arg(format!("{}{key}", self.prefix))
-                .arg(1)
-                .query_async::<()>(&mut conn),
-        )
-        .await
-        .map_err(DenyError::Unavailable)
+        let mut call = script.key(format!("{}{LOADED}", self.prefix));
+        call.arg(upto);
+        bounded(call.invoke_async::<()>(&mut conn))
+            .await
+            .map_err(DenyError::Unavailable)
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, DenyError> {
+    async fn mark(&self) -> Result<Option<i64>, DenyError> {
         let mut conn = self.conn.clone();
         bounded(
-            redis::cmd("EXISTS")
-                .arg(format!("{}{key}", self.prefix))
-                .query_async::<bool>(&mut conn),
+            redis::cmd("GET")
+                .arg(format!("{}{LOADED}", self.prefix))
+                .query_async::<Option<i64>>(&mut conn),
         )
         .await
         .map_err(DenyError::Unavailable)
@@ -385,9 +405,28 @@ mod tests {
         }
     }
 
+    /// An in-process list filled from an empty log.
+    async fn filled() -> DenyList {
+        let list = DenyList::memory();
+        list.mark_copied(0, Some(list.rebuild_started()))
+            .await
+            .unwrap();
+        list
+    }
+
+    #[tokio::test]
+    async fn a_list_never_filled_does_not_answer() {
+        let list = DenyList::memory();
+        assert!(list.incomplete().await.unwrap());
+        assert!(list.is_denied(&claims("j", "u", None, 0)).await.is_err());
+        let list = filled().await;
+        assert!(!list.incomplete().await.unwrap());
+        assert!(!list.is_denied(&claims("j", "u", None, 0)).await.unwrap());
+    }
+
     #[tokio::test]
     async fn each_kind_of_entry_denies_exactly_its_tokens() {
-        let list = DenyList::memory();
+        let list = filled().await;
         let minute = chrono::Duration::seconds(60);
         list.add(&[
             revocation(Entry::Jti("j1".into()), minute),
@@ -416,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_already_expired_is_not_listed() {
-        let list = DenyList::memory();
+        let list = filled().await;
         list.add(&[revocation(
             Entry::Jti("j1".into()),
             chrono::Duration::seconds(-1),

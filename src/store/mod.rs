@@ -61,6 +61,20 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
+/// Begins a transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+/// deferred transaction that reads before it writes fails with `SQLITE_BUSY_SNAPSHOT`, which no busy
+/// timeout retries, when another connection commits in between. PostgreSQL ignores the mode.
+pub(crate) async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// Whether a database error is a unique-constraint violation, and on which constraint.
 pub(crate) fn unique_violation(err: &sea_orm::DbErr) -> Option<String> {
     match err.sql_err() {

@@ -30,3 +30,26 @@ pub async fn bounded<T>(
         Err(_) => Err("timed out".into()),
     }
 }
+
+/// Warns when Redis may evict keys under memory pressure: an evicted deny-list entry would go unnoticed
+/// (its revocation is still in the database, but this server would not know to look). Needs `noeviction`.
+pub async fn warn_if_evicting(conn: &ConnectionManager) {
+    let mut conn = conn.clone();
+    let policy = bounded(
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async::<Vec<String>>(&mut conn),
+    )
+    .await;
+    match policy.as_deref() {
+        Ok([_, policy]) if policy == "noeviction" => {}
+        Ok([_, policy]) => tracing::error!(
+            policy,
+            "Redis may evict deny-list entries (maxmemory-policy is not noeviction); set it to noeviction"
+        ),
+        _ => tracing::warn!(
+            "could not read Redis's maxmemory-policy; it must be noeviction, or revocations may be forgotten"
+        ),
+    }
+}

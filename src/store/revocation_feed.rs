@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
-    TransactionTrait,
 };
 
 use super::deny_list::{Entry, Revocation};
@@ -27,7 +26,7 @@ impl RevocationFeed {
 
     /// Appends revocations in a transaction of their own.
     pub async fn record(&self, revocations: &[Revocation]) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
         append(&txn, revocations).await?;
         txn.commit().await
     }
@@ -126,19 +125,22 @@ pub async fn append(txn: &impl ConnectionTrait, revocations: &[Revocation]) -> R
         .await?;
     }
     let now = Utc::now();
-    let rows = revocations.iter().map(|r| {
-        let (kind, value, not_before) = r.entry.parts();
-        revocation::ActiveModel {
-            kind: Set(kind.to_owned()),
-            value: Set(value.to_owned()),
-            not_before: Set(not_before),
-            expires_at: Set(r.expires_at),
-            created_at: Set(now),
-            ..Default::default()
-        }
-    });
-    revocation::Entity::insert_many(rows)
-        .exec_without_returning(txn)
-        .await
-        .map(drop)
+    // In statements of bounded size: PostgreSQL takes at most 65,535 parameters, five a row.
+    for chunk in revocations.chunks(1000) {
+        let rows = chunk.iter().map(|r| {
+            let (kind, value, not_before) = r.entry.parts();
+            revocation::ActiveModel {
+                kind: Set(kind.to_owned()),
+                value: Set(value.to_owned()),
+                not_before: Set(not_before),
+                expires_at: Set(r.expires_at),
+                created_at: Set(now),
+                ..Default::default()
+            }
+        });
+        revocation::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
 }

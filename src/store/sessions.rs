@@ -395,7 +395,7 @@ impl SessionStore {
         reason: &str,
         until: DateTime<Utc>,
     ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
         let res = session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
@@ -423,7 +423,7 @@ impl SessionStore {
         reason: &str,
         until: DateTime<Utc>,
     ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
         let recorded = revoke_all_in(&txn, user_id, reason, until).await?;
         txn.commit().await?;
         Ok(recorded)

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait, sea_query::Expr,
+    QuerySelect, Set, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -104,17 +104,22 @@ impl UserStore {
             })
     }
 
-    /// Replaces the hash of an unchanged password (a rehash with current parameters).
-    pub async fn update_hash(&self, id: Uuid, password_hash: String) -> Result<(), sea_orm::DbErr> {
-        user::ActiveModel {
-            id: Set(id),
-            password_hash: Set(password_hash),
-            updated_at: Set(Utc::now()),
-            ..Default::default()
-        }
-        .update(&self.db)
-        .await
-        .map(drop)
+    /// Replaces the hash of an unchanged password (a rehash with current parameters), only while the
+    /// password is still the one verified: a change committed meanwhile must not be undone.
+    pub async fn update_hash(
+        &self,
+        id: Uuid,
+        verified: DateTime<Utc>,
+        password_hash: String,
+    ) -> Result<(), sea_orm::DbErr> {
+        user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .filter(user::Column::PasswordChangedAt.eq(verified))
+            .exec(&self.db)
+            .await
+            .map(drop)
     }
 
     /// Enables or disables a user; `None` when there is no such user. Disabling revokes every session and
@@ -125,7 +130,7 @@ impl UserStore {
         active: bool,
         until: DateTime<Utc>,
     ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
         let res = user::Entity::update_many()
             .col_expr(user::Column::IsActive, Expr::value(active))
             .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -153,7 +158,7 @@ impl UserStore {
         until: DateTime<Utc>,
     ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
         let now = Utc::now();
-        let txn = self.db.begin().await?;
+        let txn = super::begin_write(&self.db).await?;
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
             .col_expr(user::Column::PasswordChangedAt, Expr::value(now))

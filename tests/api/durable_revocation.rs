@@ -481,3 +481,76 @@ on_both_databases! {
         assert_eq!(active(&app, &rs, &other).await, Some(true));
     }
 }
+
+/// A Redis that fails over to a replica behind the log (it has the mark, an older one, but lacks the
+/// newest entries) is found out and rebuilt, rather than taken for complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
+    // Arrange: a revoked token, copied into Redis by the server's sync (the mark reaches its number).
+    let app = spawn_app_with(crate::helpers::Backend::Sqlite, |s| {
+        crate::helpers::with_deny(s, crate::helpers::Deny::Redis);
+        s.keys.rescan_interval = 1;
+    })
+    .await;
+    let rs = app.resource_server().await;
+    let user = app.seed_user().await;
+    let token = app.login(&user).await.access_token;
+    let resp = app
+        .http
+        .post(app.url("/oauth/revoke"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let prefix = app.settings.redis.key_prefix.clone();
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mark = || {
+        let (mut redis, key) = (redis.clone(), format!("{prefix}deny:loaded"));
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<i64>>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the sync records the revocation as copied",
+        || async { mark().await.is_some_and(|m| m >= 1) },
+    )
+    .await;
+
+    // Act: the replica that takes over lacks the entry and has an older mark.
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+    redis::cmd("DEL")
+        .arg(format!("{prefix}deny:jti:{jti}"))
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{prefix}deny:loaded"))
+        .arg(0)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+
+    // Assert: never active; denied again once rebuilt.
+    eventually(
+        Duration::from_secs(10),
+        "the token is denied again",
+        || async {
+            match active(&app, &rs, &token).await {
+                Some(true) => panic!("a revoked token was called active on a Redis behind the log"),
+                Some(false) => true,
+                None => false,
+            }
+        },
+    )
+    .await;
+}

@@ -49,7 +49,7 @@ pub async fn handle(
         return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
     };
     if verified == (Verified::Match { needs_rehash: true }) {
-        rehash(state, user.id, password).await;
+        rehash(state, &user, password).await;
     }
 
     let grantable = if user.is_admin {
@@ -135,16 +135,16 @@ pub async fn record_attempt(state: &AppState, username: &str, ip: IpAddr, now: i
 }
 
 /// Stores a hash with current parameters; the login succeeds even if this fails.
-async fn rehash(state: &AppState, user: uuid::Uuid, password: String) {
+async fn rehash(state: &AppState, user: &crate::entity::user::Model, password: String) {
     let result = match state.hasher.hash(password).await {
         Ok(phc) => state
             .users
-            .update_hash(user, phc)
+            .update_hash(user.id, user.password_changed_at, phc)
             .await
             .map_err(Error::from),
         Err(e) => Err(e),
     };
     if let Err(e) = result {
-        tracing::warn!(%user, error = %e, "could not rehash a password with current parameters");
+        tracing::warn!(user = %user.id, error = %e, "could not rehash a password with current parameters");
     }
 }
