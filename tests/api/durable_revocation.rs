@@ -554,3 +554,31 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
     )
     .await;
 }
+
+on_both_databases! {
+    async fn a_rehash_never_overwrites_a_password_changed_meanwhile(backend: Backend) {
+        // Arrange: a login verified the old password (its row as read then), and the password changes.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let user = app.seed_user().await;
+        let verified = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
+        let token = app.login(&user).await.access_token;
+        let resp = app
+            .http
+            .post(app.url("/users/me/password"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+        // Act: the login's rehash of the old password arrives late.
+        app.state.users.update_hash(verified.id, verified.password_changed_at, verified.password_hash.clone()).await.unwrap();
+
+        // Assert: the new password stands, the old one does not come back.
+        let old = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        crate::helpers::assert_error(old, 400, "invalid_grant").await;
+        let new = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", "a brand new passphrase")]).await;
+        assert_eq!(new.status(), StatusCode::OK);
+    }
+}
