@@ -67,13 +67,8 @@ async fn revoke_one_of_each(app: &TestApp) -> Revoked {
     let changer = app.seed_user().await;
     let by_sub = app.login(&changer).await.access_token;
     let resp = app
-        .http
-        .post(app.url("/users/me/password"))
-        .bearer_auth(&by_sub)
-        .json(&serde_json::json!({"current_password": changer.password, "new_password": "a brand new passphrase"}))
-        .send()
-        .await
-        .unwrap();
+        .change_password(&by_sub, &changer.password, "a brand new passphrase")
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     Revoked {
         tokens: vec![by_jti, by_sid, by_sub],
@@ -259,14 +254,7 @@ on_both_databases! {
                 })
                 .collect();
             barrier.wait().await;
-            let resp = app
-                .http
-                .post(app.url("/users/me/password"))
-                .bearer_auth(&first)
-                .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
-                .send()
-                .await
-                .unwrap();
+            let resp = app.change_password(&first, &user.password, "a brand new passphrase").await;
             assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
             // Assert: whatever each login got, none of it works after the change.
@@ -291,19 +279,13 @@ on_both_databases! {
         .await;
         let user = app.seed_user().await;
         let token = app.login(&user).await.access_token;
-        let change = |current: &str| {
-            app.http
-                .post(app.url("/users/me/password"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"current_password": current, "new_password": "a brand new passphrase"}))
-                .send()
-        };
+        let change = |current: &'static str| app.change_password(&token, current, "a brand new passphrase");
 
         // Act
         for _ in 0..2 {
-            assert_eq!(change("not the password").await.unwrap().status(), StatusCode::BAD_REQUEST);
+            assert_eq!(change("not the password").await.status(), StatusCode::BAD_REQUEST);
         }
-        let throttled = change(&user.password).await.unwrap();
+        let throttled = app.change_password(&token, &user.password, "a brand new passphrase").await;
 
         // Assert: refused without checking, even the right password; and the token endpoint alike.
         assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -321,15 +303,9 @@ on_both_databases! {
         let app = spawn_app_with(backend, |s| s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()).await;
         let user = app.seed_user().await;
         let token = app.login(&user).await.access_token;
-        let change = || {
-            app.http
-                .post(app.url("/users/me/password"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"current_password": "not the password", "new_password": "a brand new passphrase"}))
-                .send()
-        };
-        assert_eq!(change().await.unwrap().status(), StatusCode::BAD_REQUEST);
-        let limited = change().await.unwrap();
+        let change = || app.change_password(&token, "not the password", "a brand new passphrase");
+        assert_eq!(change().await.status(), StatusCode::BAD_REQUEST);
+        let limited = change().await;
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(limited.headers().contains_key("retry-after"));
     }
@@ -427,14 +403,7 @@ on_both_databases! {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a revoked token logs nothing out");
         let resp = app.http.delete(app.url(&format!("/users/me/sessions/{sid}"))).bearer_auth(&first).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-        let resp = app
-            .http
-            .post(app.url("/users/me/password"))
-            .bearer_auth(&first)
-            .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.change_password(&first, &user.password, "a brand new passphrase").await;
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         let resp = app.http.post(app.url(&format!("/admin/users/{victim_id}/disable"))).bearer_auth(&admin_token).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
@@ -562,14 +531,7 @@ on_both_databases! {
         let user = app.seed_user().await;
         let verified = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
         let token = app.login(&user).await.access_token;
-        let resp = app
-            .http
-            .post(app.url("/users/me/password"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"current_password": user.password, "new_password": "a brand new passphrase"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.change_password(&token, &user.password, "a brand new passphrase").await;
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
         // Act: the login's rehash of the old password arrives late.

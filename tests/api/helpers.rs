@@ -573,6 +573,17 @@ impl TestApp {
             .await
     }
 
+    /// `POST /users/me/password` with the caller's token.
+    pub async fn change_password(&self, access_token: &str, current: &str, new: &str) -> Response {
+        self.http
+            .post(self.url("/users/me/password"))
+            .bearer_auth(access_token)
+            .json(&serde_json::json!({"current_password": current, "new_password": new}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn me(&self, access_token: &str) -> Response {
         self.http
             .get(self.url("/users/me"))
