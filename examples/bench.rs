@@ -9,6 +9,11 @@
 //! measured again just before and just after it. It prints one table: each scenario's requests per server
 //! CPU-second next to the limit that bounds it.
 //!
+//! On PostgreSQL it then seeds the tables with what months of logins leave without housekeeping
+//! (500,000 sessions, 5,000,000 refresh tokens), measures refresh and introspection again beside their
+//! figures from just before, and times one `portcullis purge` over them (the rows named "large tables";
+//! docs/benchmarks.md).
+//!
 //! `BENCH_SECONDS` (default 5) sets each scenario's length; `BENCH_DATABASE_URL` / `BENCH_REDIS_URL` the
 //! PostgreSQL maintenance URL and Redis (defaults: the standard local ports; a local PostgreSQL is reached
 //! without TLS unless the URL names an `sslmode`). For comparing two builds:
@@ -27,7 +32,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use jsonwebtoken::{EncodingKey, Header, Validation};
 use portcullis::value::{grant_type::GrantType, scope::Scope};
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -45,8 +50,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let machine = Machine::new();
     let mut rows = Vec::new();
+    let mut large = Vec::new();
     for backend in [Backend::Sqlite, Backend::PostgresRedis] {
-        if !SCENARIOS.iter().any(|s| wanted(backend.name(), s)) {
+        if !backend.scenarios().any(|s| wanted(backend.name(), s)) {
             continue;
         }
         // Measured again before each backend: a shared machine's speed drifts over minutes, and a ratio
@@ -60,13 +66,17 @@ fn main() -> anyhow::Result<()> {
             limits.sign,
             limits.verify
         );
-        rows.extend(runtime.block_on(run_backend(
-            backend,
-            Duration::from_secs(seconds),
-            &machine,
-        ))?);
+        let (measured, tables) =
+            runtime.block_on(run_backend(backend, Duration::from_secs(seconds), &machine))?;
+        rows.extend(measured);
+        large.extend(tables);
     }
-    print_table(&rows);
+    if !rows.is_empty() {
+        print_table(&rows);
+    }
+    for tables in &large {
+        tables.print();
+    }
     Ok(())
 }
 
@@ -80,6 +90,14 @@ const SCENARIOS: [&str; 9] = [
     "JWKS, If-None-Match",
     "JWKS under a login flood",
     "introspection under a login flood",
+];
+
+/// The rows of the large-tables section, on PostgreSQL only: refresh and introspection again once the
+/// tables hold what months of logins leave without housekeeping, and one housekeeping pass over them.
+const LARGE: [&str; 3] = [
+    "refresh (rotation), large tables",
+    "introspection, large tables",
+    "purge of large tables",
 ];
 
 /// Whether `BENCH_ONLY` selects this row (every row when it is unset): one of its words is part of
@@ -243,6 +261,14 @@ impl Backend {
             Self::PostgresRedis => "PostgreSQL+Redis",
         }
     }
+
+    fn scenarios(self) -> impl Iterator<Item = &'static str> {
+        let large: &[&str] = match self {
+            Self::Sqlite => &[],
+            Self::PostgresRedis => &LARGE,
+        };
+        SCENARIOS.iter().chain(large).copied()
+    }
 }
 
 /// One line of the table.
@@ -321,8 +347,10 @@ async fn run_backend(
     backend: Backend,
     length: Duration,
     machine: &Machine,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<(Vec<Row>, Option<LargeTables>)> {
     let dir = tempfile::tempdir()?;
+    // The PostgreSQL database made for this run, dropped at the end: the large tables take gigabytes.
+    let mut made = None;
     let (db_url, redis_url) = match backend {
         Backend::Sqlite => (
             format!(
@@ -345,6 +373,7 @@ async fn run_backend(
             let mut url = url::Url::parse(&admin_url)?;
             url.set_path(&name);
             same_host_without_tls(&mut url);
+            made = Some((admin, name));
             let redis = std::env::var("BENCH_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
             (url.to_string(), Some(redis))
@@ -466,41 +495,40 @@ async fn run_backend(
         Backend::Sqlite => ("RS256 sign/core", 0.65),
         Backend::PostgresRedis => ("RS256 sign/core", 0.55),
     };
+    let refresh = {
+        let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
+        move |_, worker: usize| {
+            let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
+            async move {
+                let mut rt = chains[worker].lock().await;
+                let resp = http
+                    .post(format!("{base}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", rt.as_str()),
+                    ])
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == StatusCode::OK => match r.json::<Value>().await {
+                        Ok(body) => {
+                            *rt = body["refresh_token"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned();
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    _ => false,
+                }
+            }
+        }
+    };
     if on("refresh (rotation)") {
         let (limit, result) = bracketed(
             || machine.sign(),
-            drive(&server, length, CONNECTIONS, {
-                let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
-                move |_, worker| {
-                    let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
-                    async move {
-                        let mut rt = chains[worker].lock().await;
-                        let resp = http
-                            .post(format!("{base}/oauth/token"))
-                            .form(&[
-                                ("grant_type", "refresh_token"),
-                                ("refresh_token", rt.as_str()),
-                            ])
-                            .send()
-                            .await;
-                        match resp {
-                            Ok(r) if r.status() == StatusCode::OK => {
-                                match r.json::<Value>().await {
-                                    Ok(body) => {
-                                        *rt = body["refresh_token"]
-                                            .as_str()
-                                            .unwrap_or_default()
-                                            .to_owned();
-                                        true
-                                    }
-                                    Err(_) => false,
-                                }
-                            }
-                            _ => false,
-                        }
-                    }
-                }
-            }),
+            drive(&server, length, CONNECTIONS, refresh.clone()),
         )
         .await;
         record(
@@ -608,63 +636,422 @@ async fn run_backend(
             length,
         );
     }
-    if !on("JWKS under a login flood") && !on("introspection under a login flood") {
-        return Ok(rows);
-    }
-    // The flood's baseline is the same pair of loads without the flood, so that the ratio shows what
-    // the logins cost the token checks and nothing else.
-    let (jwks_idle, intro_idle) = tokio::join!(
-        drive(&server, length, 4, jwks.clone()),
-        drive(&server, length, 4, introspect.clone())
-    );
-    let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
-    let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
+    if on("JWKS under a login flood") || on("introspection under a login flood") {
+        // The flood's baseline is the same pair of loads without the flood, so that the ratio shows what
+        // the logins cost the token checks and nothing else.
+        let (jwks_idle, intro_idle) = tokio::join!(
+            drive(&server, length, 4, jwks.clone()),
+            drive(&server, length, 4, introspect.clone())
+        );
+        let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
+        let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
 
-    // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
-    let flood_until = Instant::now() + length;
-    let flooders: Vec<_> = (0..CONNECTIONS)
-        .map(|i| {
-            let f = login.clone();
-            let user = users[i % users.len()].clone();
-            tokio::spawn(async move {
-                while Instant::now() < flood_until {
-                    let _ = f(user.clone()).await;
-                }
+        // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
+        let flood_until = Instant::now() + length;
+        let flooders: Vec<_> = (0..CONNECTIONS)
+            .map(|i| {
+                let f = login.clone();
+                let user = users[i % users.len()].clone();
+                tokio::spawn(async move {
+                    while Instant::now() < flood_until {
+                        let _ = f(user.clone()).await;
+                    }
+                })
             })
-        })
-        .collect();
-    server.reset_peak_rss();
-    let (jwks_flood, intro_flood) = tokio::join!(
-        drive(&server, length, 4, jwks.clone()),
-        drive(&server, length, 4, introspect.clone())
-    );
-    let flood_rss = server.peak_rss_mib();
-    for f in flooders {
-        let _ = f.await;
+            .collect();
+        server.reset_peak_rss();
+        let (jwks_flood, intro_flood) = tokio::join!(
+            drive(&server, length, 4, jwks.clone()),
+            drive(&server, length, 4, introspect.clone())
+        );
+        let flood_rss = server.peak_rss_mib();
+        for f in flooders {
+            let _ = f.await;
+        }
+        record(
+            "JWKS under a login flood",
+            Bound::Latency {
+                idle_p99: jwks_idle_p99,
+                at_most: 3.0,
+            },
+            jwks_flood,
+            length,
+        );
+        record(
+            "introspection under a login flood",
+            Bound::Latency {
+                idle_p99: intro_idle_p99,
+                at_most: 3.0,
+            },
+            intro_flood,
+            length,
+        );
+        println!(
+            "{name}: peak RSS under a {CONNECTIONS}-connection login flood {flood_rss:.0} MiB (target <= 120)"
+        );
     }
-    record(
-        "JWKS under a login flood",
-        Bound::Latency {
-            idle_p99: jwks_idle_p99,
-            at_most: 3.0,
-        },
-        jwks_flood,
-        length,
-    );
-    record(
-        "introspection under a login flood",
-        Bound::Latency {
-            idle_p99: intro_idle_p99,
-            at_most: 3.0,
-        },
-        intro_flood,
-        length,
-    );
-    println!(
-        "{name}: peak RSS under a {CONNECTIONS}-connection login flood {flood_rss:.0} MiB (target <= 120)"
-    );
+
+    let large = if backend == Backend::PostgresRedis && LARGE.iter().any(|s| on(s)) {
+        let wanted = LARGE.map(on);
+        Some(large_tables(&server, &db_url, length, refresh, introspect, wanted).await?)
+    } else {
+        None
+    };
     drop(server);
-    Ok(rows)
+    if let Some((admin, name)) = made {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+            .await?;
+    }
+    Ok((rows, large))
+}
+
+/// What the large-tables section seeds: for each of `LARGE_SESSIONS` logins by `LARGE_USERS` users, a
+/// chain of `TOKENS_PER_SESSION` refresh tokens (the first from the login, one per refresh).
+const LARGE_USERS: u64 = 50_000;
+const LARGE_SESSIONS: u64 = 500_000;
+const TOKENS_PER_SESSION: u64 = 10;
+
+/// The large-tables section's figures.
+struct LargeTables {
+    seeded: String,
+    /// (scenario, on the tables as the run left them, on the large tables)
+    rows: Vec<(&'static str, Measured, Measured)>,
+    purge: Option<String>,
+}
+
+/// One scenario's figures, measured as the main table's are.
+struct Measured {
+    tables: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_s: f64,
+    per_cpu: f64,
+    wal_per_request: f64,
+}
+
+impl Measured {
+    fn new(
+        tables: &str,
+        (requests, latencies, cpu, _): (u64, Vec<f64>, f64, f64),
+        wal: i64,
+        length: Duration,
+    ) -> Self {
+        Self {
+            tables: tables.to_owned(),
+            rps: requests as f64 / length.as_secs_f64(),
+            p50_ms: percentile(&latencies, 0.5) * 1000.0,
+            p99_ms: percentile(&latencies, 0.99) * 1000.0,
+            cpu_s: cpu,
+            per_cpu: if cpu > 0.0 {
+                requests as f64 / cpu
+            } else {
+                f64::NAN
+            },
+            wal_per_request: wal as f64 / requests.max(1) as f64,
+        }
+    }
+}
+
+impl LargeTables {
+    fn print(&self) {
+        println!("\n{}", self.seeded);
+        println!(
+            "\n| scenario | tables | req/s | p50 ms | p99 ms | server CPU s | req per CPU-s | PostgreSQL WAL KiB per req | large against small |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+        for (scenario, small, large) in &self.rows {
+            for (m, against) in [
+                (small, String::new()),
+                (
+                    large,
+                    format!(
+                        "{:.0} % of the req/s, {:.0} % of the req per CPU-s, {:.1}x the p99",
+                        large.rps / small.rps * 100.0,
+                        large.per_cpu / small.per_cpu * 100.0,
+                        large.p99_ms / small.p99_ms
+                    ),
+                ),
+            ] {
+                println!(
+                    "| {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {against} |",
+                    m.tables,
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.cpu_s,
+                    m.per_cpu,
+                    m.wal_per_request / 1024.0
+                );
+            }
+        }
+        if let Some(purge) = &self.purge {
+            println!("\n{purge}");
+        }
+    }
+}
+
+/// The large-tables section, on PostgreSQL: refresh and introspection measured on the tables as the run
+/// left them, then again once they hold what months of logins leave without housekeeping, seeded in
+/// SQL; then one housekeeping pass over them by the real `portcullis purge`. `wanted` follows [`LARGE`].
+async fn large_tables<R, RF, I, IF>(
+    server: &Server,
+    db_url: &str,
+    length: Duration,
+    refresh: R,
+    introspect: I,
+    wanted: [bool; 3],
+) -> anyhow::Result<LargeTables>
+where
+    R: Fn(usize, usize) -> RF + Clone + Send + 'static,
+    RF: Future<Output = bool> + Send,
+    I: Fn(usize, usize) -> IF + Clone + Send + 'static,
+    IF: Future<Output = bool> + Send,
+{
+    let db = portcullis::store::connect(db_url, 1).await?;
+    let measure = async |tables: &str| -> anyhow::Result<_> {
+        let mut refreshed = None;
+        if wanted[0] {
+            refreshed = Some(measured(server, &db, tables, length, refresh.clone()).await?);
+        }
+        let mut introspected = None;
+        if wanted[1] {
+            introspected = Some(measured(server, &db, tables, length, introspect.clone()).await?);
+        }
+        Ok((refreshed, introspected))
+    };
+    let small = measure(&row_counts(&db).await?).await?;
+
+    let start = Instant::now();
+    let (rebuilt, revocations) = seed_large(&db).await?;
+    let seeding = start.elapsed();
+    let start = Instant::now();
+    db.execute_unprepared("ANALYZE").await?;
+    // The seeding's writes are flushed now rather than while the rows below are measured.
+    db.execute_unprepared("CHECKPOINT").await?;
+    let settling = start.elapsed();
+    let seeded = format!(
+        "PostgreSQL+Redis, large tables: seeded {LARGE_USERS} users, {LARGE_SESSIONS} sessions, {} refresh tokens and \
+         {revocations} revocations in {:.1} s ({:.1} s of it rebuilding the two tables' indexes and constraints), \
+         then ANALYZE and CHECKPOINT in {:.1} s",
+        LARGE_SESSIONS * TOKENS_PER_SESSION,
+        seeding.as_secs_f64(),
+        rebuilt.as_secs_f64(),
+        settling.as_secs_f64()
+    );
+    let large = measure(&row_counts(&db).await?).await?;
+    db.close().await?;
+    let mut rows = Vec::new();
+    for (scenario, small, large) in [
+        ("refresh (rotation)", small.0, large.0),
+        ("introspection", small.1, large.1),
+    ] {
+        if let (Some(small), Some(large)) = (small, large) {
+            rows.push((scenario, small, large));
+        }
+    }
+
+    let purge = if wanted[2] {
+        Some(purge_large(db_url).await?)
+    } else {
+        None
+    };
+    Ok(LargeTables {
+        seeded,
+        rows,
+        purge,
+    })
+}
+
+/// Drives one scenario as the main table's rows are driven, noting the WAL PostgreSQL wrote meanwhile:
+/// with large tables the database's work grows, and the server's own CPU does not show it.
+async fn measured<F, Fut>(
+    server: &Server,
+    db: &sea_orm::DatabaseConnection,
+    tables: &str,
+    length: Duration,
+    request: F,
+) -> anyhow::Result<Measured>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let before = wal_bytes(db).await?;
+    let result = drive(server, length, CONNECTIONS, request).await;
+    let wal = wal_bytes(db).await? - before;
+    Ok(Measured::new(tables, result, wal, length))
+}
+
+/// The bytes of WAL the whole PostgreSQL cluster has written so far (`pg_stat_wal`, PostgreSQL 14+).
+async fn wal_bytes(db: &sea_orm::DatabaseConnection) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT wal_bytes::bigint FROM pg_stat_wal",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("pg_stat_wal is empty"))?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+/// "N sessions, M refresh tokens", as the tables hold now.
+async fn row_counts(db: &sea_orm::DatabaseConnection) -> anyhow::Result<String> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM refresh_tokens)",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no counts"))?;
+    let (sessions, tokens): (i64, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+    Ok(format!("{sessions} sessions, {tokens} refresh tokens"))
+}
+
+/// Seeds the large tables in one transaction, shaped like the bench's own logins (their client, scope
+/// and password hash) and the default lifetimes: a fifth of the sessions live, refreshed over the last
+/// weeks; two fifths logged out (a few minutes ago for one in a thousand); three tenths idle for
+/// days; a tenth past their absolute lifetime; and a revocation-log entry for each logout. Returns the
+/// time the indexes and constraints took to rebuild, and the revocations.
+async fn seed_large(db: &sea_orm::DatabaseConnection) -> anyhow::Result<(Duration, u64)> {
+    let settings = portcullis::config::Settings::defaults();
+    let (idle, absolute, access) = (
+        settings.refresh.idle_ttl,
+        settings.refresh.absolute_ttl,
+        settings.tokens.access_ttl,
+    );
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!(
+        "INSERT INTO users (id, username, username_key, email, password_hash, is_active, is_admin,
+                            password_changed_at, created_at, updated_at)
+         SELECT gen_random_uuid(), 'large-user-' || i, 'large-user-' || i, NULL, b.password_hash, true, false,
+                now() - interval '120 days', now() - interval '120 days', now() - interval '120 days'
+         FROM generate_series(0, {LARGE_USERS} - 1) i CROSS JOIN (SELECT password_hash FROM users LIMIT 1) b"
+    ))
+    .await?;
+    // Dropped for the inserts and rebuilt by sorting after them: many times faster than inserting into every
+    // index row by row.
+    txn.execute_unprepared("SET LOCAL maintenance_work_mem = '256MB'")
+        .await?;
+    let rebuild: Vec<(String, String)> = txn
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            REBUILT,
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    for (drop, _) in &rebuild {
+        txn.execute_unprepared(drop).await?;
+    }
+    txn.execute_unprepared(&format!(
+        "WITH shaped AS (
+             SELECT i, i % 10 AS kind, i % 1000 = 2 AS just_logged_out,
+                    now() - CASE
+                        WHEN i % 10 < 2 THEN interval '1 day' + random() * interval '24 days'
+                        WHEN i % 10 < 6 THEN interval '1 day' + random() * interval '59 days'
+                        WHEN i % 10 < 9 THEN interval '8 days' + random() * interval '52 days'
+                        ELSE interval '31 days' + random() * interval '59 days'
+                    END AS created_at
+             FROM generate_series(0, {LARGE_SESSIONS} - 1) i
+         ), used AS (
+             SELECT *, CASE
+                 WHEN just_logged_out THEN now() - interval '10 minutes'
+                 WHEN kind < 2 THEN now() - random() * interval '1 day'
+                 WHEN kind < 6 THEN created_at + random() * (now() - created_at - interval '2 minutes')
+                 WHEN kind < 9 THEN created_at + random() * interval '1 day'
+                 ELSE created_at + interval '29 days' + random() * interval '1 day'
+             END AS last_used_at
+             FROM shaped
+         ), started AS (
+             INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, expires_at,
+                                   revoked_at, revoked_reason)
+             SELECT gen_random_uuid(), u.id, b.client_id, b.scope, s.created_at, s.last_used_at,
+                    s.created_at + {absolute} * interval '1 second',
+                    CASE WHEN s.kind BETWEEN 2 AND 5 THEN s.last_used_at + interval '1 minute' END,
+                    CASE WHEN s.kind BETWEEN 2 AND 5 THEN 'logout' END
+             FROM used s
+             JOIN users u ON u.username_key = 'large-user-' || s.i % {LARGE_USERS}
+             CROSS JOIN (SELECT client_id, scope FROM sessions LIMIT 1) b
+             RETURNING id, scope, created_at, last_used_at, expires_at
+         )
+         INSERT INTO refresh_tokens (id, session_id, token_hash, scope, created_at, expires_at)
+         SELECT gen_random_uuid(), s.id, decode(md5(s.id::text || k) || md5(k || s.id::text), 'hex'), s.scope,
+                t.issued, least(t.issued + {idle} * interval '1 second', s.expires_at)
+         FROM started s
+         CROSS JOIN generate_series(0, {TOKENS_PER_SESSION} - 1) k
+         CROSS JOIN LATERAL (
+             SELECT s.created_at + (s.last_used_at - s.created_at) * k / ({TOKENS_PER_SESSION} - 1) AS issued
+         ) t"
+    ))
+    .await?;
+    let rebuilding = Instant::now();
+    for (_, create) in rebuild.iter().rev() {
+        txn.execute_unprepared(create).await?;
+    }
+    let rebuilt = rebuilding.elapsed();
+    let revocations = txn
+        .execute_unprepared(&format!(
+            "INSERT INTO revocations (kind, value, not_before, expires_at, created_at)
+             SELECT 'sid', s.id::text, NULL, s.revoked_at + {access} * interval '1 second', s.revoked_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.revoked_at IS NOT NULL AND u.username_key LIKE 'large-user-%'
+             ORDER BY s.revoked_at"
+        ))
+        .await?
+        .rows_affected();
+    txn.commit().await?;
+    Ok((rebuilt, revocations))
+}
+
+/// The statements that drop, and then recreate as they were, every index and constraint of the sessions
+/// and refresh tokens tables (and the foreign keys naming them), in the order they can be dropped.
+const REBUILT: &str = "
+    WITH t AS (SELECT ARRAY['sessions', 'refresh_tokens']::regclass[] AS tables)
+    SELECT drop_sql, create_sql FROM (
+        SELECT 0 AS step, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) AS drop_sql,
+               format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
+                      pg_get_constraintdef(c.oid)) AS create_sql
+        FROM pg_constraint c, t
+        WHERE contype = 'f' AND (conrelid = ANY(t.tables) OR confrelid = ANY(t.tables))
+        UNION ALL
+        SELECT 1, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+               format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
+                      pg_get_constraintdef(c.oid))
+        FROM pg_constraint c, t
+        WHERE contype IN ('p', 'u') AND conrelid = ANY(t.tables)
+        UNION ALL
+        SELECT 2, format('DROP INDEX %s', indexrelid::regclass), pg_get_indexdef(indexrelid)
+        FROM pg_index i, t
+        WHERE indrelid = ANY(t.tables) AND NOT EXISTS (
+            SELECT 1 FROM pg_constraint c
+            WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x'))
+    ) d
+    ORDER BY step";
+
+/// Runs one housekeeping pass with the real `portcullis purge` and reports its time and what it removed.
+async fn purge_large(db_url: &str) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(server_binary()?);
+    cmd.arg("purge")
+        .current_dir(dir.path())
+        .env_remove("PORTCULLIS_CONFIG")
+        .env("PORTCULLIS__DATABASE__URL", db_url)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+    let start = Instant::now();
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let took = start.elapsed();
+    anyhow::ensure!(out.status.success(), "portcullis purge: {}", out.status);
+    let removed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "PostgreSQL+Redis, purge of large tables: one `portcullis purge` pass took {:.1} s and removed {removed}",
+        took.as_secs_f64()
+    ))
 }
 
 /// A database on this machine is reached without TLS, as a server on the database's own host would reach
@@ -685,12 +1072,8 @@ fn same_host_without_tls(url: &mut url::Url) {
     }
 }
 
-fn start_server(
-    db_url: &str,
-    redis: Option<&str>,
-    keys: &Path,
-    dir: tempfile::TempDir,
-) -> anyhow::Result<Server> {
+/// `BENCH_SERVER`, else this checkout's release build.
+fn server_binary() -> anyhow::Result<PathBuf> {
     let binary = std::env::var_os("BENCH_SERVER").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/portcullis"),
         PathBuf::from,
@@ -699,6 +1082,16 @@ fn start_server(
         binary.exists(),
         "build the server first: cargo build --release (make bench does)"
     );
+    Ok(binary)
+}
+
+fn start_server(
+    db_url: &str,
+    redis: Option<&str>,
+    keys: &Path,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<Server> {
+    let binary = server_binary()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
     sea_query::{Alias, Expr, ExprTrait, Query},
 };
 use uuid::Uuid;
@@ -54,12 +55,14 @@ pub async fn purge(
         }
         tokio::task::yield_now().await;
     }
+    let mut from = None;
     loop {
-        let tokens = spent_tokens(db, now).await?;
+        let (tokens, reached) = spent_tokens(db, now, from).await?;
         purged.refresh_tokens += tokens;
         if tokens < BATCH {
             break;
         }
+        from = reached;
         tokio::task::yield_now().await;
     }
     let feed = RevocationFeed::new(db.clone());
@@ -122,11 +125,18 @@ async fn ended_sessions(
     Ok((sessions, tokens))
 }
 
-/// Deletes up to a batch of spent refresh tokens past their idle lifetime. A token is spent when a
-/// later one of its session exists; and since that later one is what marks an earlier token spent, a
-/// token goes only once no earlier token of its session is unexpired, so a deletion never makes a token
-/// that could still be valid look unspent.
-async fn spent_tokens(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
+/// Deletes up to a batch of spent refresh tokens past their idle lifetime, oldest expiry first from
+/// `from` on, and returns how many went and the expiry reached, where the next batch starts: no
+/// deletion makes another token deletable, and a batch that started again from the oldest re-read
+/// every token already kept or deleted (dead until a vacuum), so a pass grew with the square of its
+/// size. A token is spent when a later one of its session exists; and since that later one is what
+/// marks an earlier token spent, a token goes only once no earlier token of its session is unexpired,
+/// so a deletion never makes a token that could still be valid look unspent.
+async fn spent_tokens(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
+) -> Result<(u64, Option<DateTime<Utc>>), DbErr> {
     use refresh_token::Column as T;
     let other = Alias::new("o");
     let in_session = || {
@@ -152,22 +162,27 @@ async fn spent_tokens(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64
         )
         .and_where(Expr::col((other.clone(), T::ExpiresAt)).gt(now))
         .to_owned();
-    let doomed: Vec<Uuid> = refresh_token::Entity::find()
+    // Inclusive, for the tokens that share the last expiry of the batch before.
+    let doomed: Vec<(Uuid, DateTime<Utc>)> = refresh_token::Entity::find()
         .select_only()
         .column(T::Id)
+        .column(T::ExpiresAt)
         .filter(T::ExpiresAt.lte(now))
+        .apply_if(from, |q, from| q.filter(T::ExpiresAt.gte(from)))
         .filter(Expr::exists(successor))
         .filter(Expr::exists(live_predecessor).not())
+        .order_by_asc(T::ExpiresAt)
         .limit(BATCH)
         .into_tuple()
         .all(db)
         .await?;
-    if doomed.is_empty() {
-        return Ok(0);
-    }
-    Ok(refresh_token::Entity::delete_many()
-        .filter(T::Id.is_in(doomed))
+    let Some(&(_, reached)) = doomed.last() else {
+        return Ok((0, from));
+    };
+    let deleted = refresh_token::Entity::delete_many()
+        .filter(T::Id.is_in(doomed.into_iter().map(|(id, _)| id)))
         .exec(db)
         .await?
-        .rows_affected)
+        .rows_affected;
+    Ok((deleted, Some(reached)))
 }

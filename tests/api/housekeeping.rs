@@ -8,10 +8,10 @@ use chrono::Utc;
 use portcullis::{
     entity::refresh_token,
     oauth::refresh::RefreshTokens,
-    store::housekeeping::{Purged, purge},
+    store::housekeeping::{BATCH, Purged, purge},
 };
 use reqwest::StatusCode;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 
 use crate::{
     cli::{ok, portcullis},
@@ -110,6 +110,44 @@ on_both_databases! {
         // u0 replayed is still reuse: refused, and its session revoked with it.
         assert_error(app.refresh(&u[0]).await, 400, "invalid_grant").await;
         assert_error(app.refresh(&u[2]).await, 400, "invalid_grant").await;
+    }
+
+    async fn a_pass_goes_on_past_batches_of_spent_tokens_that_expired_at_one_instant(backend: Backend) {
+        // Arrange: a live token after more spent tokens than two batches hold, all expired at one
+        // instant, as the tokens capped by their session's absolute lifetime are.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let user = app.seed_user().await;
+        let live = app.login(&user).await.refresh_token.unwrap();
+        let first = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(RefreshTokens::hash(&live)))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let expired = Utc::now() - chrono::Duration::seconds(1);
+        let spent = 2 * BATCH + 1;
+        let earlier: Vec<_> = (0..spent)
+            .map(|i| refresh_token::ActiveModel {
+                id: Set(uuid::Uuid::new_v4()),
+                session_id: Set(first.session_id),
+                token_hash: Set(RefreshTokens::hash(&format!("spent-{i}"))),
+                scope: Set(first.scope.clone()),
+                created_at: Set(first.created_at - chrono::Duration::seconds((spent - i) as i64)),
+                expires_at: Set(expired),
+            })
+            .collect();
+        for rows in earlier.chunks(500) {
+            let insert = refresh_token::Entity::insert_many(rows.to_vec());
+            insert.exec_without_returning(&app.state.db).await.unwrap();
+        }
+
+        // Act
+        let purged = purge(&app.state.db, Utc::now(), app.state.settings.access_ttl()).await.unwrap();
+
+        // Assert: every spent token went; the live one stays, and refreshes.
+        assert_eq!(purged, Purged { sessions: 0, refresh_tokens: spent, revocations: 0 });
+        assert_eq!(app.count("refresh_tokens").await, 1);
+        app.refreshed(&live).await;
     }
 
     async fn portcullis_purge_prints_one_line_per_table(backend: Backend) {
