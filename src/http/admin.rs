@@ -53,6 +53,7 @@ impl From<user::Model> for AdminUserView {
 
 const MAX_PAGE: u64 = 1000;
 
+#[derive(Default)]
 pub struct AdminApi;
 
 #[OpenApi]

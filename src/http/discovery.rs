@@ -153,6 +153,7 @@ enum MetadataResponse {
     ),
 }
 
+#[derive(Default)]
 pub struct DiscoveryApi;
 
 #[OpenApi]

@@ -51,6 +51,7 @@ enum FeedResponse {
     NotModified(#[oai(header = "ETag")] String),
 }
 
+#[derive(Default)]
 pub struct FeedApi;
 
 #[OpenApi]

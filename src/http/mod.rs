@@ -66,16 +66,7 @@ type Operations = (
 /// The OpenAPI service of the [`Operations`].
 pub fn api(issuer: &str) -> OpenApiService<Operations, ()> {
     OpenApiService::new(
-        (
-            token::TokenApi,
-            revoke::RevokeApi,
-            feed::FeedApi,
-            discovery::DiscoveryApi,
-            users::UsersApi,
-            sessions::SessionsApi,
-            admin::AdminApi,
-            ops::OpsApi,
-        ),
+        Operations::default(),
         "Portcullis",
         env!("CARGO_PKG_VERSION"),
     )

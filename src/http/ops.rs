@@ -68,6 +68,7 @@ impl IntoResponse for OpenMetrics {
 /// A dependency that takes longer than this to answer is down, as far as readiness goes.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[derive(Default)]
 pub struct OpsApi;
 
 #[OpenApi]

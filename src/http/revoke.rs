@@ -67,6 +67,7 @@ enum Revoked {
     Ok,
 }
 
+#[derive(Default)]
 pub struct RevokeApi;
 
 #[OpenApi]

@@ -63,6 +63,7 @@ pub enum Done {
     NoContent,
 }
 
+#[derive(Default)]
 pub struct SessionsApi;
 
 #[OpenApi]

@@ -55,6 +55,7 @@ pub struct TokenResponse {
     scope: String,
 }
 
+#[derive(Default)]
 pub struct TokenApi;
 
 #[OpenApi]

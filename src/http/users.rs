@@ -56,6 +56,7 @@ enum Registered {
     Created(Json<UserView>),
 }
 
+#[derive(Default)]
 pub struct UsersApi;
 
 #[OpenApi]

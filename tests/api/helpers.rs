@@ -573,6 +573,30 @@ impl TestApp {
             .await
     }
 
+    /// `GET path`, its body as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path`, its body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `POST /users/me/password` with the caller's token.
     pub async fn change_password(&self, access_token: &str, current: &str, new: &str) -> Response {
         self.http

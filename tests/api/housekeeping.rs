@@ -179,15 +179,7 @@ async fn the_background_pass_counts_what_it_removed() {
     // Act + Assert: within a few passes the session is gone and counted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.get_text("/metrics").await;
         if metrics.contains("portcullis_purged_rows_total{table=\"sessions\"} 1") {
             assert!(
                 metrics.contains("portcullis_purged_rows_total{table=\"refresh_tokens\"} 1"),

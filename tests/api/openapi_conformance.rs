@@ -24,15 +24,7 @@ struct Conformance {
 
 impl Conformance {
     async fn fetch(app: &TestApp) -> Self {
-        let doc = app
-            .http
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc = app.get_json("/openapi.json").await;
         Self {
             doc,
             seen: BTreeSet::new(),

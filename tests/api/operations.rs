@@ -158,15 +158,7 @@ async fn methods_outside_http_s_own_are_counted_as_one_label() {
 #[tokio::test]
 async fn every_documented_operation_is_counted_under_its_own_route_and_any_other_path_as_other() {
     let app = spawn_app(Backend::Sqlite).await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/openapi.json").await;
     let mut operations = Vec::new();
     for (path, methods) in doc["paths"].as_object().unwrap() {
         for method in methods.as_object().unwrap().keys() {
