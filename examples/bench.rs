@@ -383,13 +383,14 @@ async fn run_backend(
     let db = portcullis::store::connect(&db_url, 2).await?;
     portcullis::store::migrate(&db).await?;
     let clients = portcullis::store::clients::ClientStore::new(db.clone());
+    use portcullis::ports::Clients as _;
     let secret = "bench-secret-0123456789-0123456789-abcdef";
     for (id, grants) in [
         ("bench-service", vec![GrantType::ClientCredentials]),
         ("bench-rs", vec![GrantType::ClientCredentials]),
     ] {
         clients
-            .create(portcullis::store::clients::NewClient {
+            .create(portcullis::ports::NewClient {
                 id,
                 secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
                 grant_types: &grants,

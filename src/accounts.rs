@@ -1,13 +1,39 @@
-//! Account flows shared by the HTTP API and the command line, so that a rule holds however an account
-//! is made or changed. Revocations caused by account changes are the [`crate::oauth::revocation`]'s.
+//! Account flows, the same for the HTTP API and the command line, so that a rule holds however an account
+//! or a client is made or changed: registration, the user a token speaks for, password change, disable
+//! and enable, client creation and deletion. What these changes revoke is the [`Revoker`]'s to record.
+
+use std::{net::IpAddr, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use uuid::Uuid;
 
 use crate::{
-    entity::user,
     error::Error,
-    password::{self, Hasher},
-    store::users::{CreateUserError, NewUser, UserStore},
-    value::username::Username,
+    oauth::{
+        client::hash_secret, grant::password::ADMIN_SCOPE, login::LoginGuard, revocation::Revoker,
+    },
+    password::{self, Hasher, Verified},
+    ports::{Clients, Clock, CreateClientError, CreateUserError, NewClient, NewUser, Users},
+    value::{
+        account::{Client, User},
+        claims::AccessClaims,
+        grant_type::GrantType,
+        scope::Scope,
+        username::Username,
+    },
 };
+
+pub struct Accounts {
+    pub users: Arc<dyn Users>,
+    pub clients: Arc<dyn Clients>,
+    pub hasher: Arc<Hasher>,
+    pub login: Arc<LoginGuard>,
+    pub revoker: Arc<Revoker>,
+    pub clock: Arc<dyn Clock>,
+    /// `password.min_length`.
+    pub min_password_length: usize,
+}
 
 /// What registration asks for.
 pub struct NewAccount<'a> {
@@ -18,37 +44,174 @@ pub struct NewAccount<'a> {
     pub is_admin: bool,
 }
 
-/// Creates an account under the contract's rules: a valid username, a plausible email, a password the
-/// policy accepts (`min_length` is `password.min_length`), hashed; a taken username or email is a
-/// `409`. The unique indexes, not a prior read, decide what is taken.
-pub async fn register(
-    users: &UserStore,
-    hasher: &Hasher,
-    min_length: usize,
-    new: NewAccount<'_>,
-) -> Result<user::Model, Error> {
-    let username = Username::parse(new.username)?;
-    let email = new.email.filter(|e| !e.is_empty());
-    if let Some(email) = email {
-        check_email(email)?;
+/// What creating a client asks for.
+pub struct ClientRequest<'a> {
+    pub id: &'a str,
+    pub grant_types: Vec<GrantType>,
+    pub scopes: &'a Scope,
+    pub secret: ClientSecret,
+}
+
+pub enum ClientSecret {
+    /// A public client: none.
+    Public,
+    /// One the operator chose; at least 32 characters.
+    Given(String),
+    /// 256 random bits, generated here and shown once.
+    Generate,
+}
+
+/// The shortest client secret accepted.
+const MIN_SECRET_LENGTH: usize = 32;
+
+impl Accounts {
+    /// Creates an account under the contract's rules: a valid username, a plausible email, a password
+    /// the policy accepts, hashed; a taken username or email is a `409`.
+    pub async fn register(&self, new: NewAccount<'_>) -> Result<User, Error> {
+        let username = Username::parse(new.username)?;
+        let email = new.email.filter(|e| !e.is_empty());
+        if let Some(email) = email {
+            check_email(email)?;
+        }
+        password::check_policy(&new.password, username.as_str(), self.min_password_length)?;
+        let password_hash = self.hasher.hash(new.password).await?;
+        let created = self
+            .users
+            .create(NewUser {
+                username: &username,
+                email,
+                password_hash,
+                is_admin: new.is_admin,
+            })
+            .await
+            .map_err(|e| match e {
+                CreateUserError::UsernameTaken => Error::Conflict("username_taken"),
+                CreateUserError::EmailTaken => Error::Conflict("email_taken"),
+                CreateUserError::Failed(e) => e,
+            })?;
+        tracing::info!(user = %created.id, admin = created.is_admin, "registered");
+        Ok(created)
     }
-    password::check_policy(&new.password, username.as_str(), min_length)?;
-    let password_hash = hasher.hash(new.password).await?;
-    let created = users
-        .create(NewUser {
-            username: &username,
-            email,
-            password_hash,
-            is_admin: new.is_admin,
-        })
-        .await
-        .map_err(|e| match e {
-            CreateUserError::UsernameTaken => Error::Conflict("username_taken"),
-            CreateUserError::EmailTaken => Error::Conflict("email_taken"),
-            CreateUserError::Db(e) => e.into(),
-        })?;
-    tracing::info!(user = %created.id, admin = created.is_admin, "registered");
-    Ok(created)
+
+    /// The live user a token speaks for. A client's own token (no user) lacks the scope of a user
+    /// route; a user disabled or gone since the token was issued makes it invalid.
+    pub async fn user_for(&self, claims: &AccessClaims) -> Result<User, Error> {
+        if claims.username.is_none() {
+            return Err(Error::InsufficientScope);
+        }
+        let id: Uuid = claims
+            .sub
+            .parse()
+            .map_err(|_| Error::InvalidToken("sub is not a user id"))?;
+        match self.users.find(id).await? {
+            Some(user) if user.is_active => Ok(user),
+            _ => Err(Error::InvalidToken("user is gone or disabled")),
+        }
+    }
+
+    /// The live admin a token speaks for. RFC 6750 §3.1: a valid token without the scope is
+    /// `insufficient_scope`; the scope is not enough, the user must be an active admin now, so that a
+    /// disabled or demoted admin's token stops at once.
+    pub async fn admin_for(&self, claims: &AccessClaims) -> Result<User, Error> {
+        if !claims.has_scope(ADMIN_SCOPE) {
+            return Err(Error::InsufficientScope);
+        }
+        let user = self.user_for(claims).await?;
+        if user.is_admin {
+            Ok(user)
+        } else {
+            Err(Error::InsufficientScope)
+        }
+    }
+
+    /// Changes a user's password, given the current one. A wrong current password is a failed login
+    /// (throttled alike), so that a stolen access token is no faster a way to guess it than the token
+    /// endpoint; the change revokes every session and access token of the user.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: String,
+        new: String,
+        ip: IpAddr,
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.login.check(&user.username, ip, now).await?;
+        let matches = current.chars().count() <= password::MAX_LENGTH
+            && self
+                .hasher
+                .verify(current, Some(user.password_hash.clone()))
+                .await?
+                != Verified::Mismatch;
+        self.login.record(&user.username, ip, now, matches).await;
+        if !matches {
+            return Err(Error::InvalidCurrentPassword);
+        }
+        password::check_policy(&new, &user.username, self.min_password_length)?;
+        let hash = self.hasher.hash(new).await?;
+        self.revoker.change_password(user.id, hash).await?;
+        tracing::info!(user = %user.id, "password changed; sessions revoked");
+        Ok(())
+    }
+
+    /// Enables or disables a user; disabling revokes everything issued to them. `false` when there is
+    /// no such user.
+    pub async fn set_active(&self, id: Uuid, active: bool) -> Result<bool, Error> {
+        self.revoker.set_active(id, active).await
+    }
+
+    /// Creates a client; returns it with the secret to show once when one was generated.
+    pub async fn create_client(
+        &self,
+        new: ClientRequest<'_>,
+    ) -> Result<(Client, Option<String>), Error> {
+        let invalid = |why: &'static str| Error::Policy {
+            code: "invalid_client_metadata",
+            description: why.into(),
+        };
+        let id = new.id;
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ':') {
+            return Err(invalid(
+                "a client id has 1 to 128 characters, without ':' or control characters",
+            ));
+        }
+        let public = matches!(new.secret, ClientSecret::Public);
+        if public && new.grant_types.contains(&GrantType::ClientCredentials) {
+            return Err(invalid("a public client cannot use client_credentials"));
+        }
+        let (secret, shown) = match new.secret {
+            ClientSecret::Public => (None, None),
+            ClientSecret::Given(s) if s.len() < MIN_SECRET_LENGTH => {
+                return Err(invalid("a client secret must have at least 32 characters"));
+            }
+            ClientSecret::Given(s) => (Some(s), None),
+            ClientSecret::Generate => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let s = URL_SAFE_NO_PAD.encode(bytes);
+                (Some(s.clone()), Some(s))
+            }
+        };
+        let created = self
+            .clients
+            .create(NewClient {
+                id,
+                secret_hash: secret.as_deref().map(hash_secret),
+                grant_types: &new.grant_types,
+                scopes: new.scopes,
+            })
+            .await
+            .map_err(|e| match e {
+                CreateClientError::Exists => Error::Conflict("client_exists"),
+                CreateClientError::Failed(e) => e,
+            })?;
+        tracing::info!(client = %created.id, public, "client created");
+        Ok((created, shown))
+    }
+
+    /// Deletes a client and revokes every token it was issued. `false` when there is no such client.
+    pub async fn delete_client(&self, id: &str) -> Result<bool, Error> {
+        self.revoker.delete_client(id).await
+    }
 }
 
 /// A plausibility check only; an address is proven by mail, which this server does not send yet.

@@ -1,26 +1,23 @@
 //! The command line of the contract: `serve`, `migrate`, `keys`, `users`, `clients`, `purge`.
 
-use std::{io::Read, sync::Arc};
+use std::{io::Read, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
-use rand::RngCore;
 
 use crate::{
-    accounts::{self, NewAccount},
+    accounts::{Accounts, ClientRequest, ClientSecret, NewAccount},
     config::Settings,
-    oauth::{client::hash_secret, revocation::Revoker},
+    error::Error,
+    metrics::Metrics,
+    oauth::login::LoginGuard,
     password::Hasher,
+    ports::{Clock, SystemClock},
     startup::{App, shutdown_signal},
-    store::{
-        self,
-        clients::{ClientStore, CreateClientError, NewClient},
-        deny_list::DenyList,
-        sessions::SessionStore,
-        users::UserStore,
-    },
+    state::Stores,
+    store,
+    throttle::Throttle,
     value::{grant_type::GrantType, scope::Scope},
 };
 
@@ -236,8 +233,7 @@ async fn database(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnec
 }
 
 async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
-    let db = database(settings).await?;
-    let users = UserStore::new(db.clone());
+    let accounts = accounts(settings).await?;
     match cmd {
         UsersCommand::Create {
             username,
@@ -245,23 +241,23 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             admin,
         } => {
             let password = read_stdin_line().context("reading the password from stdin")?;
-            let hasher = Hasher::new(1, std::time::Duration::from_secs(60), Arc::default())?;
             let new = NewAccount {
                 username: &username,
                 password,
                 email: email.as_deref(),
                 is_admin: admin,
             };
-            let user = accounts::register(&users, &hasher, settings.password.min_length, new)
+            let user = accounts
+                .register(new)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}\t{}", user.id, user.username);
         }
-        UsersCommand::Disable { username } => set_active(settings, db, &username, false).await?,
-        UsersCommand::Enable { username } => set_active(settings, db, &username, true).await?,
+        UsersCommand::Disable { username } => set_active(&accounts, &username, false).await?,
+        UsersCommand::Enable { username } => set_active(&accounts, &username, true).await?,
         UsersCommand::List => {
             println!("id\tusername\temail\tactive\tadmin\tcreated_at");
-            for u in users.list(None, 0).await? {
+            for u in accounts.users.list(None, 0).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     u.id,
@@ -278,18 +274,13 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
 }
 
 /// Disables (revoking every session and access token of the user) or enables a user.
-async fn set_active(
-    settings: &Settings,
-    db: sea_orm::DatabaseConnection,
-    username: &str,
-    active: bool,
-) -> anyhow::Result<()> {
-    let users = UserStore::new(db.clone());
-    let user = users
+async fn set_active(accounts: &Accounts, username: &str, active: bool) -> anyhow::Result<()> {
+    let user = accounts
+        .users
         .find_by_username(username)
         .await?
         .with_context(|| format!("no user named {username}"))?;
-    revoker(settings, db)?
+    accounts
         .set_active(user.id, active)
         .await
         .map_err(|e| anyhow::anyhow!("changing the user's state: {e}"))?;
@@ -310,30 +301,25 @@ async fn purge(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The revoker the commands that take access away use. Their revocations go to the database, whence
-/// every running server lists them within keys.rescan_interval; with Redis they are listed there at once.
-fn revoker(settings: &Settings, db: sea_orm::DatabaseConnection) -> anyhow::Result<Revoker> {
-    let deny_list = match &settings.redis.url {
-        Some(url) => DenyList::redis(
-            crate::store::redis::connect(url)?,
-            &settings.redis.key_prefix,
-        ),
-        None => DenyList::memory(),
-    };
-    Ok(Revoker::new(
-        SessionStore::new(db.clone()),
-        UserStore::new(db.clone()),
-        ClientStore::new(db.clone()),
-        crate::store::revocation_feed::RevocationFeed::new(db),
-        Arc::new(deny_list),
-        settings.access_ttl(),
-        Arc::default(),
-    ))
+/// The account flows, for the commands that read or change accounts and clients. Their revocations go to
+/// the database, whence every running server lists them within keys.rescan_interval; with Redis they are
+/// listed there at once.
+async fn accounts(settings: &Settings) -> anyhow::Result<Accounts> {
+    let db = database(settings).await?;
+    let metrics = Arc::new(Metrics::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let stores = Stores::new(&db, settings, metrics.clone(), clock.clone())?;
+    let hasher = Arc::new(Hasher::new(1, Duration::from_secs(60), metrics.clone())?);
+    // One process, one attempt: nothing to throttle, so in-process counters do.
+    let login = Arc::new(LoginGuard::new(
+        Throttle::memory(settings.throttle.clone()),
+        metrics,
+    ));
+    Ok(stores.accounts(settings, hasher, login, clock))
 }
 
 async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()> {
-    let db = database(settings).await?;
-    let clients = ClientStore::new(db.clone());
+    let accounts = accounts(settings).await?;
     match cmd {
         ClientsCommand::Create {
             id,
@@ -342,74 +328,58 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
             scopes,
             secret_stdin,
         } => {
-            if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ':') {
-                bail!("--id must be 1 to 128 characters, without ':' or control characters");
-            }
             let grant_types = grants
                 .iter()
                 .map(|g| {
                     GrantType::parse(g.trim()).with_context(|| format!("unknown grant type {g}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            if public && grant_types.contains(&GrantType::ClientCredentials) {
-                bail!("a public client cannot use client_credentials");
-            }
             let scopes = Scope::parse(&scopes)
                 .map_err(|_| anyhow::anyhow!("--scopes is not a valid scope list"))?;
             let secret = match (public, secret_stdin) {
-                (true, _) => None,
+                (true, _) => ClientSecret::Public,
                 (false, true) => {
-                    let s = read_stdin_line().context("reading the secret from stdin")?;
-                    if s.len() < 32 {
-                        bail!("a client secret must have at least 32 characters");
-                    }
-                    Some(s)
+                    ClientSecret::Given(read_stdin_line().context("reading the secret from stdin")?)
                 }
-                (false, false) => {
-                    let mut bytes = [0u8; 32];
-                    rand::rngs::OsRng.fill_bytes(&mut bytes);
-                    Some(URL_SAFE_NO_PAD.encode(bytes))
-                }
+                (false, false) => ClientSecret::Generate,
             };
-            clients
-                .create(NewClient {
-                    id: &id,
-                    secret_hash: secret.as_deref().map(hash_secret),
-                    grant_types: &grant_types,
-                    scopes: &scopes,
-                })
-                .await
-                .map_err(|e| match e {
-                    CreateClientError::Exists => anyhow::anyhow!("a client {id} exists already"),
-                    CreateClientError::Db(e) => e.into(),
-                })?;
-            match secret {
+            let request = ClientRequest {
+                id: &id,
+                grant_types,
+                scopes: &scopes,
+                secret,
+            };
+            let (client, shown) = accounts.create_client(request).await.map_err(|e| match e {
+                Error::Conflict(_) => anyhow::anyhow!("a client {id} exists already"),
+                Error::Policy { description, .. } => anyhow::anyhow!("{description}"),
+                other => anyhow::anyhow!("creating the client: {other}"),
+            })?;
+            match shown {
                 // Shown once: only its hash is stored.
-                Some(secret) if !secret_stdin => {
-                    println!("client_id: {id}\nclient_secret: {secret}")
-                }
-                _ => println!("client_id: {id}"),
+                Some(secret) => println!("client_id: {}\nclient_secret: {secret}", client.id),
+                None => println!("client_id: {}", client.id),
             }
         }
         ClientsCommand::List => {
             println!("client_id\ttype\tgrant_types\tscopes\tcreated_at");
-            for c in clients.list().await? {
+            for c in accounts.clients.list().await? {
+                let grant_types: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
-                    c.client_id,
+                    c.id,
                     if c.is_public {
                         "public"
                     } else {
                         "confidential"
                     },
-                    c.grant_types,
+                    grant_types.join(" "),
                     c.scopes,
                     c.created_at.to_rfc3339()
                 );
             }
         }
         ClientsCommand::Delete { id } => {
-            let deleted = revoker(settings, db)?
+            let deleted = accounts
                 .delete_client(&id)
                 .await
                 .map_err(|e| anyhow::anyhow!("deleting the client: {e}"))?;

@@ -321,15 +321,12 @@ impl Settings {
         Duration::from_secs(self.tokens.access_ttl)
     }
 
-    pub fn refresh_rules(&self) -> crate::store::sessions::RefreshRules {
-        crate::store::sessions::RefreshRules {
-            idle_ttl: Duration::from_secs(self.refresh.idle_ttl),
+    pub fn lifetimes(&self) -> crate::oauth::grant::Lifetimes {
+        crate::oauth::grant::Lifetimes {
+            session: Duration::from_secs(self.refresh.absolute_ttl),
+            refresh_idle: Duration::from_secs(self.refresh.idle_ttl),
             reuse_grace: Duration::from_secs(self.refresh.reuse_grace),
         }
-    }
-
-    pub fn refresh_absolute_ttl(&self) -> Duration {
-        Duration::from_secs(self.refresh.absolute_ttl)
     }
 
     /// The issuer as it appears in `iss`: the configured URL without a trailing slash.

@@ -8,7 +8,12 @@ use poem::{
     listener::{Acceptor, Listener, TcpListener},
 };
 
-use crate::{config::Settings, http::timeouts::Deadlines, state::AppState};
+use crate::{
+    config::Settings,
+    http::timeouts::Deadlines,
+    ports::{Clock, SystemClock},
+    state::AppState,
+};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -22,8 +27,16 @@ pub struct App {
 impl App {
     /// Wires the state and binds the listener; port 0 picks a free port, which [`App::addr`] reports.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with another clock, for tests where time is the subject.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let bind = settings.server.bind;
-        let state = Arc::new(AppState::build(settings).await?);
+        let state = Arc::new(AppState::build_with_clock(settings, clock).await?);
         let acceptor = TcpListener::bind(bind)
             .into_acceptor()
             .await
@@ -73,9 +86,7 @@ async fn housekeeping(state: Arc<AppState>) {
     loop {
         every.tick().await;
         state.limits.housekeeping();
-        state
-            .throttle
-            .housekeeping(chrono::Utc::now().timestamp_millis());
+        state.login.housekeeping(state.clock.now());
     }
 }
 
@@ -89,7 +100,7 @@ async fn purge_periodically(state: Arc<AppState>) {
         every.tick().await;
         match crate::store::housekeeping::purge(
             &state.db,
-            chrono::Utc::now(),
+            state.clock.now(),
             state.settings.access_ttl(),
         )
         .await

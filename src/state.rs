@@ -1,15 +1,27 @@
-//! The shared services, built once, the same way by `main` and by the tests.
+//! The wiring: the stores of one database plugged into the domain's ports, built the same way by the
+//! server, the command line and the tests. Only this module and `store` name the concrete stores.
 
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::DatabaseConnection;
 
 use crate::{
+    accounts::Accounts,
     config::Settings,
     keys::KeyStore,
     metrics::Metrics,
-    oauth::{issuer::Issuer, refresh::RefreshTokens, revocation::Revoker, verifier::Verifier},
+    oauth::{
+        grant::Grants,
+        issuer::Issuer,
+        login::LoginGuard,
+        metadata::Metadata,
+        refresh::RefreshTokens,
+        revocation::{Revoker, RevokerPorts},
+        tokens::Tokens,
+        verifier::Verifier,
+    },
     password::Hasher,
+    ports::{self, Clock},
     ratelimit::Limits,
     store::{
         clients::ClientStore, deny_list::DenyList, revocation_feed::RevocationFeed,
@@ -19,32 +31,115 @@ use crate::{
     value::scope::Scope,
 };
 
+/// The server's shared services.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// For readiness and housekeeping, which are about the database itself.
     pub db: DatabaseConnection,
     pub keys: Arc<KeyStore>,
-    pub hasher: Hasher,
-    pub issuer: Issuer,
-    pub verifier: Verifier,
-    pub users: UserStore,
-    pub clients: ClientStore,
-    pub sessions: SessionStore,
+    pub grants: Grants,
+    pub accounts: Accounts,
+    pub verifier: Arc<Verifier>,
+    pub tokens: Tokens,
+    pub revoker: Arc<Revoker>,
+    pub users: Arc<dyn ports::Users>,
+    pub sessions: Arc<dyn ports::Sessions>,
+    pub clients: Arc<dyn ports::Clients>,
+    pub feed: Arc<dyn ports::RevocationLog>,
     pub deny_list: Arc<DenyList>,
-    pub revoker: Revoker,
-    pub feed: RevocationFeed,
-    pub refresh_tokens: RefreshTokens,
+    pub login: Arc<LoginGuard>,
     pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, serialised once.
     pub metadata: bytes::Bytes,
     /// The `Cache-Control` of the JWKS and the metadata, rendered once.
     pub discovery_cache_control: http::HeaderValue,
-    pub throttle: Throttle,
+}
+
+/// The stores of one database, as the domain's ports, and the revoker over them.
+pub struct Stores {
+    /// Redis, when `redis.url` is set: the deny list's and the login throttle's.
+    pub redis: Option<redis::aio::ConnectionManager>,
+    pub users: Arc<UserStore>,
+    pub sessions: Arc<SessionStore>,
+    pub clients: Arc<ClientStore>,
+    pub feed: Arc<RevocationFeed>,
+    pub deny_list: Arc<DenyList>,
+    pub revoker: Arc<Revoker>,
+}
+
+impl Stores {
+    /// The deny list is Redis's when `redis.url` is set, else this process's own.
+    pub fn new(
+        db: &DatabaseConnection,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let redis = settings
+            .redis
+            .url
+            .as_deref()
+            .map(crate::store::redis::connect)
+            .transpose()?;
+        let deny_list = Arc::new(match &redis {
+            Some(conn) => DenyList::redis(conn.clone(), &settings.redis.key_prefix),
+            None => DenyList::memory(),
+        });
+        let users = Arc::new(UserStore::new(db.clone()));
+        let sessions = Arc::new(SessionStore::new(db.clone()));
+        let clients = Arc::new(ClientStore::new(db.clone()));
+        let feed = Arc::new(RevocationFeed::new(db.clone()));
+        let revoker = Arc::new(Revoker::new(
+            RevokerPorts {
+                sessions: sessions.clone(),
+                users: users.clone(),
+                clients: clients.clone(),
+                log: feed.clone(),
+                deny: deny_list.clone(),
+                clock,
+            },
+            settings.access_ttl(),
+            metrics,
+        ));
+        Ok(Self {
+            redis,
+            users,
+            sessions,
+            clients,
+            feed,
+            deny_list,
+            revoker,
+        })
+    }
+
+    /// The account flows over these stores.
+    pub fn accounts(
+        &self,
+        settings: &Settings,
+        hasher: Arc<Hasher>,
+        login: Arc<LoginGuard>,
+        clock: Arc<dyn Clock>,
+    ) -> Accounts {
+        Accounts {
+            users: self.users.clone(),
+            clients: self.clients.clone(),
+            hasher,
+            login,
+            revoker: self.revoker.clone(),
+            clock,
+            min_password_length: settings.password.min_length,
+        }
+    }
 }
 
 impl AppState {
     /// Connects, migrates, loads the keys and makes sure the default client exists.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         // jsonwebtoken's aws-lc-rs provider, with RSA keys parsed once (see `crypto_provider`). Installing it
         // explicitly also means a second backend turned on by feature unification cannot be picked.
         let _ = crate::crypto_provider::PROVIDER.install_default();
@@ -57,81 +152,88 @@ impl AppState {
             settings.keys.publish_ahead(),
             settings.access_ttl(),
         )?);
-        let clients = ClientStore::new(db.clone());
+        let stores = Stores::new(&db, &settings, metrics.clone(), clock.clone())?;
         let default_scopes = Scope::parse(&settings.clients.default_scopes.join(" "))
             .map_err(|_| anyhow::anyhow!("clients.default_scopes is invalid"))?;
-        clients
+        stores
+            .clients
             .ensure_default(&settings.clients.default_client_id, &default_scopes)
             .await?;
-        let redis = settings
-            .redis
-            .url
-            .as_deref()
-            .map(crate::store::redis::connect)
-            .transpose()?;
-        if let Some(conn) = &redis {
-            crate::store::redis::warn_if_evicting(conn).await;
-        }
-        let prefix = &settings.redis.key_prefix;
-        let deny_list = Arc::new(match &redis {
-            Some(conn) => DenyList::redis(conn.clone(), prefix),
-            None => DenyList::memory(),
-        });
-        let throttle = match &redis {
-            Some(conn) => Throttle::redis(settings.throttle.clone(), conn.clone(), prefix),
+        let throttle = match &stores.redis {
+            Some(conn) => {
+                crate::store::redis::warn_if_evicting(conn).await;
+                Throttle::redis(
+                    settings.throttle.clone(),
+                    conn.clone(),
+                    &settings.redis.key_prefix,
+                )
+            }
             None => Throttle::memory(settings.throttle.clone()),
         };
-        let sessions = SessionStore::new(db.clone());
-        let feed = RevocationFeed::new(db.clone());
-        let users = UserStore::new(db.clone());
-        let revoker = Revoker::new(
-            sessions.clone(),
-            users.clone(),
-            clients.clone(),
-            feed.clone(),
-            deny_list.clone(),
-            settings.access_ttl(),
-            metrics.clone(),
-        );
         // The deny list holds every live revocation before the first request. A Redis that cannot be
         // reached now leaves it incomplete: token checks answer `503` until it is rebuilt.
-        if let Err(e) = revoker.sync().await {
+        if let Err(e) = stores.revoker.sync().await {
             tracing::warn!(error = %e, "the deny list could not be filled from the revocation log yet");
         }
         let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
         let issuer_url = settings.issuer();
+        let hasher = Arc::new(Hasher::new(
+            settings.password.hashing_threads(),
+            Duration::from_millis(settings.password.hash_queue_wait_ms),
+            metrics.clone(),
+        )?);
+        let login = Arc::new(LoginGuard::new(throttle, metrics.clone()));
+        let issuer = Arc::new(Issuer::new(
+            keys.clone(),
+            clock.clone(),
+            issuer_url.clone(),
+            settings.tokens.audience.clone(),
+            settings.access_ttl(),
+        ));
+        let grants = Grants {
+            users: stores.users.clone(),
+            sessions: stores.sessions.clone(),
+            hasher: hasher.clone(),
+            login: login.clone(),
+            issuer,
+            refresh_tokens: RefreshTokens::new(successor_key),
+            revoker: stores.revoker.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            lifetimes: settings.lifetimes(),
+        };
+        let metadata = Metadata::new(&issuer_url, &settings.clients.default_scopes);
+        let verifier = Arc::new(Verifier::new(
+            keys.clone(),
+            stores.deny_list.clone(),
+            stores.feed.clone(),
+            metrics.clone(),
+            clock.clone(),
+            &issuer_url,
+            &settings.tokens.audience,
+        ));
         Ok(Self {
-            hasher: Hasher::new(
-                settings.password.hashing_threads(),
-                Duration::from_millis(settings.password.hash_queue_wait_ms),
-                metrics.clone(),
-            )?,
+            accounts: stores.accounts(&settings, hasher, login.clone(), clock.clone()),
+            tokens: Tokens {
+                verifier: verifier.clone(),
+                revoker: stores.revoker.clone(),
+                sessions: stores.sessions.clone(),
+                users: stores.users.clone(),
+            },
+            verifier,
+            grants,
             limits: Limits::new(&settings.rate_limit, metrics.clone()),
-            metadata: serde_json::to_vec(&crate::oauth::metadata::document(&settings))?.into(),
+            metadata: serde_json::to_vec(&metadata)?.into(),
             discovery_cache_control: format!("public, max-age={}", settings.keys.jwks_max_age)
                 .try_into()?,
-            throttle,
-            issuer: Issuer::new(
-                keys.clone(),
-                issuer_url.clone(),
-                settings.tokens.audience.clone(),
-                settings.access_ttl(),
-            ),
-            verifier: Verifier::new(
-                keys.clone(),
-                deny_list.clone(),
-                feed.clone(),
-                metrics.clone(),
-                &issuer_url,
-                &settings.tokens.audience,
-            ),
-            users,
-            revoker,
-            feed,
-            refresh_tokens: RefreshTokens::new(successor_key),
-            sessions,
-            deny_list,
-            clients,
+            login,
+            revoker: stores.revoker.clone(),
+            users: stores.users.clone(),
+            sessions: stores.sessions.clone(),
+            clients: stores.clients.clone(),
+            feed: stores.feed.clone(),
+            deny_list: stores.deny_list.clone(),
+            clock,
             keys,
             db,
             settings: Arc::new(settings),

@@ -28,3 +28,21 @@ impl Related<super::session::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for crate::value::account::Client {
+    fn from(m: Model) -> Self {
+        use crate::value::{grant_type::GrantType, scope::Scope};
+        Self {
+            grant_types: m
+                .grant_types
+                .split(' ')
+                .filter_map(GrantType::parse)
+                .collect(),
+            scopes: Scope::parse(&m.scopes).unwrap_or_default(),
+            is_public: m.is_public,
+            secret_hash: m.secret_hash,
+            id: m.client_id,
+            created_at: m.created_at,
+        }
+    }
+}

@@ -56,3 +56,19 @@ impl Related<super::refresh_token::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for crate::value::account::Session {
+    fn from(m: Model) -> Self {
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            client_id: m.client_id,
+            // Written from a parsed scope; a row that does not parse grants nothing.
+            scope: crate::value::scope::Scope::parse(&m.scope).unwrap_or_default(),
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+        }
+    }
+}

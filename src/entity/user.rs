@@ -36,3 +36,18 @@ impl Related<super::session::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for crate::value::account::User {
+    fn from(m: Model) -> Self {
+        Self {
+            id: m.id,
+            username: m.username,
+            email: m.email,
+            password_hash: m.password_hash,
+            is_active: m.is_active,
+            is_admin: m.is_admin,
+            password_changed_at: m.password_changed_at,
+            created_at: m.created_at,
+        }
+    }
+}

@@ -15,14 +15,12 @@ use super::{
     Tag,
     bearer::{Auth, RevokingAuth},
     sessions::Done,
-    users::current_user,
 };
 use crate::{
-    entity::user,
-    error::{BearerItemErrors, BearerQueryErrors, Error, Failure},
-    oauth::grant::password::ADMIN_SCOPE,
+    error::Error,
+    http::error::{BearerItemErrors, BearerQueryErrors, Failure},
     state::AppState,
-    value::claims::AccessClaims,
+    value::{account::User, claims::AccessClaims},
 };
 
 /// A user as an administrator sees one.
@@ -38,8 +36,8 @@ pub struct AdminUserView {
     created_at: DateTime<Utc>,
 }
 
-impl From<user::Model> for AdminUserView {
-    fn from(u: user::Model) -> Self {
+impl From<User> for AdminUserView {
+    fn from(u: User) -> Self {
         Self {
             id: u.id,
             username: u.username,
@@ -71,7 +69,7 @@ impl AdminApi {
         #[oai(default, validator(minimum(value = "0")))]
         offset: Query<i64>,
     ) -> Result<Json<Vec<AdminUserView>>, Failure<BearerQueryErrors>> {
-        require_admin(&state, auth.claims()).await?;
+        state.accounts.admin_for(auth.claims()).await?;
         if limit.0 == 0 || limit.0 > MAX_PAGE {
             return Err(Error::invalid_request("limit must be between 1 and 1000").into());
         }
@@ -111,8 +109,8 @@ async fn set_active(
     id: Uuid,
     active: bool,
 ) -> Result<Done, Failure<BearerItemErrors>> {
-    require_admin(state, claims).await?;
-    if !state.revoker.set_active(id, active).await? {
+    state.accounts.admin_for(claims).await?;
+    if !state.accounts.set_active(id, active).await? {
         return Err(Error::NotFound.into());
     }
     tracing::info!(user = %id, by = %claims.sub, active, "user state changed");
@@ -121,17 +119,4 @@ async fn set_active(
 
 fn default_limit() -> u64 {
     100
-}
-
-/// RFC 6750 §3.1: a valid token without the scope is `403 insufficient_scope`. The scope is not enough:
-/// the user must be an active admin now, so that a disabled or demoted admin's token stops at once.
-async fn require_admin(state: &AppState, claims: &AccessClaims) -> Result<(), Error> {
-    if !claims.has_scope(ADMIN_SCOPE) {
-        return Err(Error::InsufficientScope);
-    }
-    if current_user(state, claims).await?.is_admin {
-        Ok(())
-    } else {
-        Err(Error::InsufficientScope)
-    }
 }

@@ -22,7 +22,7 @@ pub async fn authenticate(
     lookup: Lookup,
 ) -> Result<AuthenticatedClient, Error> {
     let client = client::authenticate(
-        &state.clients,
+        state.clients.as_ref(),
         presented,
         &state.settings.clients.default_client_id,
         lookup,

@@ -14,7 +14,8 @@ use super::{
     discovery::{PreRendered, none_match},
 };
 use crate::{
-    error::{Error, Failure, FeedErrors},
+    error::Error,
+    http::error::{Failure, FeedErrors},
     oauth::client::{self, Presented},
     state::AppState,
 };
@@ -81,7 +82,7 @@ impl FeedApi {
             return Err(refuse("the feed is for confidential clients").into());
         }
         let since = since.0.and_then(|s| s.parse::<i64>().ok());
-        let (entries, cursor) = state.feed.since(since).await?;
+        let (entries, cursor) = state.feed.since(since, state.clock.now()).await?;
         let feed = Feed {
             cursor: cursor.to_string(),
             entries: entries

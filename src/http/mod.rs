@@ -6,6 +6,7 @@ mod bearer;
 mod client_auth;
 mod client_ip;
 mod discovery;
+pub mod error;
 mod feed;
 mod form;
 mod json;

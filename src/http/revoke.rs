@@ -8,11 +8,9 @@ use serde::Deserialize;
 
 use super::{Tag, client_auth, form::StrictForm};
 use crate::{
-    error::{ClientEndpointErrors, Error, Failure},
-    oauth::{
-        client::{AuthenticatedClient, Lookup},
-        refresh::{self, RefreshTokens},
-    },
+    error::Error,
+    http::error::{ClientEndpointErrors, Failure},
+    oauth::client::{AuthenticatedClient, Lookup},
     state::AppState,
 };
 
@@ -85,27 +83,7 @@ impl RevokeApi {
         form: StrictForm<TokenLookupForm>,
     ) -> Result<Revoked, Failure<ClientEndpointErrors>> {
         let (client, token) = authenticate(&state, req, form.0, Lookup::Fresh).await?;
-        if looks_like_jwt(&token) {
-            // An expired or foreign-signed token needs nothing revoked.
-            if let Ok(claims) = state.verifier.verify(&token)
-                && claims.client_id == client.id
-            {
-                state.revoker.access_token(&claims).await?;
-                tracing::info!(jti = %claims.jti, client = %client.id, "access token revoked");
-            }
-        } else if token.len() <= refresh::MAX_LENGTH
-            && let Some(session) = state
-                .sessions
-                .find_by_refresh(&RefreshTokens::hash(&token))
-                .await?
-            && session.client_id == client.id
-        {
-            state
-                .revoker
-                .session(session.id, "revoked_by_client")
-                .await?;
-            tracing::info!(sid = %session.id, client = %client.id, "session revoked");
-        }
+        state.tokens.revoke(&client, &token).await?;
         Ok(Revoked::Ok)
     }
 
@@ -130,15 +108,9 @@ impl RevokeApi {
             }
             .into());
         }
-        let claims = match state.verifier.check(&token).await {
-            Ok(claims) => claims,
-            Err(e @ Error::Unavailable { .. }) => return Err(e.into()),
-            Err(_) => return Ok(Json(Introspection::default())),
-        };
-        // A user's token is live only while the user is: a disable takes effect here at once.
-        if claims.username.is_some() && !state.users.is_active(&claims.sub).await? {
+        let Some(claims) = state.tokens.introspect(&token).await? else {
             return Ok(Json(Introspection::default()));
-        }
+        };
         Ok(Json(Introspection {
             active: true,
             scope: Some(claims.scope),
@@ -169,8 +141,4 @@ async fn authenticate(
         .ok_or_else(|| Error::invalid_request("missing parameter: token"))?;
     let client = client_auth::authenticate(state, presented, lookup).await?;
     Ok((client, token))
-}
-
-fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|&b| b == b'.').count() == 2
 }

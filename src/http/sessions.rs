@@ -13,14 +13,12 @@ use super::{
     bearer::{Auth, RevokingAuth},
     client_ip::client_ip,
     json::StrictJson,
-    users::current_user,
 };
 use crate::{
-    entity::session,
-    error::{BearerErrors, BearerItemErrors, Error, Failure, PasswordChangeErrors},
-    oauth::grant,
-    password::{self, Verified},
+    error::Error,
+    http::error::{BearerErrors, BearerItemErrors, Failure, PasswordChangeErrors},
     state::AppState,
+    value::account::Session,
 };
 
 /// One login: a refresh-token family and the access tokens issued in it.
@@ -35,8 +33,8 @@ pub struct SessionView {
     expires_at: DateTime<Utc>,
 }
 
-impl From<session::Model> for SessionView {
-    fn from(s: session::Model) -> Self {
+impl From<Session> for SessionView {
+    fn from(s: Session) -> Self {
         Self {
             id: s.id,
             client_id: s.client_id,
@@ -75,8 +73,8 @@ impl SessionsApi {
         state: Data<&Arc<AppState>>,
         auth: Auth,
     ) -> Result<Json<Vec<SessionView>>, Failure<BearerErrors>> {
-        let user = current_user(&state, auth.claims()).await?;
-        let sessions = state.sessions.list_live(user.id).await?;
+        let user = state.accounts.user_for(auth.claims()).await?;
+        let sessions = state.sessions.list_live(user.id, state.clock.now()).await?;
         Ok(Json(sessions.into_iter().map(Into::into).collect()))
     }
 
@@ -90,7 +88,7 @@ impl SessionsApi {
         auth: RevokingAuth,
         id: Path<Uuid>,
     ) -> Result<Done, Failure<BearerItemErrors>> {
-        let user = current_user(&state, auth.claims()).await?;
+        let user = state.accounts.user_for(auth.claims()).await?;
         match state.sessions.find(id.0).await? {
             Some(session) if session.user_id == user.id => {
                 state.revoker.session(session.id, "logout").await?;
@@ -109,7 +107,7 @@ impl SessionsApi {
         state: Data<&Arc<AppState>>,
         auth: RevokingAuth,
     ) -> Result<Done, Failure<BearerErrors>> {
-        let user = current_user(&state, auth.claims()).await?;
+        let user = state.accounts.user_for(auth.claims()).await?;
         state.revoker.user(user.id, "logout_everywhere").await?;
         Ok(Done::NoContent)
     }
@@ -125,35 +123,18 @@ impl SessionsApi {
         auth: RevokingAuth,
         body: StrictJson<PasswordChange>,
     ) -> Result<Done, Failure<PasswordChangeErrors>> {
-        let user = current_user(&state, auth.claims()).await?;
+        let user = state.accounts.user_for(auth.claims()).await?;
         let PasswordChange {
             current_password,
             new_password,
         } = body.0;
-        // A wrong current password is a failed login: a stolen access token must not make this a
-        // faster way to guess the password than the token endpoint.
+        // The same per-address and per-username limits as a login.
         let ip = client_ip(req, &state.settings.server.trusted_proxies);
         state.limits.login(ip, &user.username)?;
-        let now = Utc::now().timestamp_millis();
-        grant::password::throttled(&state, &user.username, ip, now).await?;
-        let matches = current_password.chars().count() <= password::MAX_LENGTH
-            && state
-                .hasher
-                .verify(current_password, Some(user.password_hash.clone()))
-                .await?
-                != Verified::Mismatch;
-        grant::password::record_attempt(&state, &user.username, ip, now, matches).await;
-        if !matches {
-            return Err(Error::InvalidCurrentPassword.into());
-        }
-        password::check_policy(
-            &new_password,
-            &user.username,
-            state.settings.password.min_length,
-        )?;
-        let hash = state.hasher.hash(new_password).await?;
-        state.revoker.change_password(user.id, hash).await?;
-        tracing::info!(user = %user.id, "password changed; sessions revoked");
+        state
+            .accounts
+            .change_password(&user, current_password, new_password, ip)
+            .await?;
         Ok(Done::NoContent)
     }
 }

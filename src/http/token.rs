@@ -8,11 +8,12 @@ use serde::Deserialize;
 
 use super::{Tag, client_auth, client_ip::client_ip, form::StrictForm};
 use crate::{
-    error::{Error, Failure, TokenErrors},
+    error::Error,
+    http::error::{Failure, TokenErrors},
     metrics::Metrics,
     oauth::{
         client,
-        grant::{self, GrantRequest, Issued},
+        grant::{GrantRequest, Issued},
         refresh,
     },
     password,
@@ -96,7 +97,7 @@ impl TokenApi {
             access,
             refresh_token,
             scope,
-        } = grant::handle(&state, &client, request, ip).await?;
+        } = state.grants.handle(&client, request, ip).await?;
         Metrics::count(&state.metrics.tokens_issued, grant_type.as_str());
         let span = tracing::Span::current();
         span.record("jti", access.claims.jti.as_str());

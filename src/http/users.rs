@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson};
 use crate::{
-    accounts::{self, NewAccount},
-    entity::user,
-    error::{BearerErrors, Error, Failure, RegisterErrors},
+    accounts::NewAccount,
+    error::Error,
+    http::error::{BearerErrors, Failure, RegisterErrors},
     state::AppState,
-    value::claims::AccessClaims,
+    value::account::User,
 };
 
 #[derive(Object, Deserialize)]
@@ -38,8 +38,8 @@ pub struct UserView {
     created_at: DateTime<Utc>,
 }
 
-impl From<user::Model> for UserView {
-    fn from(u: user::Model) -> Self {
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
         Self {
             id: u.id,
             username: u.username,
@@ -80,18 +80,15 @@ impl UsersApi {
             password,
             email,
         } = body.0;
-        let created = accounts::register(
-            &state.users,
-            &state.hasher,
-            state.settings.password.min_length,
-            NewAccount {
+        let created = state
+            .accounts
+            .register(NewAccount {
                 username: &username,
                 password,
                 email: email.as_deref(),
                 is_admin: false,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(Registered::Created(Json(created.into())))
     }
 
@@ -102,22 +99,7 @@ impl UsersApi {
         state: Data<&Arc<AppState>>,
         auth: Auth,
     ) -> Result<Json<UserView>, Failure<BearerErrors>> {
-        let user = current_user(&state, auth.claims()).await?;
+        let user = state.accounts.user_for(auth.claims()).await?;
         Ok(Json(user.into()))
-    }
-}
-
-/// The live user a token speaks for. A client's own token (no user) lacks the scope of a user route.
-pub async fn current_user(state: &AppState, claims: &AccessClaims) -> Result<user::Model, Error> {
-    if claims.username.is_none() {
-        return Err(Error::InsufficientScope);
-    }
-    let id: Uuid = claims
-        .sub
-        .parse()
-        .map_err(|_| Error::InvalidToken("sub is not a user id"))?;
-    match state.users.find(id).await? {
-        Some(user) if user.is_active => Ok(user),
-        _ => Err(Error::InvalidToken("user is gone or disabled")),
     }
 }

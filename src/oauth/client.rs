@@ -5,10 +5,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    entity::client,
     error::Error,
-    store::clients::ClientStore,
-    value::{grant_type::GrantType, scope::Scope},
+    ports::Clients,
+    value::{account::Client, grant_type::GrantType, scope::Scope},
 };
 
 /// What a request presented to identify its client, before anything was checked.
@@ -55,7 +54,7 @@ pub enum Lookup {
 }
 
 pub async fn authenticate(
-    store: &ClientStore,
+    store: &dyn Clients,
     presented: Presented,
     default_client_id: &str,
     lookup: Lookup,
@@ -73,7 +72,7 @@ pub async fn authenticate(
         Lookup::Fresh => store.find(&id).await?,
         Lookup::Recent => {
             store
-                .find_recent(&id, |client| check(client, presented.as_deref()).is_ok())
+                .find_recent(&id, &|client| check(client, presented.as_deref()).is_ok())
                 .await?
         }
     };
@@ -81,11 +80,11 @@ pub async fn authenticate(
         return Err(refuse("unknown client"));
     };
     check(&client, presented.as_deref()).map_err(refuse)?;
-    Ok(from_model(client))
+    Ok(client.into())
 }
 
 /// Whether `client` is proven by the hash of the secret presented, or by nothing for a public client.
-fn check(client: &client::Model, presented: Option<&[u8]>) -> Result<(), &'static str> {
+fn check(client: &Client, presented: Option<&[u8]>) -> Result<(), &'static str> {
     match (client.is_public, &client.secret_hash, presented) {
         (true, _, None) => Ok(()),
         (true, _, Some(_)) => Err("public client presented a secret"),
@@ -100,15 +99,13 @@ fn check(client: &client::Model, presented: Option<&[u8]>) -> Result<(), &'stati
     }
 }
 
-pub fn from_model(client: client::Model) -> AuthenticatedClient {
-    AuthenticatedClient {
-        grant_types: client
-            .grant_types
-            .split(' ')
-            .filter_map(GrantType::parse)
-            .collect(),
-        scopes: Scope::parse(&client.scopes).unwrap_or_default(),
-        is_public: client.is_public,
-        id: client.client_id,
+impl From<Client> for AuthenticatedClient {
+    fn from(client: Client) -> Self {
+        Self {
+            id: client.id,
+            is_public: client.is_public,
+            grant_types: client.grant_types,
+            scopes: client.scopes,
+        }
     }
 }

@@ -2,13 +2,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
 use jsonwebtoken::{Algorithm, Header};
 use uuid::Uuid;
 
 use crate::{
     error::Error,
     keys::KeyStore,
+    ports::Clock,
     value::{claims::AccessClaims, scope::Scope},
 };
 
@@ -24,6 +24,7 @@ pub enum Subject<'a> {
 
 pub struct Issuer {
     keys: Arc<KeyStore>,
+    clock: Arc<dyn Clock>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -37,9 +38,16 @@ pub struct AccessToken {
 }
 
 impl Issuer {
-    pub fn new(keys: Arc<KeyStore>, issuer: String, audience: String, ttl: Duration) -> Self {
+    pub fn new(
+        keys: Arc<KeyStore>,
+        clock: Arc<dyn Clock>,
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+    ) -> Self {
         Self {
             keys,
+            clock,
             issuer,
             audience,
             ttl,
@@ -52,7 +60,7 @@ impl Issuer {
         client_id: &str,
         scope: &Scope,
     ) -> Result<AccessToken, Error> {
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         let (sub, sid, username) = match subject {
             Subject::User {
                 id,

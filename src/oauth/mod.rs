@@ -4,7 +4,9 @@
 pub mod client;
 pub mod grant;
 pub mod issuer;
+pub mod login;
 pub mod metadata;
 pub mod refresh;
 pub mod revocation;
+pub mod tokens;
 pub mod verifier;

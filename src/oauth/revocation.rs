@@ -10,25 +10,33 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::metrics::{Labels, Metrics};
-use crate::value::claims::AccessClaims;
 use crate::{
     error::Error,
-    store::{
-        clients::ClientStore,
-        deny_list::{DenyList, Entry, Revocation},
-        revocation_feed::RevocationFeed,
-        sessions::SessionStore,
-        users::UserStore,
+    metrics::{Labels, Metrics},
+    ports::{Clients, Clock, DenyList, RevocationLog, Sessions, Users, later},
+    value::{
+        claims::AccessClaims,
+        revocation::{Entry, Revocation},
     },
 };
 
+/// What the revoker writes to and copies into.
+pub struct RevokerPorts {
+    pub sessions: Arc<dyn Sessions>,
+    pub users: Arc<dyn Users>,
+    pub clients: Arc<dyn Clients>,
+    pub log: Arc<dyn RevocationLog>,
+    pub deny: Arc<dyn DenyList>,
+    pub clock: Arc<dyn Clock>,
+}
+
 pub struct Revoker {
-    sessions: SessionStore,
-    users: UserStore,
-    clients: ClientStore,
-    feed: RevocationFeed,
-    deny: Arc<DenyList>,
+    sessions: Arc<dyn Sessions>,
+    users: Arc<dyn Users>,
+    clients: Arc<dyn Clients>,
+    feed: Arc<dyn RevocationLog>,
+    deny: Arc<dyn DenyList>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// The longest an access token lives: how long a session's or user's entry must stay listed.
     access_ttl: Duration,
@@ -40,21 +48,22 @@ pub struct Revoker {
 const RETRY: Duration = Duration::from_secs(1);
 
 impl Revoker {
-    pub fn new(
-        sessions: SessionStore,
-        users: UserStore,
-        clients: ClientStore,
-        feed: RevocationFeed,
-        deny: Arc<DenyList>,
-        access_ttl: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(ports: RevokerPorts, access_ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        let RevokerPorts {
+            sessions,
+            users,
+            clients,
+            log,
+            deny,
+            clock,
+        } = ports;
         Self {
             sessions,
             users,
             clients,
-            feed,
+            feed: log,
             deny,
+            clock,
             metrics,
             access_ttl,
             cursor: Mutex::new(None),
@@ -63,7 +72,7 @@ impl Revoker {
 
     /// When an access token issued now has expired: until then its revocation must be listed.
     fn until(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::MAX)
+        later(self.clock.now(), self.access_ttl)
     }
 
     /// Revokes one session; returns whether it was live.
@@ -158,7 +167,7 @@ impl Revoker {
         let rebuild = cursor.is_none() || self.deny.incomplete().await?;
         let (entries, next) = self
             .feed
-            .since(if rebuild { None } else { *cursor })
+            .since(if rebuild { None } else { *cursor }, self.clock.now())
             .await?;
         self.deny.add(&entries).await?;
         self.deny

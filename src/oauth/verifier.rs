@@ -12,20 +12,21 @@ use jsonwebtoken::{Algorithm, Validation};
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::value::claims::AccessClaims;
 use crate::{
     error::Error,
     keys::KeyStore,
     metrics::Metrics,
-    store::{deny_list::DenyList, revocation_feed::RevocationFeed},
+    ports::{Clock, DenyList, RevocationLog},
+    value::claims::AccessClaims,
 };
 
 pub struct Verifier {
     keys: Arc<KeyStore>,
-    deny_list: Arc<DenyList>,
+    deny_list: Arc<dyn DenyList>,
     /// The revocation log the deny list copies, for [`Verifier::check_durably`].
-    log: RevocationFeed,
+    log: Arc<dyn RevocationLog>,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     validation: Validation,
     verified: Cache<[u8; 32], Arc<Verified>>,
 }
@@ -44,17 +45,19 @@ const VERIFIED_CAPACITY: usize = 16 * 1024;
 impl Verifier {
     pub fn new(
         keys: Arc<KeyStore>,
-        deny_list: Arc<DenyList>,
-        log: RevocationFeed,
+        deny_list: Arc<dyn DenyList>,
+        log: Arc<dyn RevocationLog>,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
         issuer: &str,
         audience: &str,
     ) -> Self {
         // Pinned to RS256: a token that names `none` or HS256 is refused before any key is used, so a
         // public key can never be mistaken for an HMAC secret.
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.leeway = 0;
-        validation.validate_nbf = true;
+        // The time is checked by [`Verifier::current`], against the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub", "jti"]);
@@ -63,6 +66,7 @@ impl Verifier {
             deny_list,
             log,
             metrics,
+            clock,
             validation,
             verified: Cache::new(VERIFIED_CAPACITY),
         }
@@ -133,6 +137,9 @@ impl Verifier {
                 tracing::debug!(error = %e, "access token refused");
                 Error::InvalidToken("signature or claims")
             })?;
+        if !self.current(&claims) {
+            return Err(Error::InvalidToken("expired or not yet valid"));
+        }
         self.verified.insert(
             digest,
             Arc::new(Verified {
@@ -143,13 +150,16 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// What may have changed since a token was verified: the time (checked as jsonwebtoken checks it,
-    /// with no leeway) and whether its key is still published (a key removed from the folder stops
-    /// verifying at the next rescan, remembered tokens included).
+    /// What may have changed since a token was verified: the time, and whether its key is still
+    /// published (a key removed from the folder stops verifying at the next rescan, remembered tokens
+    /// included).
     fn still_holds(&self, seen: &Verified) -> bool {
-        let now = jsonwebtoken::get_current_timestamp() as i64;
-        seen.claims.nbf <= now
-            && now <= seen.claims.exp
-            && self.keys.current().find(&seen.kid).is_some()
+        self.current(&seen.claims) && self.keys.current().find(&seen.kid).is_some()
+    }
+
+    /// Whether now lies within `nbf..=exp`, with no leeway: the server issued the token by this clock.
+    fn current(&self, claims: &AccessClaims) -> bool {
+        let now = self.clock.now().timestamp();
+        claims.nbf <= now && now <= claims.exp
     }
 }

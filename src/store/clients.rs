@@ -12,16 +12,21 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use super::{Unique, deny_list::Revocation, revocation_feed::append};
+use async_trait::async_trait;
+
+use super::{Unique, revocation_feed::append};
+use crate::value::revocation::Revocation;
 use crate::{
     entity::{client, session},
-    value::{grant_type::GrantType, scope::Scope},
+    error::Error,
+    ports::{self, CreateClientError, NewClient},
+    value::{account::Client, grant_type::GrantType, scope::Scope},
 };
 
 #[derive(Clone)]
 pub struct ClientStore {
     db: DatabaseConnection,
-    recent: Arc<Mutex<HashMap<String, (Instant, client::Model)>>>,
+    recent: Arc<Mutex<HashMap<String, (Instant, Client)>>>,
 }
 
 /// How long an authenticated client's row is reused: a deleted client takes effect within this time on
@@ -32,21 +37,6 @@ pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// clients in use at once; past it the cache starts over.
 const CACHE_MAX: usize = 4096;
 
-pub struct NewClient<'a> {
-    pub id: &'a str,
-    pub secret_hash: Option<Vec<u8>>,
-    pub grant_types: &'a [GrantType],
-    pub scopes: &'a Scope,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CreateClientError {
-    #[error("a client with this id exists")]
-    Exists,
-    #[error(transparent)]
-    Db(#[from] sea_orm::DbErr),
-}
-
 impl ClientStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
@@ -55,19 +45,45 @@ impl ClientStore {
         }
     }
 
-    /// [`ClientStore::find`], reusing a known client's row for [`CACHE_TTL`] when `usable` accepts it:
+    /// Creates the default public client if it is missing; an existing one is left as its operator
+    /// made it. Safe when several instances start at once.
+    pub async fn ensure_default(&self, id: &str, scopes: &Scope) -> Result<(), Error> {
+        use ports::Clients;
+        if self.find(id).await?.is_some() {
+            return Ok(());
+        }
+        let new = NewClient {
+            id,
+            secret_hash: None,
+            grant_types: &[GrantType::Password, GrantType::RefreshToken],
+            scopes,
+        };
+        match self.create(new).await {
+            Ok(_) | Err(CreateClientError::Exists) => Ok(()),
+            Err(CreateClientError::Failed(e)) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl ports::Clients for ClientStore {
+    /// `find`, reusing a known client's row for [`CACHE_TTL`] when `usable` accepts it:
     /// a row the presented credentials do not fit may be older than the client's current one (deleted
     /// and created again with a new secret), so the database decides those.
-    pub async fn find_recent(
+    async fn find_recent(
         &self,
         id: &str,
-        usable: impl Fn(&client::Model) -> bool,
-    ) -> Result<Option<client::Model>, sea_orm::DbErr> {
-        if let Some((at, model)) = self.recent.lock().expect("client cache lock").get(id)
-            && at.elapsed() < CACHE_TTL
-            && usable(model)
-        {
-            return Ok(Some(model.clone()));
+        usable: &(dyn for<'c> Fn(&'c Client) -> bool + Send + Sync),
+    ) -> Result<Option<Client>, Error> {
+        let cached = self
+            .recent
+            .lock()
+            .expect("client cache lock")
+            .get(id)
+            .filter(|(at, client)| at.elapsed() < CACHE_TTL && usable(client))
+            .map(|(_, client)| client.clone());
+        if cached.is_some() {
+            return Ok(cached);
         }
         // Aged from before the read, so a row read just before its client was deleted still leaves
         // the cache within CACHE_TTL of the deletion.
@@ -92,20 +108,24 @@ impl ClientStore {
         Ok(found)
     }
 
-    pub async fn find(&self, id: &str) -> Result<Option<client::Model>, sea_orm::DbErr> {
-        client::Entity::find_by_id(id.to_owned())
+    async fn find(&self, id: &str) -> Result<Option<Client>, Error> {
+        Ok(client::Entity::find_by_id(id.to_owned())
             .unique(&self.db)
-            .await
+            .await?
+            .map(Into::into))
     }
 
-    pub async fn list(&self) -> Result<Vec<client::Model>, sea_orm::DbErr> {
-        client::Entity::find()
+    async fn list(&self) -> Result<Vec<Client>, Error> {
+        Ok(client::Entity::find()
             .order_by_asc(client::Column::ClientId)
             .all(&self.db)
-            .await
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
-    pub async fn create(&self, new: NewClient<'_>) -> Result<client::Model, CreateClientError> {
+    async fn create(&self, new: NewClient<'_>) -> Result<Client, CreateClientError> {
         let model = client::ActiveModel {
             client_id: Set(new.id.to_owned()),
             is_public: Set(new.secret_hash.is_none()),
@@ -119,11 +139,11 @@ impl ClientStore {
             scopes: Set(new.scopes.to_string()),
             created_at: Set(Utc::now()),
         };
-        model.insert(&self.db).await.map_err(|e| {
+        model.insert(&self.db).await.map(Into::into).map_err(|e| {
             if super::unique_violation(&e).is_some() {
                 CreateClientError::Exists
             } else {
-                CreateClientError::Db(e)
+                CreateClientError::Failed(e.into())
             }
         })
     }
@@ -132,11 +152,11 @@ impl ClientStore {
     /// the revocation of every token it was issued: its live sessions' (`sid`) and its own
     /// client_credentials tokens (`sub`, the client id). `until` is when its last access token expires;
     /// `None` when there was no such client.
-    pub async fn delete(
+    async fn delete(
         &self,
         id: &str,
         until: DateTime<Utc>,
-    ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
+    ) -> Result<Option<Vec<Revocation>>, Error> {
         let txn = super::begin_write(&self.db).await?;
         // The client's row locked first (PostgreSQL): a login naming it waits on its foreign key until
         // the deletion commits, so no session appears between the listing and the deletion.
@@ -164,23 +184,5 @@ impl ClientStore {
         append(&txn, &recorded).await?;
         txn.commit().await?;
         Ok(Some(recorded))
-    }
-
-    /// Creates the default public client if it is missing; an existing one is left as its operator
-    /// made it. Safe when several instances start at once.
-    pub async fn ensure_default(&self, id: &str, scopes: &Scope) -> Result<(), sea_orm::DbErr> {
-        if self.find(id).await?.is_some() {
-            return Ok(());
-        }
-        let new = NewClient {
-            id,
-            secret_hash: None,
-            grant_types: &[GrantType::Password, GrantType::RefreshToken],
-            scopes,
-        };
-        match self.create(new).await {
-            Ok(_) | Err(CreateClientError::Exists) => Ok(()),
-            Err(CreateClientError::Db(e)) => Err(e),
-        }
     }
 }

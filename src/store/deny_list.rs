@@ -20,13 +20,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use super::redis::bounded;
+use crate::{error::Error, ports};
+use async_trait::async_trait;
 
-use crate::value::claims::AccessClaims;
+use crate::value::{
+    claims::AccessClaims,
+    revocation::{Entry, Revocation},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {
@@ -41,79 +46,6 @@ impl From<DenyError> for crate::error::Error {
             what: "the deny list",
             retry_after: 1,
         }
-    }
-}
-
-/// What a revocation denies.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Entry {
-    /// One access token.
-    Jti(String),
-    /// Every access token of a session.
-    Session(String),
-    /// Every token of a subject issued before `not_before` (seconds since the epoch).
-    SubjectBefore { sub: String, not_before: i64 },
-}
-
-impl Entry {
-    /// The feed's `kind`, its `value` and its `not_before`.
-    pub fn parts(&self) -> (&'static str, &str, Option<i64>) {
-        match self {
-            Self::Jti(jti) => ("jti", jti, None),
-            Self::Session(sid) => ("sid", sid, None),
-            Self::SubjectBefore { sub, not_before } => ("sub", sub, Some(*not_before)),
-        }
-    }
-
-    /// The inverse of [`Entry::parts`]; `None` for a kind this version does not know.
-    pub fn from_parts(kind: &str, value: String, not_before: Option<i64>) -> Option<Self> {
-        match (kind, not_before) {
-            ("jti", _) => Some(Self::Jti(value)),
-            ("sid", _) => Some(Self::Session(value)),
-            ("sub", Some(not_before)) => Some(Self::SubjectBefore {
-                sub: value,
-                not_before,
-            }),
-            _ => None,
-        }
-    }
-
-    fn key(&self) -> (String, i64) {
-        match self {
-            Self::Jti(jti) => (format!("deny:jti:{jti}"), 1),
-            Self::Session(sid) => (format!("deny:sid:{sid}"), 1),
-            Self::SubjectBefore { sub, not_before } => {
-                (format!("user:{sub}:revoked_before"), *not_before)
-            }
-        }
-    }
-}
-
-/// One recorded revocation: what it denies, and until when it matters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    pub entry: Entry,
-    /// When every token it concerns has expired; it may be forgotten then.
-    pub expires_at: DateTime<Utc>,
-}
-
-impl Revocation {
-    /// Every token of `sub` issued before `not_before` (seconds since the epoch), and every token of these
-    /// sessions, each listed until `until`.
-    pub fn subject_and_sessions(
-        sub: String,
-        not_before: i64,
-        sessions: Vec<uuid::Uuid>,
-        until: DateTime<Utc>,
-    ) -> Vec<Self> {
-        let subject = Entry::SubjectBefore { sub, not_before };
-        std::iter::once(subject)
-            .chain(sessions.iter().map(|id| Entry::Session(id.to_string())))
-            .map(|entry| Self {
-                entry,
-                expires_at: until,
-            })
-            .collect()
     }
 }
 
@@ -160,15 +92,35 @@ impl DenyList {
         }
     }
 
+    /// Whether a Redis mark says the list lacks entries this instance copied.
+    fn behind(&self, mark: Option<i64>) -> bool {
+        mark.is_none_or(|m| m < self.copied.load(Ordering::SeqCst))
+    }
+
+    /// Whether the list answers now (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), DenyError> {
+        match &self.backend {
+            Backend::Redis(r) => r.ping().await,
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+}
+
+#[async_trait]
+impl ports::DenyList for DenyList {
     /// Lists revocations until they expire (already expired ones are skipped). A failure marks this
     /// copy incomplete until [`DenyList::mark_copied`] follows a rebuild.
-    pub async fn add(&self, revocations: &[Revocation]) -> Result<(), DenyError> {
+    async fn add(&self, revocations: &[Revocation]) -> Result<(), Error> {
         let now = Utc::now();
         let live: Vec<(String, i64, Duration)> = revocations
             .iter()
             .filter_map(|r| {
                 let ttl = (r.expires_at - now).to_std().ok()?;
-                let (key, value) = r.entry.key();
+                let (key, value) = redis_key(&r.entry);
                 // A token is live through the whole second of its `exp`: listed a second longer, rounded up.
                 let ttl = Duration::from_secs(ttl.as_secs() + 2);
                 Some((key, value, ttl))
@@ -185,18 +137,18 @@ impl DenyList {
             self.failed.fetch_add(1, Ordering::SeqCst);
             self.rebuild.notify_one();
         }
-        result
+        Ok(result?)
     }
 
     /// Where a rebuild starts: pass it to [`DenyList::mark_copied`] once every live entry is listed,
     /// so that a failure during the rebuild keeps the copy incomplete.
-    pub fn rebuild_started(&self) -> u64 {
+    fn rebuild_started(&self) -> u64 {
         self.failed.load(Ordering::SeqCst)
     }
 
     /// Whether the copy may lack entries: a write failed here, or Redis lost what this instance copied
     /// into it (restarted empty, or failed over to a replica that is behind).
-    pub async fn incomplete(&self) -> Result<bool, DenyError> {
+    async fn incomplete(&self) -> Result<bool, Error> {
         if self.loaded.load(Ordering::SeqCst) != self.failed.load(Ordering::SeqCst) {
             return Ok(true);
         }
@@ -206,14 +158,9 @@ impl DenyList {
         }
     }
 
-    /// Whether a Redis mark says the list lacks entries this instance copied.
-    fn behind(&self, mark: Option<i64>) -> bool {
-        mark.is_none_or(|m| m < self.copied.load(Ordering::SeqCst))
-    }
-
     /// Records that the list holds every live entry of the log up to number `upto`; with `rebuilt`, where
     /// the rebuild that did it began ([`DenyList::rebuild_started`]).
-    pub async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), DenyError> {
+    async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), Error> {
         if let Backend::Redis(r) = &self.backend {
             r.raise_mark(upto).await?;
         }
@@ -226,18 +173,18 @@ impl DenyList {
     }
 
     /// Completes when the list was found incomplete and should be rebuilt now.
-    pub async fn rebuild_wanted(&self) {
+    async fn rebuild_wanted(&self) {
         self.rebuild.notified().await
     }
 
     /// Whether the token was revoked, by any of its `jti`, its session or its subject. An incomplete
     /// copy answers [`DenyError::Unavailable`] rather than guess.
-    pub async fn is_denied(&self, claims: &AccessClaims) -> Result<bool, DenyError> {
+    async fn is_denied(&self, claims: &AccessClaims) -> Result<bool, Error> {
         if self.loaded.load(Ordering::SeqCst) != self.failed.load(Ordering::SeqCst) {
             self.rebuild.notify_one();
-            return Err(DenyError::Unavailable(
-                "revocations are waiting to be listed".into(),
-            ));
+            return Err(
+                DenyError::Unavailable("revocations are waiting to be listed".into()).into(),
+            );
         }
         let mut keys = vec![
             format!("deny:jti:{}", claims.jti),
@@ -254,7 +201,8 @@ impl DenyList {
                     self.rebuild.notify_one();
                     return Err(DenyError::Unavailable(
                         "Redis lost entries; the list is being rebuilt".into(),
-                    ));
+                    )
+                    .into());
                 }
                 values
             }
@@ -264,18 +212,6 @@ impl DenyList {
         Ok(values[0].is_some()
             || claims.iat < revoked_before
             || values.get(2).is_some_and(Option::is_some))
-    }
-
-    /// Whether the list answers now (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), DenyError> {
-        match &self.backend {
-            Backend::Redis(r) => r.ping().await,
-            Backend::Memory(_) => Ok(()),
-        }
-    }
-
-    pub fn is_redis(&self) -> bool {
-        matches!(self.backend, Backend::Redis(_))
     }
 }
 
@@ -378,9 +314,21 @@ impl MemoryDenyList {
     }
 }
 
+/// The Redis key of an entry and the value stored under it.
+fn redis_key(entry: &Entry) -> (String, i64) {
+    match entry {
+        Entry::Jti(jti) => (format!("deny:jti:{jti}"), 1),
+        Entry::Session(sid) => (format!("deny:sid:{sid}"), 1),
+        Entry::SubjectBefore { sub, not_before } => {
+            (format!("user:{sub}:revoked_before"), *not_before)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::DenyList as _;
 
     fn claims(jti: &str, sub: &str, sid: Option<&str>, iat: i64) -> AccessClaims {
         AccessClaims {

@@ -95,3 +95,10 @@ impl<E: EntityTrait> Unique<E::Model> for Select<E> {
         Ok(self.all(db).await?.pop())
     }
 }
+
+/// A database failure is the server's, never the client's: `500` with nothing of it in the answer.
+impl From<DbErr> for crate::error::Error {
+    fn from(e: DbErr) -> Self {
+        Self::Internal(e.into())
+    }
+}

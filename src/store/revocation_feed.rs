@@ -2,14 +2,22 @@
 //! deny list is rebuilt from, so a revocation is appended in the same transaction as the change that
 //! caused it.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
 };
 
-use super::deny_list::{Entry, Revocation};
-use crate::{entity::revocation, value::claims::AccessClaims};
+use crate::{
+    entity::revocation,
+    error::Error,
+    ports,
+    value::{
+        claims::AccessClaims,
+        revocation::{Entry, Revocation},
+    },
+};
 
 /// The PostgreSQL advisory lock appending writers take in turn (an arbitrary constant of this table).
 const APPEND_LOCK: i64 = 0x7265_766f_6b65;
@@ -24,16 +32,38 @@ impl RevocationFeed {
         Self { db }
     }
 
+    /// Deletes up to `batch` entries whose tokens have all expired; returns how many went.
+    pub async fn purge(&self, now: DateTime<Utc>, batch: u64) -> Result<u64, DbErr> {
+        let doomed = revocation::Entity::find()
+            .select_only()
+            .column(revocation::Column::Seq)
+            .filter(revocation::Column::ExpiresAt.lte(now))
+            .limit(batch)
+            .into_query();
+        let res = revocation::Entity::delete_many()
+            .filter(revocation::Column::Seq.in_subquery(doomed))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+}
+
+#[async_trait]
+impl ports::RevocationLog for RevocationFeed {
     /// Appends revocations in a transaction of their own.
-    pub async fn record(&self, revocations: &[Revocation]) -> Result<(), DbErr> {
+    async fn record(&self, revocations: &[Revocation]) -> Result<(), Error> {
         let txn = super::begin_write(&self.db).await?;
         append(&txn, revocations).await?;
-        txn.commit().await
+        Ok(txn.commit().await?)
     }
 
     /// The live entries numbered after `since` (all live entries without one), oldest first, and the
     /// cursor to pass next time.
-    pub async fn since(&self, since: Option<i64>) -> Result<(Vec<Revocation>, i64), DbErr> {
+    async fn since(
+        &self,
+        since: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Revocation>, i64), Error> {
         let newest: Option<i64> = revocation::Entity::find()
             .select_only()
             .column_as(revocation::Column::Seq.max(), "newest")
@@ -46,7 +76,7 @@ impl RevocationFeed {
         let since = since.filter(|&s| (0..=newest).contains(&s)).unwrap_or(0);
         let rows = revocation::Entity::find()
             .filter(revocation::Column::Seq.gt(since))
-            .filter(revocation::Column::ExpiresAt.gt(Utc::now()))
+            .filter(revocation::Column::ExpiresAt.gt(now))
             .order_by_asc(revocation::Column::Seq)
             .all(&self.db)
             .await?;
@@ -66,7 +96,7 @@ impl RevocationFeed {
 
     /// Whether a live entry of the log revokes the token: its `jti`, its session, or its subject from
     /// before it was issued. The deny list answers this from a copy; this asks the truth.
-    pub async fn denies(&self, claims: &AccessClaims) -> Result<bool, DbErr> {
+    async fn denies(&self, claims: &AccessClaims) -> Result<bool, Error> {
         use revocation::Column as R;
         use sea_orm::sea_query::ExprTrait;
         let mut which = Condition::any()
@@ -90,21 +120,6 @@ impl RevocationFeed {
             .all(&self.db)
             .await?;
         Ok(!found.is_empty())
-    }
-
-    /// Deletes up to `batch` entries whose tokens have all expired; returns how many went.
-    pub async fn purge(&self, now: DateTime<Utc>, batch: u64) -> Result<u64, DbErr> {
-        let doomed = revocation::Entity::find()
-            .select_only()
-            .column(revocation::Column::Seq)
-            .filter(revocation::Column::ExpiresAt.lte(now))
-            .limit(batch)
-            .into_query();
-        let res = revocation::Entity::delete_many()
-            .filter(revocation::Column::Seq.in_subquery(doomed))
-            .exec(&self.db)
-            .await?;
-        Ok(res.rows_affected)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Sessions and their refresh tokens. A session is one login: the family of refresh tokens it issues
-//! and the `sid` of every access token issued in it.
+//! Sessions and their refresh tokens, as [`ports::Sessions`]: the facts of a rotation (spent, by whom,
+//! when); what they mean (reuse, a retry within the grace window) is the refresh grant's to decide.
 //!
 //! A token is spent when its successor exists. The successor's hash is derived from the token's, so
 //! rotation is one `INSERT .. SELECT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
@@ -11,9 +11,9 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, OnceLock},
-    time::Duration,
 };
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -23,21 +23,23 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{
-    Unique,
-    deny_list::{Entry, Revocation},
-    revocation_feed::append,
-};
+use super::{Unique, revocation_feed::append};
 use crate::{
     entity::{refresh_token, session, user},
-    value::scope::Scope,
+    error::Error,
+    ports::{self, NewSession, RefreshToken, Spent, SuccessorToken},
+    value::{
+        account::Session,
+        revocation::{Entry, Revocation},
+        scope::Scope,
+    },
 };
 
 #[derive(Clone)]
 pub struct SessionStore {
     db: DatabaseConnection,
     /// Where rotations wait for the statement that spends them; its task starts with the first.
-    spender: Arc<OnceLock<mpsc::Sender<Spend>>>,
+    spender: Arc<OnceLock<mpsc::Sender<Waiting>>>,
 }
 
 /// At most this many rotations share one statement: each size is a statement of its own that every
@@ -45,65 +47,20 @@ pub struct SessionStore {
 const MAX_BATCH: usize = 16;
 
 /// One rotation waiting for its statement.
-struct Spend {
+struct Waiting {
     presented: Vec<u8>,
     successor: Vec<u8>,
     client_id: String,
     now: DateTime<Utc>,
     /// The successor's idle expiry, before the session's own caps it.
     expires_at: DateTime<Utc>,
-    answer: oneshot::Sender<Result<Option<Spent>, String>>,
+    answer: oneshot::Sender<Result<Option<Done>, String>>,
 }
 
 /// What the statement says of a token it spent.
-struct Spent {
-    rotated: Rotated,
+struct Done {
+    spent: Spent,
     last_used_at: DateTime<Utc>,
-}
-
-/// The lifetimes rotation enforces.
-#[derive(Clone, Copy)]
-pub struct RefreshRules {
-    pub idle_ttl: Duration,
-    pub reuse_grace: Duration,
-}
-
-/// The token that replaces the presented one, by hash: its own, and that of its successor in turn,
-/// whose existence means it has been rotated too.
-pub struct Successor {
-    pub hash: Vec<u8>,
-    pub next_hash: Vec<u8>,
-}
-
-/// A successful rotation: what the access token issued with the successor says.
-pub struct Rotated {
-    pub session_id: Uuid,
-    pub user_id: Uuid,
-    pub username: String,
-    pub scope: Scope,
-    /// `true` when this answers a retry within the grace window with the successor issued before.
-    pub replayed: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    #[error("no such refresh token")]
-    NotFound,
-    #[error("the refresh token belongs to another client")]
-    WrongClient,
-    #[error("the refresh token is past its idle lifetime")]
-    Expired,
-    #[error("the session is revoked or past its absolute lifetime")]
-    SessionEnded,
-    #[error("the user is gone, disabled, or changed their password since the session began")]
-    UserInvalid,
-    #[error("the requested scope is wider than the token's")]
-    InvalidScope,
-    /// A spent token was presented again: the session must be revoked (RFC 9700 §4.14.2).
-    #[error("a spent refresh token was presented again")]
-    Reused { session: Uuid },
-    #[error(transparent)]
-    Db(#[from] sea_orm::DbErr),
 }
 
 /// How stale a session's `last_used_at` may be. It is kept to the minute: a session refreshed more
@@ -111,228 +68,12 @@ pub enum RotateError {
 /// second.
 const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
-fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
-}
-
 impl SessionStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
             db,
             spender: Arc::default(),
         }
-    }
-
-    /// Starts a session for `user` as the password check found them, that ends at the latest after
-    /// `absolute_ttl`, with its first refresh token (given by its hash) when the client may refresh.
-    /// Both rows or neither; `None` when the user was disabled or changed their password since.
-    pub async fn start(
-        &self,
-        user: &user::Model,
-        client_id: &str,
-        scope: &Scope,
-        absolute_ttl: Duration,
-        refresh: Option<(Vec<u8>, Duration)>,
-    ) -> Result<Option<session::Model>, sea_orm::DbErr> {
-        use sea_orm::sea_query::ExprTrait;
-        use session::Column as S;
-        let now = Utc::now();
-        let txn = self.db.begin().await?;
-        let session = session::Model {
-            id: Uuid::new_v4(),
-            user_id: user.id,
-            client_id: client_id.to_owned(),
-            scope: scope.to_string(),
-            created_at: now,
-            last_used_at: now,
-            expires_at: later(now, absolute_ttl),
-            revoked_at: None,
-            revoked_reason: None,
-        };
-        // Inserted only from the user's row as it was verified. On PostgreSQL that row is share-locked,
-        // so a password change or a disable either commits first (and this inserts nothing) or waits
-        // for this session and then revokes it; SQLite has one writer at a time.
-        let verified = Query::select()
-            .exprs([
-                Expr::value(session.id),
-                Expr::value(session.user_id),
-                Expr::value(session.client_id.clone()),
-                Expr::value(session.scope.clone()),
-                Expr::value(now),
-                Expr::value(now),
-                Expr::value(session.expires_at),
-            ])
-            .from(user::Entity)
-            .and_where(Expr::col(user::Column::Id).eq(user.id))
-            .and_where(Expr::col(user::Column::IsActive).eq(true))
-            .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
-            .lock_shared()
-            .to_owned();
-        let insert = Query::insert()
-            .into_table(session::Entity)
-            .columns([
-                S::Id,
-                S::UserId,
-                S::ClientId,
-                S::Scope,
-                S::CreatedAt,
-                S::LastUsedAt,
-                S::ExpiresAt,
-            ])
-            .select_from(verified)
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            .to_owned();
-        if txn.execute(&insert).await?.rows_affected() != 1 {
-            return Ok(None);
-        }
-        if let Some((hash, idle_ttl)) = refresh {
-            // Without RETURNING, which SQLite would emulate with a second statement.
-            refresh_token::Entity::insert(new_token(&session, hash, scope, now, idle_ttl))
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(Some(session))
-    }
-
-    /// Spends the token whose hash is `presented` by issuing its successor in the same session. See
-    /// [`RotateError`] for every refusal; only reuse writes anything.
-    pub async fn rotate(
-        &self,
-        presented: &[u8],
-        successor: &Successor,
-        client_id: &str,
-        requested: Option<&Scope>,
-        rules: RefreshRules,
-    ) -> Result<Rotated, RotateError> {
-        let now = Utc::now();
-        // Most rotations present a live token and ask for no narrower scope: one statement checks
-        // and spends those. Anything else, and anything it did not insert, takes the path below,
-        // which finds out why.
-        if requested.is_none()
-            && let Some(rotated) = self
-                .rotate_at_once(presented, successor, client_id, rules, now)
-                .await?
-        {
-            return Ok(rotated);
-        }
-        // The token, its session and its user in one read.
-        let Some((token, Some(session), user)) = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(presented.to_vec()))
-            .find_also_related(session::Entity)
-            .and_also_related(user::Entity)
-            .all(&self.db)
-            .await?
-            .pop()
-        else {
-            return Err(RotateError::NotFound);
-        };
-        if session.client_id != client_id {
-            return Err(RotateError::WrongClient);
-        }
-        if session.revoked_at.is_some() || session.expires_at <= now {
-            return Err(RotateError::SessionEnded);
-        }
-        let user = match user {
-            Some(u) if u.is_active && u.password_changed_at <= session.created_at => u,
-            _ => return Err(RotateError::UserInvalid),
-        };
-        // The successor keeps the token's scope; a narrower request narrows this access token only
-        // (RFC 6749 §6).
-        let token_scope = Scope::parse(&token.scope).unwrap_or_default();
-        let scope = match requested {
-            Some(r) if !r.is_subset(&token_scope) => Err(RotateError::InvalidScope),
-            Some(r) => Ok(r.clone()),
-            None => Ok(token_scope.clone()),
-        };
-
-        // A narrower request could not be tried before the token's scope was known: it is spent by the
-        // same statement now, and only its access token is narrowed.
-        if requested.is_some()
-            && token.expires_at > now
-            && let Ok(scope) = &scope
-            && let Some(rotated) = self
-                .rotate_at_once(presented, successor, client_id, rules, now)
-                .await?
-        {
-            return Ok(Rotated {
-                scope: scope.clone(),
-                ..rotated
-            });
-        }
-
-        // Expired, too wide a scope, or spent already; spent is the one that matters, so it is
-        // looked up on these rare paths rather than on every rotation.
-        let Some(next) = self.token(&successor.hash).await? else {
-            return Err(if token.expires_at <= now {
-                RotateError::Expired
-            } else {
-                scope.err().unwrap_or(RotateError::NotFound)
-            });
-        };
-        // Spent when `next` was created. Within the grace window, a retry gets that same successor
-        // while it is live (unexpired, not spent itself), so the session never forks; anything else
-        // is reuse.
-        let within_grace =
-            !rules.reuse_grace.is_zero() && now <= later(next.created_at, rules.reuse_grace);
-        if within_grace
-            && next.session_id == session.id
-            && next.expires_at > now
-            && self.token(&successor.next_hash).await?.is_none()
-        {
-            return Ok(Rotated {
-                session_id: session.id,
-                user_id: user.id,
-                username: user.username,
-                scope: scope?,
-                replayed: true,
-            });
-        }
-        Err(RotateError::Reused {
-            session: session.id,
-        })
-    }
-
-    /// Spends the token by inserting its successor, in the next statement of [`spend_in_batches`].
-    /// `None` when nothing was inserted, whatever the reason.
-    async fn rotate_at_once(
-        &self,
-        presented: &[u8],
-        successor: &Successor,
-        client_id: &str,
-        rules: RefreshRules,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Rotated>, RotateError> {
-        let spender = self.spender.get_or_init(|| {
-            let (sender, waiting) = mpsc::channel(1024);
-            tokio::spawn(spend_in_batches(self.db.clone(), waiting));
-            sender
-        });
-        let stopped =
-            || RotateError::Db(sea_orm::DbErr::Custom("the rotation task stopped".into()));
-        let (answer, answered) = oneshot::channel();
-        let spend = Spend {
-            presented: presented.to_vec(),
-            successor: successor.hash.clone(),
-            client_id: client_id.to_owned(),
-            now,
-            expires_at: later(now, rules.idle_ttl),
-            answer,
-        };
-        spender.send(spend).await.map_err(|_| stopped())?;
-        let spent = answered
-            .await
-            .map_err(|_| stopped())?
-            .map_err(|e| RotateError::Db(sea_orm::DbErr::Custom(e)))?;
-        let Some(Spent {
-            rotated,
-            last_used_at,
-        }) = spent
-        else {
-            return Ok(None);
-        };
-        self.touch(rotated.session_id, last_used_at, now).await;
-        Ok(Some(rotated))
     }
 
     /// Records a rotation as the session's last use, to the minute. The rotation has happened by then:
@@ -358,43 +99,166 @@ impl SessionStore {
             .unique(&self.db)
             .await
     }
+}
 
-    /// The session a refresh token belongs to, spent or not.
-    pub async fn find_by_refresh(
-        &self,
-        hash: &[u8],
-    ) -> Result<Option<session::Model>, sea_orm::DbErr> {
-        let Some(token) = self.token(hash).await? else {
+#[async_trait]
+impl ports::Sessions for SessionStore {
+    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error> {
+        use sea_orm::sea_query::ExprTrait;
+        use session::Column as S;
+        let NewSession {
+            user,
+            client_id,
+            scope,
+            now,
+            expires_at,
+            refresh,
+        } = new;
+        let txn = self.db.begin().await?;
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            client_id: client_id.to_owned(),
+            scope: scope.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        // Inserted only from the user's row as it was verified. On PostgreSQL that row is share-locked,
+        // so a password change or a disable either commits first (and this inserts nothing) or waits
+        // for this session and then revokes it; SQLite has one writer at a time.
+        let verified = Query::select()
+            .exprs([
+                Expr::value(session.id),
+                Expr::value(session.user_id),
+                Expr::value(session.client_id.clone()),
+                Expr::value(scope.to_string()),
+                Expr::value(now),
+                Expr::value(now),
+                Expr::value(expires_at),
+            ])
+            .from(user::Entity)
+            .and_where(Expr::col(user::Column::Id).eq(user.id))
+            .and_where(Expr::col(user::Column::IsActive).eq(true))
+            .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
+            .lock_shared()
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(session::Entity)
+            .columns([
+                S::Id,
+                S::UserId,
+                S::ClientId,
+                S::Scope,
+                S::CreatedAt,
+                S::LastUsedAt,
+                S::ExpiresAt,
+            ])
+            .select_from(verified)
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+            .to_owned();
+        if txn.execute(&insert).await?.rows_affected() != 1 {
+            return Ok(None);
+        }
+        if let Some((hash, idle_expiry)) = refresh {
+            // Without RETURNING, which SQLite would emulate with a second statement.
+            refresh_token::Entity::insert(new_token(&session, hash, now, idle_expiry))
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(Some(session))
+    }
+
+    /// Waits for the next statement of [`spend_in_batches`].
+    async fn spend(&self, spend: ports::Spend<'_>) -> Result<Option<Spent>, Error> {
+        let spender = self.spender.get_or_init(|| {
+            let (sender, waiting) = mpsc::channel(1024);
+            tokio::spawn(spend_in_batches(self.db.clone(), waiting));
+            sender
+        });
+        let stopped = || Error::Internal(anyhow::anyhow!("the rotation task stopped"));
+        let (answer, answered) = oneshot::channel();
+        let waiting = Waiting {
+            presented: spend.presented.to_vec(),
+            successor: spend.successor.to_vec(),
+            client_id: spend.client_id.to_owned(),
+            now: spend.now,
+            expires_at: spend.expires_at,
+            answer,
+        };
+        spender.send(waiting).await.map_err(|_| stopped())?;
+        let done = answered
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
+        let Some(Done {
+            spent,
+            last_used_at,
+        }) = done
+        else {
             return Ok(None);
         };
-        session::Entity::find_by_id(token.session_id)
+        self.touch(spent.session_id, last_used_at, spend.now).await;
+        Ok(Some(spent))
+    }
+
+    /// The token, its session and its user in one read.
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshToken>, Error> {
+        let found = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
+            .find_also_related(session::Entity)
+            .and_also_related(user::Entity)
+            .all(&self.db)
+            .await?
+            .pop();
+        let Some((token, Some(session), user)) = found else {
+            return Ok(None);
+        };
+        Ok(Some(RefreshToken {
+            scope: Scope::parse(&token.scope).unwrap_or_default(),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            session: session.into(),
+            user: user.map(Into::into),
+        }))
+    }
+
+    async fn successor(&self, hash: &[u8]) -> Result<Option<SuccessorToken>, Error> {
+        Ok(self.token(hash).await?.map(|t| SuccessorToken {
+            session_id: t.session_id,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+        }))
+    }
+
+    async fn find(&self, id: Uuid) -> Result<Option<Session>, Error> {
+        Ok(session::Entity::find_by_id(id)
             .unique(&self.db)
-            .await
+            .await?
+            .map(Into::into))
     }
 
-    pub async fn find(&self, id: Uuid) -> Result<Option<session::Model>, sea_orm::DbErr> {
-        session::Entity::find_by_id(id).unique(&self.db).await
-    }
-
-    /// The user's sessions that are neither revoked nor past their absolute lifetime, newest first.
-    pub async fn list_live(&self, user_id: Uuid) -> Result<Vec<session::Model>, sea_orm::DbErr> {
-        session::Entity::find()
+    async fn list_live(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Session>, Error> {
+        Ok(session::Entity::find()
             .filter(session::Column::UserId.eq(user_id))
             .filter(session::Column::RevokedAt.is_null())
-            .filter(session::Column::ExpiresAt.gt(Utc::now()))
+            .filter(session::Column::ExpiresAt.gt(now))
             .order_by_desc(session::Column::CreatedAt)
             .all(&self.db)
-            .await
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
-    /// Revokes one session and records it in the revocation log, at once; nothing is recorded when it was
-    /// revoked already. `until` is when its last access token expires.
-    pub async fn revoke(
+    async fn revoke(
         &self,
         id: Uuid,
         reason: &str,
         until: DateTime<Utc>,
-    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
+    ) -> Result<Vec<Revocation>, Error> {
         let txn = super::begin_write(&self.db).await?;
         let res = session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
@@ -416,13 +280,12 @@ impl SessionStore {
         Ok(recorded)
     }
 
-    /// Revokes every session of a user and every token issued to them before now, as one record.
-    pub async fn revoke_all_of_user(
+    async fn revoke_all_of_user(
         &self,
         user_id: Uuid,
         reason: &str,
         until: DateTime<Utc>,
-    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
+    ) -> Result<Vec<Revocation>, Error> {
         let txn = super::begin_write(&self.db).await?;
         let recorded = revoke_all_in(&txn, user_id, reason, until).await?;
         txn.commit().await?;
@@ -462,33 +325,32 @@ pub(crate) async fn revoke_all_in(
 }
 
 fn new_token(
-    session: &session::Model,
+    session: &Session,
     hash: Vec<u8>,
-    scope: &Scope,
     now: DateTime<Utc>,
-    idle_ttl: Duration,
+    idle_expiry: DateTime<Utc>,
 ) -> refresh_token::ActiveModel {
     refresh_token::ActiveModel {
         id: Set(Uuid::new_v4()),
         session_id: Set(session.id),
         token_hash: Set(hash),
-        scope: Set(scope.to_string()),
+        scope: Set(session.scope.to_string()),
         created_at: Set(now),
         // A token never outlives its session.
-        expires_at: Set(later(now, idle_ttl).min(session.expires_at)),
+        expires_at: Set(idle_expiry.min(session.expires_at)),
     }
 }
 
 /// Spends whatever rotations are waiting, up to [`MAX_BATCH`], in one statement, and again until every
 /// [`SessionStore`] is gone.
-async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Spend>) {
+async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Waiting>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A token presented twice at once is spent by its first presentation. The others are answered
         // after the statement, so that the path they take next finds the successor and calls it a
         // retry or reuse.
         let mut seen = HashSet::new();
-        let (first, again): (Vec<Spend>, Vec<Spend>) = batch
+        let (first, again): (Vec<Waiting>, Vec<Waiting>) = batch
             .drain(..)
             .partition(|s| seen.insert(s.presented.clone()));
         match spend_all(&db, &first).await {
@@ -516,8 +378,8 @@ async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Sp
 /// user are all live, with the token's scope, and `RETURNING` brings back what the access token says.
 async fn spend_all(
     db: &DatabaseConnection,
-    batch: &[Spend],
-) -> Result<HashMap<Vec<u8>, Spent>, sea_orm::DbErr> {
+    batch: &[Waiting],
+) -> Result<HashMap<Vec<u8>, Done>, sea_orm::DbErr> {
     use refresh_token::Column as T;
     use sea_orm::sea_query::ExprTrait;
     use session::Column as S;
@@ -525,7 +387,7 @@ async fn spend_all(
     // One SELECT per token, joined by UNION ALL: each finds its token by equality on the unique hash,
     // so the planner always starts there. (A join to a VALUES list of the tokens let PostgreSQL, with
     // statistics from when the tables were small, start from a scan of every session instead.)
-    let live = |s: &Spend| {
+    let live = |s: &Waiting| {
         Query::select()
             .expr(Expr::value(Uuid::new_v4()))
             .column((tokens, T::SessionId))
@@ -604,13 +466,12 @@ async fn spend_all(
         let scope: String = row.try_get_by_index(2)?;
         spent.insert(
             row.try_get_by_index(0)?,
-            Spent {
-                rotated: Rotated {
+            Done {
+                spent: Spent {
                     session_id: row.try_get_by_index(1)?,
                     user_id: row.try_get_by_index(3)?,
                     username: row.try_get_by_index(4)?,
                     scope: Scope::parse(&scope).unwrap_or_default(),
-                    replayed: false,
                 },
                 last_used_at: row.try_get_by_index(5)?,
             },
@@ -623,14 +484,12 @@ async fn spend_all(
 mod tests {
     use super::*;
     use crate::{
-        store::{
-            clients::ClientStore,
-            users::{NewUser, UserStore},
-        },
-        value::{scope::Scope, username::Username},
+        ports::{NewUser, Sessions, Users, later},
+        store::{clients::ClientStore, users::UserStore},
+        value::username::Username,
     };
 
-    const TTL: Duration = Duration::from_secs(3600);
+    const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
     /// A SQLite file with one user, the default client, and `n` sessions whose first tokens hash to
     /// `[i; 32]`.
@@ -656,8 +515,16 @@ mod tests {
         let store = SessionStore::new(db.clone());
         let mut ids = Vec::new();
         for i in 0..n {
+            let now = Utc::now();
             let s = store
-                .start(&user, "c", &scope, TTL, Some((vec![i; 32], TTL)))
+                .start(NewSession {
+                    user: &user,
+                    client_id: "c",
+                    scope: &scope,
+                    now,
+                    expires_at: later(now, TTL),
+                    refresh: Some((vec![i; 32], later(now, TTL))),
+                })
                 .await
                 .unwrap()
                 .unwrap();
@@ -670,10 +537,10 @@ mod tests {
         presented: u8,
         successor: u8,
         client_id: &str,
-    ) -> (Spend, oneshot::Receiver<Result<Option<Spent>, String>>) {
+    ) -> (Waiting, oneshot::Receiver<Result<Option<Done>, String>>) {
         let (answer, answered) = oneshot::channel();
         let now = Utc::now();
-        let spend = Spend {
+        let spend = Waiting {
             presented: vec![presented; 32],
             successor: vec![successor; 32],
             client_id: client_id.to_owned(),
@@ -687,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn one_statement_spends_many_tokens_and_says_which_session_each_was_in() {
         let (_dir, db, ids) = sessions(3).await;
-        let batch: Vec<Spend> = [
+        let batch: Vec<Waiting> = [
             (0, 100, "c"),
             (1, 101, "c"),
             (2, 102, "other"),
@@ -702,9 +569,9 @@ mod tests {
         // The two live tokens of this client are spent, each in its own session; another client's token
         // and one that does not exist are not.
         assert_eq!(spent.len(), 2);
-        assert_eq!(spent[&vec![100; 32]].rotated.session_id, ids[0]);
-        assert_eq!(spent[&vec![101; 32]].rotated.session_id, ids[1]);
-        assert_eq!(spent[&vec![101; 32]].rotated.username, "alice");
+        assert_eq!(spent[&vec![100; 32]].spent.session_id, ids[0]);
+        assert_eq!(spent[&vec![101; 32]].spent.session_id, ids[1]);
+        assert_eq!(spent[&vec![101; 32]].spent.username, "alice");
         let store = SessionStore::new(db.clone());
         assert!(store.token(&[102; 32]).await.unwrap().is_none());
         // Spent means the successor exists: the same statement again inserts nothing.

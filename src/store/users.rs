@@ -7,65 +7,48 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Unique, deny_list::Revocation, sessions::revoke_all_in};
-use crate::{entity::user, value::username::Username};
+use async_trait::async_trait;
+
+use super::{Unique, sessions::revoke_all_in};
+use crate::value::revocation::Revocation;
+use crate::{
+    entity::user,
+    error::Error,
+    ports::{self, CreateUserError, NewUser},
+    value::account::User,
+};
 
 #[derive(Clone)]
 pub struct UserStore {
     db: DatabaseConnection,
 }
 
-pub struct NewUser<'a> {
-    pub username: &'a Username,
-    pub email: Option<&'a str>,
-    pub password_hash: String,
-    pub is_admin: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CreateUserError {
-    #[error("the username is taken")]
-    UsernameTaken,
-    #[error("the email is taken")]
-    EmailTaken,
-    #[error(transparent)]
-    Db(#[from] sea_orm::DbErr),
-}
-
 impl UserStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
     }
+}
 
-    pub async fn find(&self, id: Uuid) -> Result<Option<user::Model>, sea_orm::DbErr> {
-        user::Entity::find_by_id(id).unique(&self.db).await
-    }
-
-    /// Whether `id` names a user who exists and is active; `false` for anything that is not a user id.
-    pub async fn is_active(&self, id: &str) -> Result<bool, sea_orm::DbErr> {
-        let Ok(id) = id.parse::<Uuid>() else {
-            return Ok(false);
-        };
-        Ok(self.find(id).await?.is_some_and(|u| u.is_active))
+#[async_trait]
+impl ports::Users for UserStore {
+    async fn find(&self, id: Uuid) -> Result<Option<User>, Error> {
+        Ok(user::Entity::find_by_id(id)
+            .unique(&self.db)
+            .await?
+            .map(Into::into))
     }
 
     /// Case-insensitive lookup by username.
-    pub async fn find_by_username(
-        &self,
-        name: &str,
-    ) -> Result<Option<user::Model>, sea_orm::DbErr> {
-        user::Entity::find()
+    async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error> {
+        Ok(user::Entity::find()
             .filter(user::Column::UsernameKey.eq(name.to_ascii_lowercase()))
             .unique(&self.db)
-            .await
+            .await?
+            .map(Into::into))
     }
 
     /// Users in creation order; `None` lists them all.
-    pub async fn list(
-        &self,
-        limit: Option<u64>,
-        offset: u64,
-    ) -> Result<Vec<user::Model>, sea_orm::DbErr> {
+    async fn list(&self, limit: Option<u64>, offset: u64) -> Result<Vec<User>, Error> {
         let mut query = user::Entity::find()
             .order_by_asc(user::Column::CreatedAt)
             .order_by_asc(user::Column::Id);
@@ -73,12 +56,17 @@ impl UserStore {
         if let Some(limit) = limit {
             query = query.limit(limit).offset(offset);
         }
-        query.all(&self.db).await
+        Ok(query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Inserts a user; the unique indexes, not a prior read, decide whether the name or the email (each
     /// regardless of case) is taken, so two concurrent registrations of one name cannot both succeed.
-    pub async fn create(&self, new: NewUser<'_>) -> Result<user::Model, CreateUserError> {
+    async fn create(&self, new: NewUser<'_>) -> Result<User, CreateUserError> {
         let now = Utc::now();
         let model = user::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -100,36 +88,37 @@ impl UserStore {
             .map_err(|e| match super::unique_violation(&e) {
                 Some(detail) if detail.contains("email") => CreateUserError::EmailTaken,
                 Some(_) => CreateUserError::UsernameTaken,
-                None => CreateUserError::Db(e),
+                None => CreateUserError::Failed(e.into()),
             })
+            .map(Into::into)
     }
 
     /// Replaces the hash of an unchanged password (a rehash with current parameters), only while the
     /// password is still the one verified: a change committed meanwhile must not be undone.
-    pub async fn update_hash(
+    async fn update_hash(
         &self,
         id: Uuid,
         verified: DateTime<Utc>,
         password_hash: String,
-    ) -> Result<(), sea_orm::DbErr> {
+    ) -> Result<(), Error> {
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
             .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(user::Column::Id.eq(id))
             .filter(user::Column::PasswordChangedAt.eq(verified))
             .exec(&self.db)
-            .await
-            .map(drop)
+            .await?;
+        Ok(())
     }
 
     /// Enables or disables a user; `None` when there is no such user. Disabling revokes every session and
     /// token of theirs in the same transaction; `until` is when their last access token expires.
-    pub async fn set_active(
+    async fn set_active(
         &self,
         id: Uuid,
         active: bool,
         until: DateTime<Utc>,
-    ) -> Result<Option<Vec<Revocation>>, sea_orm::DbErr> {
+    ) -> Result<Option<Vec<Revocation>>, Error> {
         let txn = super::begin_write(&self.db).await?;
         let res = user::Entity::update_many()
             .col_expr(user::Column::IsActive, Expr::value(active))
@@ -151,12 +140,12 @@ impl UserStore {
 
     /// Sets a new password and, in the same transaction, revokes every session and token of the user
     /// issued before it.
-    pub async fn change_password(
+    async fn change_password(
         &self,
         id: Uuid,
         password_hash: String,
         until: DateTime<Utc>,
-    ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
+    ) -> Result<Vec<Revocation>, Error> {
         let now = Utc::now();
         let txn = super::begin_write(&self.db).await?;
         user::Entity::update_many()

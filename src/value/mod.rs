@@ -2,7 +2,9 @@
 //! a value: scopes, usernames, grant types and the claims of an access token. They depend on nothing
 //! else in the crate.
 
+pub mod account;
 pub mod claims;
 pub mod grant_type;
+pub mod revocation;
 pub mod scope;
 pub mod username;

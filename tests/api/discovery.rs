@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use portcullis::{
     oauth::client::hash_secret,
-    store::clients::{CACHE_TTL, NewClient},
+    ports::NewClient,
+    store::clients::CACHE_TTL,
     value::{grant_type::GrantType, scope::Scope},
 };
 use reqwest::StatusCode;

@@ -315,9 +315,9 @@ on_both_databases! {
 /// PostgreSQL a number handed out earlier could otherwise commit after a later one the reader saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurrently() {
-    use portcullis::store::{
-        deny_list::{Entry, Revocation},
-        revocation_feed::append,
+    use portcullis::{
+        store::revocation_feed::append,
+        value::revocation::{Entry, Revocation},
     };
     use rand::Rng;
     use sea_orm::TransactionTrait;
@@ -352,7 +352,12 @@ async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurren
     let mut finished = std::pin::pin!(done.wait());
     loop {
         let last = futures_util::FutureExt::now_or_never(finished.as_mut()).is_some();
-        let (entries, next) = app.state.feed.since(cursor).await.unwrap();
+        let (entries, next) = app
+            .state
+            .feed
+            .since(cursor, chrono::Utc::now())
+            .await
+            .unwrap();
         cursor = Some(next);
         seen.extend(entries.into_iter().map(|r| r.entry));
         if last {

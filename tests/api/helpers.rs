@@ -9,13 +9,14 @@ use std::{
 };
 
 use portcullis::{
+    accounts::NewAccount,
     config::Settings,
     entity::user,
     oauth::client::hash_secret,
+    ports::{Clock, NewClient},
     startup::App,
     state::AppState,
-    store::{clients::NewClient, users::NewUser},
-    value::{grant_type::GrantType, scope::Scope, username::Username},
+    value::{grant_type::GrantType, scope::Scope},
 };
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -277,6 +278,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub base: String,
+    /// The server's clock: the system's, moved on by [`TestClock::advance`].
+    pub clock: Arc<TestClock>,
     pub http: reqwest::Client,
     pub state: Arc<AppState>,
     pub settings: Settings,
@@ -325,7 +328,10 @@ pub async fn spawn_app_on(backend: Backend, deny: Deny) -> TestApp {
 }
 
 async fn start(settings: Settings, db: Arc<TestDatabase>) -> TestApp {
-    let app = App::build(settings.clone()).await.expect("the app builds");
+    let clock = Arc::new(TestClock::default());
+    let app = App::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("the app builds");
     let base = format!("http://{}", app.addr);
     let state = app.state.clone();
     let server = tokio::spawn(async move {
@@ -333,6 +339,7 @@ async fn start(settings: Settings, db: Arc<TestDatabase>) -> TestApp {
     });
     TestApp {
         base,
+        clock,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -341,6 +348,27 @@ async fn start(settings: Settings, db: Arc<TestDatabase>) -> TestApp {
         settings,
         server,
         db,
+    }
+}
+
+/// The system's time plus an offset a test moves forward, so that what waits on time (throttling,
+/// expiry) is tested without sleeping.
+#[derive(Default)]
+pub struct TestClock {
+    ahead_ms: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: Duration) {
+        self.ahead_ms
+            .fetch_add(by.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let ahead = self.ahead_ms.load(std::sync::atomic::Ordering::SeqCst);
+        chrono::Utc::now() + chrono::Duration::milliseconds(ahead)
     }
 }
 
@@ -406,13 +434,12 @@ impl TestApp {
     /// An admin user, created as the CLI does.
     pub async fn seed_admin(&self) -> TestUser {
         let username = format!("admin-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let password_hash = self.state.hasher.hash(PASSWORD.into()).await.unwrap();
         self.state
-            .users
-            .create(NewUser {
-                username: &Username::parse(&username).unwrap(),
+            .accounts
+            .register(NewAccount {
+                username: &username,
+                password: PASSWORD.into(),
                 email: None,
-                password_hash,
                 is_admin: true,
             })
             .await

@@ -335,17 +335,17 @@ on_every_backend! {
         assert_eq!(assert_rate_limited(wrong().await, 1).await, 1);
         // While delayed even the right password is refused unchecked.
         assert_rate_limited(login_from(&app, here, &user.username, &user.password).await, 1).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        app.clock.advance(Duration::from_secs(1));
         assert_error(wrong().await, 400, "invalid_grant").await;
         assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "doubled");
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        app.clock.advance(Duration::from_secs(2));
         assert_error(wrong().await, 400, "invalid_grant").await;
         assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "capped at max_delay");
         // Another address is not slowed for this user (the ceiling is far).
         assert_eq!(login_from(&app, "198.51.100.8", &user.username, &user.password).await.status(), StatusCode::OK);
 
         // A success from the delayed address, once its delay is paid, resets it.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        app.clock.advance(Duration::from_secs(2));
         assert_eq!(login_from(&app, here, &user.username, &user.password).await.status(), StatusCode::OK);
         assert_error(wrong().await, 400, "invalid_grant").await;
     }

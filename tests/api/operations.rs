@@ -375,8 +375,9 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
     let http = reqwest::Client::new();
     let state_db = portcullis::store::connect(&db.url, 1).await.unwrap();
     let secret = "a-client-secret-that-must-never-appear-in-logs";
+    use portcullis::ports::{Clients as _, Users as _};
     portcullis::store::clients::ClientStore::new(state_db.clone())
-        .create(portcullis::store::clients::NewClient {
+        .create(portcullis::ports::NewClient {
             id: "logged-client",
             secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
             grant_types: &[

@@ -1,19 +1,52 @@
 //! The token endpoint's grants (RFC 6749 §4–6), one module per `grant_type` value. The edge parses a
-//! [`GrantRequest`] and authenticates the client; [`handle`] checks the client may use the grant and
-//! runs it.
+//! [`GrantRequest`] and authenticates the client; [`Grants::handle`] checks the client may use the
+//! grant and runs it.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
 
-use super::{client::AuthenticatedClient, issuer::AccessToken};
+use super::{
+    client::AuthenticatedClient,
+    issuer::{AccessToken, Issuer},
+    login::LoginGuard,
+    refresh::RefreshTokens,
+    revocation::Revoker,
+};
 use crate::{
     error::Error,
-    state::AppState,
+    metrics::Metrics,
+    password::Hasher,
+    ports::{Clock, Sessions, Users},
     value::{grant_type::GrantType, scope::Scope},
 };
+
+/// How long what a login starts may live.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetimes {
+    /// A session's absolute lifetime (`refresh.absolute_ttl`).
+    pub session: Duration,
+    /// A refresh token's idle lifetime (`refresh.idle_ttl`).
+    pub refresh_idle: Duration,
+    /// How long after a rotation a retry of it gets the same successor (`refresh.reuse_grace`).
+    pub reuse_grace: Duration,
+}
+
+/// What the grants work with, each part no wider than a grant needs.
+pub struct Grants {
+    pub users: Arc<dyn Users>,
+    pub sessions: Arc<dyn Sessions>,
+    pub hasher: Arc<Hasher>,
+    pub login: Arc<LoginGuard>,
+    pub issuer: Arc<Issuer>,
+    pub refresh_tokens: RefreshTokens,
+    pub revoker: Arc<Revoker>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub lifetimes: Lifetimes,
+}
 
 /// A token request after parsing: no optional fields left to check, no grant-type strings.
 pub enum GrantRequest {
@@ -48,27 +81,27 @@ pub struct Issued {
     pub scope: Scope,
 }
 
-/// Runs a grant for `client`; `ip` is the client's address, for failure throttling.
-pub async fn handle(
-    state: &AppState,
-    client: &AuthenticatedClient,
-    request: GrantRequest,
-    ip: IpAddr,
-) -> Result<Issued, Error> {
-    if !client.may_use(request.grant_type()) {
-        return Err(Error::UnauthorizedClient);
-    }
-    match request {
-        GrantRequest::Password {
-            username,
-            password,
-            scope,
-        } => password::handle(state, client, &username, password, scope, ip).await,
-        GrantRequest::RefreshToken { token, scope } => {
-            refresh_token::handle(state, client, &token, scope).await
+impl Grants {
+    /// Runs a grant for `client`; `ip` is the client's address, for failure throttling.
+    pub async fn handle(
+        &self,
+        client: &AuthenticatedClient,
+        request: GrantRequest,
+        ip: IpAddr,
+    ) -> Result<Issued, Error> {
+        if !client.may_use(request.grant_type()) {
+            return Err(Error::UnauthorizedClient);
         }
-        GrantRequest::ClientCredentials { scope } => {
-            client_credentials::handle(state, client, scope).await
+        match request {
+            GrantRequest::Password {
+                username,
+                password,
+                scope,
+            } => self.password(client, &username, password, scope, ip).await,
+            GrantRequest::RefreshToken { token, scope } => {
+                self.refresh_token(client, &token, scope).await
+            }
+            GrantRequest::ClientCredentials { scope } => self.client_credentials(client, scope),
         }
     }
 }

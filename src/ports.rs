@@ -1,0 +1,239 @@
+//! The interfaces the domain ([`crate::oauth`], [`crate::accounts`]) owns and storage implements: what
+//! it needs to read and write, in its own values, and nothing of tables, SQL or Redis. Each is as narrow
+//! as its callers; `store` has the implementations, and tests may bring others.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    error::Error,
+    value::{
+        account::{Client, Session, User},
+        claims::AccessClaims,
+        grant_type::GrantType,
+        revocation::Revocation,
+        scope::Scope,
+        username::Username,
+    },
+};
+
+/// What time it is. Injected wherever time is the subject (login throttling, token and session
+/// lifetimes), so that tests move it instead of sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// `now` plus `ttl`, saturating.
+pub fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a Username,
+    pub email: Option<&'a str>,
+    pub password_hash: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("the username is taken")]
+    UsernameTaken,
+    #[error("the email is taken")]
+    EmailTaken,
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+#[async_trait]
+pub trait Users: Send + Sync {
+    async fn find(&self, id: Uuid) -> Result<Option<User>, Error>;
+    /// By username, compared as [`Username::key`] does.
+    async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error>;
+    /// Oldest first; every user when `limit` is `None`.
+    async fn list(&self, limit: Option<u64>, offset: u64) -> Result<Vec<User>, Error>;
+    /// The unique indexes, not a prior read, decide what is taken.
+    async fn create(&self, new: NewUser<'_>) -> Result<User, CreateUserError>;
+    /// Stores a new hash of the same password, unless the password was changed since `verified` (its
+    /// `password_changed_at` when it was checked).
+    async fn update_hash(
+        &self,
+        id: Uuid,
+        verified: DateTime<Utc>,
+        password_hash: String,
+    ) -> Result<(), Error>;
+    /// Sets a new password and, in the same transaction, revokes everything issued before it (each
+    /// revocation listed until `until`) and records that in the revocation log.
+    async fn change_password(
+        &self,
+        id: Uuid,
+        password_hash: String,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, Error>;
+    /// Enables or disables; disabling revokes and records as [`Users::change_password`] does. `None`
+    /// when there is no such user.
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Vec<Revocation>>, Error>;
+}
+
+/// A session to start, bound to the user's state the password check saw.
+pub struct NewSession<'a> {
+    pub user: &'a User,
+    pub client_id: &'a str,
+    pub scope: &'a Scope,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The first refresh token's hash and its idle expiry, when the client may refresh.
+    pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
+}
+
+/// A refresh token to spend: presented by hash, replaced by the successor whose hash is given.
+pub struct Spend<'a> {
+    pub presented: &'a [u8],
+    pub successor: &'a [u8],
+    pub client_id: &'a str,
+    pub now: DateTime<Utc>,
+    /// The successor's idle expiry, before the session's end caps it.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A token spent: what the access token issued with its successor says.
+pub struct Spent {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
+    /// The token's own scope, which the successor keeps.
+    pub scope: Scope,
+}
+
+/// What storage knows of a refresh token, for the domain to judge a rotation that did not go through.
+pub struct RefreshToken {
+    pub scope: Scope,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub session: Session,
+    /// The session's user; `None` when they are gone.
+    pub user: Option<User>,
+}
+
+/// A successor that exists: the presented token was spent when it was created.
+pub struct SuccessorToken {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// Inserts the session and its first refresh token, both or neither; `None` when the user was
+    /// disabled or changed their password since `new.user` was read.
+    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error>;
+    /// Spends a live token by inserting its successor, only if the token, its session (of this client)
+    /// and its user are all live; of concurrent spends of one token exactly one succeeds. `None` when
+    /// nothing was spent, whatever the reason.
+    async fn spend(&self, spend: Spend<'_>) -> Result<Option<Spent>, Error>;
+    /// A refresh token with its session and user, spent or not.
+    async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshToken>, Error>;
+    /// The token that replaced a spent one, by its hash.
+    async fn successor(&self, hash: &[u8]) -> Result<Option<SuccessorToken>, Error>;
+    async fn find(&self, id: Uuid) -> Result<Option<Session>, Error>;
+    /// The user's sessions neither revoked nor past their end at `now`, newest first.
+    async fn list_live(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Session>, Error>;
+    /// Revokes one session and records it; nothing is recorded when it was revoked already.
+    async fn revoke(
+        &self,
+        id: Uuid,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, Error>;
+    /// Revokes every session of a user and every token issued to them before now, and records it.
+    async fn revoke_all_of_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, Error>;
+}
+
+pub struct NewClient<'a> {
+    pub id: &'a str,
+    pub secret_hash: Option<Vec<u8>>,
+    pub grant_types: &'a [GrantType],
+    pub scopes: &'a Scope,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateClientError {
+    #[error("a client with this id exists")]
+    Exists,
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+#[async_trait]
+pub trait Clients: Send + Sync {
+    async fn find(&self, id: &str) -> Result<Option<Client>, Error>;
+    /// A client read at most a second ago when `usable` accepts it, else read now.
+    async fn find_recent(
+        &self,
+        id: &str,
+        usable: &(dyn for<'c> Fn(&'c Client) -> bool + Send + Sync),
+    ) -> Result<Option<Client>, Error>;
+    async fn list(&self) -> Result<Vec<Client>, Error>;
+    async fn create(&self, new: NewClient<'_>) -> Result<Client, CreateClientError>;
+    /// Deletes a client with its sessions and records the revocation of every token it was issued.
+    /// `None` when there is no such client.
+    async fn delete(
+        &self,
+        id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Vec<Revocation>>, Error>;
+}
+
+/// The durable revocation log: the truth the deny list copies.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
+    async fn record(&self, revocations: &[Revocation]) -> Result<(), Error>;
+    /// Entries live at `now` after log number `since` (all when `None`), and the newest number they
+    /// reach.
+    async fn since(
+        &self,
+        since: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Revocation>, i64), Error>;
+    /// Whether a live entry denies a token with these claims.
+    async fn denies(&self, claims: &AccessClaims) -> Result<bool, Error>;
+}
+
+/// The deny list the verifier reads: a copy of the [`RevocationLog`] that answers in one round trip.
+/// A copy that may have lost entries does not answer (it is `Unavailable`) until it is rebuilt.
+#[async_trait]
+pub trait DenyList: Send + Sync {
+    async fn add(&self, revocations: &[Revocation]) -> Result<(), Error>;
+    async fn is_denied(&self, claims: &AccessClaims) -> Result<bool, Error>;
+    /// A ticket to pass to [`DenyList::mark_copied`] after a rebuild that started now.
+    fn rebuild_started(&self) -> u64;
+    /// Whether the copy may lack entries (a failed write, a Redis that restarted empty).
+    async fn incomplete(&self) -> Result<bool, Error>;
+    /// Records that the copy holds the log up to `upto`, and, after a rebuild, that it is complete
+    /// unless a write failed since the ticket `rebuilt` was taken.
+    async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), Error>;
+    /// Resolves when a reader found the copy incomplete.
+    async fn rebuild_wanted(&self);
+}
