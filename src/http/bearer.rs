@@ -20,72 +20,50 @@ pub enum Scopes {
     Admin,
 }
 
-#[derive(SecurityScheme)]
-#[oai(
-    rename = "OAuth2",
-    ty = "oauth2",
-    flows(password(token_url = "/oauth/token", scopes = "Scopes")),
-    checker = "check"
-)]
-pub struct OAuth2(AccessClaims);
+/// Two schemes with one checker, and the enum that takes either: `OAuth2` (the password flow, so that
+/// Swagger UI's Authorize button logs in) and plain `Bearer`.
+macro_rules! bearer_schemes {
+    ($(#[$doc:meta])* $either:ident { $oauth2:ident, $bearer:ident } checked by $checker:literal) => {
+        #[derive(SecurityScheme)]
+        #[oai(
+            rename = "OAuth2",
+            ty = "oauth2",
+            flows(password(token_url = "/oauth/token", scopes = "Scopes")),
+            checker = $checker
+        )]
+        pub struct $oauth2(AccessClaims);
 
-#[derive(SecurityScheme)]
-#[oai(
-    rename = "Bearer",
-    ty = "bearer",
-    bearer_format = "JWT",
-    checker = "check"
-)]
-pub struct BearerJwt(AccessClaims);
+        #[derive(SecurityScheme)]
+        #[oai(rename = "Bearer", ty = "bearer", bearer_format = "JWT", checker = $checker)]
+        pub struct $bearer(AccessClaims);
 
-/// A verified access token, from either scheme.
-#[derive(SecurityScheme)]
-pub enum Auth {
-    OAuth2(OAuth2),
-    Bearer(BearerJwt),
-}
-
-impl Auth {
-    pub fn claims(&self) -> &AccessClaims {
-        match self {
-            Self::OAuth2(OAuth2(c)) | Self::Bearer(BearerJwt(c)) => c,
+        $(#[$doc])*
+        #[derive(SecurityScheme)]
+        pub enum $either {
+            OAuth2($oauth2),
+            Bearer($bearer),
         }
-    }
-}
 
-/// The same schemes, for the routes that only take access away (logging out, changing the password,
-/// disabling a user): while the deny list cannot be read, the token is checked against the revocation log
-/// in the database instead, so that these are answered as usual during a Redis outage.
-#[derive(SecurityScheme)]
-#[oai(
-    rename = "OAuth2",
-    ty = "oauth2",
-    flows(password(token_url = "/oauth/token", scopes = "Scopes")),
-    checker = "check_durably"
-)]
-pub struct RevokingOAuth2(AccessClaims);
-
-#[derive(SecurityScheme)]
-#[oai(
-    rename = "Bearer",
-    ty = "bearer",
-    bearer_format = "JWT",
-    checker = "check_durably"
-)]
-pub struct RevokingBearer(AccessClaims);
-
-#[derive(SecurityScheme)]
-pub enum RevokingAuth {
-    OAuth2(RevokingOAuth2),
-    Bearer(RevokingBearer),
-}
-
-impl RevokingAuth {
-    pub fn claims(&self) -> &AccessClaims {
-        match self {
-            Self::OAuth2(RevokingOAuth2(c)) | Self::Bearer(RevokingBearer(c)) => c,
+        impl $either {
+            pub fn claims(&self) -> &AccessClaims {
+                match self {
+                    Self::OAuth2($oauth2(c)) | Self::Bearer($bearer(c)) => c,
+                }
+            }
         }
-    }
+    };
+}
+
+bearer_schemes! {
+    /// A verified access token that the deny list does not list.
+    Auth { OAuth2, BearerJwt } checked by "check"
+}
+
+bearer_schemes! {
+    /// The same, for the routes that only take access away (logging out, changing the password,
+    /// disabling a user): while the deny list cannot be read, the token is checked against the
+    /// revocation log in the database instead, so that these are answered as usual during a Redis outage.
+    RevokingAuth { RevokingOAuth2, RevokingBearer } checked by "check_durably"
 }
 
 async fn check(req: &Request, bearer: Bearer) -> poem::Result<AccessClaims> {
