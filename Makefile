@@ -23,7 +23,8 @@ test:
 	tests/with-services.sh $(CARGO) test --workspace --locked
 
 ## bench: start the release server on SQLite and on PostgreSQL+Redis and measure every hot path against
-## this machine's own limits (argon2id, RS256); BENCH_SECONDS sets each scenario's length
+## this machine's own limits (argon2id, RS256); BENCH_SECONDS sets each scenario's length, and
+## BENCH_BASELINE=path/to/portcullis measures every row on that build too, side by side
 bench:
 	$(CARGO) build --release --locked --bin portcullis --example bench
 	tests/with-services.sh sh -c 'BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$$TEST_DATABASE_URL} BENCH_REDIS_URL=$${BENCH_REDIS_URL:-$$TEST_REDIS_URL} target/release/examples/bench'

@@ -17,8 +17,13 @@
 //! `BENCH_SECONDS` (default 5) sets each scenario's length; `BENCH_DATABASE_URL` / `BENCH_REDIS_URL` the
 //! PostgreSQL maintenance URL and Redis (defaults: the standard local ports; a local PostgreSQL is reached
 //! without TLS unless the URL names an `sslmode`). For comparing two builds:
-//! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words, and
-//! `BENCH_SERVER` names another server binary.
+//! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words,
+//! `BENCH_SERVER` names another server binary, and `BENCH_BASELINE` a second one, the baseline, measured
+//! beside it in the same run: both servers run at once, each on a database of its own migrated by its
+//! own binary, and each row is measured on one and then the other (which goes first alternates from row
+//! to row), so that the machine's drift falls on both alike. A second table then gives each row's
+//! requests per server CPU-second and p99 on both builds, and the current build's as a percentage of the
+//! baseline's. The large tables are left out beside a baseline.
 
 use std::{
     os::unix::process::CommandExt,
@@ -49,10 +54,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let machine = Machine::new();
+    let builds = builds()?;
+    // The large tables are seeded for one build: beside a baseline, whose every row is measured twice,
+    // they are left out.
+    let with_large = builds.len() == 1;
+    if !with_large {
+        println!("the large tables are not measured beside a baseline");
+    }
     let mut rows = Vec::new();
     let mut large = Vec::new();
     for backend in [Backend::Sqlite, Backend::PostgresRedis] {
-        if !backend.scenarios().any(|s| wanted(backend.name(), s)) {
+        if !backend
+            .scenarios(with_large)
+            .any(|s| wanted(backend.name(), s))
+        {
             continue;
         }
         // Measured again before each backend: a shared machine's speed drifts over minutes, and a ratio
@@ -66,13 +81,21 @@ fn main() -> anyhow::Result<()> {
             limits.sign,
             limits.verify
         );
-        let (measured, tables) =
-            runtime.block_on(run_backend(backend, Duration::from_secs(seconds), &machine))?;
+        let (measured, tables) = runtime.block_on(run_backend(
+            backend,
+            Duration::from_secs(seconds),
+            &machine,
+            &builds,
+            with_large,
+        ))?;
         rows.extend(measured);
         large.extend(tables);
     }
     if !rows.is_empty() {
         print_table(&rows);
+        if builds.len() > 1 {
+            print_comparison(&rows);
+        }
     }
     for tables in &large {
         tables.print();
@@ -262,10 +285,11 @@ impl Backend {
         }
     }
 
-    fn scenarios(self) -> impl Iterator<Item = &'static str> {
+    /// Its rows, the large tables' among them when `with_large`.
+    fn scenarios(self, with_large: bool) -> impl Iterator<Item = &'static str> {
         let large: &[&str] = match self {
-            Self::Sqlite => &[],
-            Self::PostgresRedis => &LARGE,
+            Self::PostgresRedis if with_large => &LARGE,
+            _ => &[],
         };
         SCENARIOS.iter().chain(large).copied()
     }
@@ -274,6 +298,8 @@ impl Backend {
 /// One line of the table.
 struct Row {
     backend: &'static str,
+    /// The build's label beside a baseline, else empty.
+    build: &'static str,
     scenario: &'static str,
     rps: f64,
     p50_ms: f64,
@@ -283,6 +309,17 @@ struct Row {
     requests: u64,
     /// (name of the limit, its value per core, the target fraction of it or an absolute target)
     bound: Bound,
+}
+
+impl Row {
+    /// Requests per server CPU-second.
+    fn per_cpu(&self) -> f64 {
+        if self.cpu_s > 0.0 {
+            self.requests as f64 / self.cpu_s
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 enum Bound {
@@ -343,368 +380,454 @@ impl Server {
     }
 }
 
+/// A server binary to measure, and the word its rows carry beside a baseline (empty when it runs alone).
+struct Build {
+    label: &'static str,
+    binary: PathBuf,
+}
+
+/// `BENCH_SERVER` (else this checkout's release build), after `BENCH_BASELINE` when that is set.
+fn builds() -> anyhow::Result<Vec<Build>> {
+    let current = server_binary()?;
+    let Some(baseline) = std::env::var_os("BENCH_BASELINE").map(PathBuf::from) else {
+        return Ok(vec![Build {
+            label: "",
+            binary: current,
+        }]);
+    };
+    anyhow::ensure!(
+        baseline.exists(),
+        "BENCH_BASELINE: no such file: {}",
+        baseline.display()
+    );
+    Ok(vec![
+        Build {
+            label: "baseline",
+            binary: baseline,
+        },
+        Build {
+            label: "current",
+            binary: current,
+        },
+    ])
+}
+
+/// One build's server under test, with a database of its own.
+struct Target {
+    /// Its build's label.
+    build: &'static str,
+    binary: PathBuf,
+    server: Server,
+    api: Arc<Api>,
+    db_url: String,
+    /// The PostgreSQL database made for it, dropped at the end: the large tables take gigabytes.
+    made: Option<(sea_orm::DatabaseConnection, String)>,
+}
+
+/// What the scenarios' requests need of the server they go to.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    /// Registered through the API, one per connection.
+    users: Vec<String>,
+    /// An access token of the first user.
+    access: String,
+    /// The JWKS's current `ETag`.
+    etag: String,
+    /// Per connection, the newest refresh token of one login's chain.
+    chains: Vec<tokio::sync::Mutex<String>>,
+}
+
+impl Target {
+    /// Makes the database, migrated by the build itself so that each build runs on its own schema, and
+    /// the clients the scenarios use; starts the server; registers the users and logs them in.
+    async fn start(
+        backend: Backend,
+        build: &Build,
+        n: usize,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut made = None;
+        let (db_url, redis_url) = match backend {
+            Backend::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("bench.db").display()
+                ),
+                None,
+            ),
+            Backend::PostgresRedis => {
+                let admin_url = std::env::var("BENCH_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let name = format!("portcullis_bench_{}_{n}", std::process::id());
+                let admin = Database::connect(&admin_url).await?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                    .await?;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await?;
+                let mut url = url::Url::parse(&admin_url)?;
+                url.set_path(&name);
+                same_host_without_tls(&mut url);
+                made = Some((admin, name));
+                let redis = std::env::var("BENCH_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+                (url.to_string(), Some(redis))
+            }
+        };
+        run_command(&build.binary, "migrate", &db_url).await?;
+        // The clients the scenarios use, made as the CLI makes them.
+        let db = portcullis::store::connect(&db_url, 2).await?;
+        let clients = portcullis::store::clients::ClientStore::new(db.clone());
+        use portcullis::ports::Clients as _;
+        for (id, grants) in [
+            ("bench-service", vec![GrantType::ClientCredentials]),
+            ("bench-rs", vec![GrantType::ClientCredentials]),
+        ] {
+            clients
+                .create(portcullis::ports::NewClient {
+                    id,
+                    secret_hash: Some(portcullis::oauth::client::hash_secret(SECRET)),
+                    grant_types: &grants,
+                    scopes: &Scope::parse("orders.read").unwrap(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        db.close().await?;
+        let keys = dir.path().join("keys");
+        portcullis::keys::generate(&keys, 2048)?;
+        let server = start_server(&build.binary, &db_url, redis_url.as_deref(), &keys, dir)?;
+
+        let mut api = Api {
+            http: http.clone(),
+            base: server.base.clone(),
+            users: (0..CONNECTIONS)
+                .map(|i| format!("bench-user-{i}"))
+                .collect(),
+            access: String::new(),
+            etag: String::new(),
+            chains: Vec::new(),
+        };
+        for user in &api.users {
+            let resp = http
+                .post(format!("{}/users", api.base))
+                .json(&json!({"username": user, "password": PASSWORD}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status() == StatusCode::CREATED,
+                "registration: {}",
+                resp.status()
+            );
+        }
+        let first: Value = api.login(&api.users[0]).await?.json().await?;
+        api.access = first["access_token"].as_str().unwrap().to_owned();
+        // Refresh chains: every request presents a fresh, never-used refresh token.
+        let mut chains = Vec::new();
+        for user in &api.users {
+            let body: Value = api.login(user).await?.json().await?;
+            chains.push(tokio::sync::Mutex::new(
+                body["refresh_token"].as_str().unwrap().to_owned(),
+            ));
+        }
+        api.chains = chains;
+        api.etag = http
+            .get(format!("{}/.well-known/jwks.json", api.base))
+            .send()
+            .await?
+            .headers()["etag"]
+            .to_str()?
+            .to_owned();
+        Ok(Self {
+            build: build.label,
+            binary: build.binary.clone(),
+            server,
+            api: Arc::new(api),
+            db_url,
+            made,
+        })
+    }
+
+    /// Stops the server, then drops its database.
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.server);
+        if let Some((admin, name)) = self.made {
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The targets in the order the next row measures them: beside a baseline the order flips from row to
+/// row, so that neither build is always the one measured first.
+fn in_turn(targets: &mut [Target]) -> &[Target] {
+    targets.reverse();
+    targets
+}
+
 async fn run_backend(
     backend: Backend,
     length: Duration,
     machine: &Machine,
+    builds: &[Build],
+    with_large: bool,
 ) -> anyhow::Result<(Vec<Row>, Option<LargeTables>)> {
-    let dir = tempfile::tempdir()?;
-    // The PostgreSQL database made for this run, dropped at the end: the large tables take gigabytes.
-    let mut made = None;
-    let (db_url, redis_url) = match backend {
-        Backend::Sqlite => (
-            format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("bench.db").display()
-            ),
-            None,
-        ),
-        Backend::PostgresRedis => {
-            let admin_url = std::env::var("BENCH_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let name = format!("portcullis_bench_{}", std::process::id());
-            let admin = Database::connect(&admin_url).await?;
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
-                .await?;
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                .await?;
-            let mut url = url::Url::parse(&admin_url)?;
-            url.set_path(&name);
-            same_host_without_tls(&mut url);
-            made = Some((admin, name));
-            let redis = std::env::var("BENCH_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-            (url.to_string(), Some(redis))
-        }
-    };
-    // The clients the scenarios use, made as the CLI makes them.
-    let db = portcullis::store::connect(&db_url, 2).await?;
-    portcullis::store::migrate(&db).await?;
-    let clients = portcullis::store::clients::ClientStore::new(db.clone());
-    use portcullis::ports::Clients as _;
-    let secret = "bench-secret-0123456789-0123456789-abcdef";
-    for (id, grants) in [
-        ("bench-service", vec![GrantType::ClientCredentials]),
-        ("bench-rs", vec![GrantType::ClientCredentials]),
-    ] {
-        clients
-            .create(portcullis::ports::NewClient {
-                id,
-                secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
-                grant_types: &grants,
-                scopes: &Scope::parse("orders.read").unwrap(),
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    db.close().await?;
-    let keys = dir.path().join("keys");
-    portcullis::keys::generate(&keys, 2048)?;
-    let server = start_server(&db_url, redis_url.as_deref(), &keys, dir)?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let base = server.base.clone();
-
-    // Users, registered through the API.
-    let users: Vec<String> = (0..CONNECTIONS)
-        .map(|i| format!("bench-user-{i}"))
-        .collect();
-    for user in &users {
-        let resp = http
-            .post(format!("{base}/users"))
-            .json(&json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            resp.status() == StatusCode::CREATED,
-            "registration: {}",
-            resp.status()
-        );
+    let mut targets = Vec::new();
+    // Reversed, so that the first row, which flips them, measures them in the order given.
+    for (n, build) in builds.iter().enumerate().rev() {
+        targets.push(Target::start(backend, build, n, &http).await?);
     }
-    let login = {
-        let (http, base) = (http.clone(), base.clone());
-        move |user: String| {
-            let http = http.clone();
-            let base = base.clone();
-            async move {
-                http.post(format!("{base}/oauth/token"))
-                    .form(&[
-                        ("grant_type", "password"),
-                        ("username", user.as_str()),
-                        ("password", PASSWORD),
-                    ])
-                    .send()
-                    .await
-            }
-        }
-    };
-    let first: Value = login(users[0].clone()).await?.json().await?;
-    let access = first["access_token"].as_str().unwrap().to_owned();
 
     let mut rows = Vec::new();
     let name = backend.name();
     let on = |scenario: &str| wanted(name, scenario);
-    let mut record = |scenario,
-                      bound,
-                      (requests, lat, cpu, rss): (u64, Vec<f64>, f64, f64),
-                      length: Duration| {
-        rows.push(row(name, scenario, bound, requests, lat, cpu, rss, length));
+    let mut record = |target: &Target, scenario, bound, result| {
+        rows.push(row(name, target.build, scenario, bound, result, length));
     };
 
-    // Password grant: argon2-bound.
-    let users_ = Arc::new(users.clone());
     if on("password grant") {
-        let (limit, result) = bracketed(
-            || machine.argon2(),
-            drive(&server, length, CONNECTIONS, {
-                let users = users_.clone();
-                let login = login.clone();
-                move |i, _| {
-                    let user = users[i % users.len()].clone();
-                    let f = login(user);
-                    async move {
-                        f.await
-                            .map(|r| r.status() == StatusCode::OK)
-                            .unwrap_or(false)
-                    }
-                }
-            }),
-        )
-        .await;
-        record(
-            "password grant",
-            Bound::Fraction("argon2id/core", limit, 0.9),
-            result,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let (limit, result) = bracketed(
+                || machine.argon2(),
+                drive(t, length, CONNECTIONS, password_grant),
+            )
+            .await;
+            record(
+                t,
+                "password grant",
+                Bound::Fraction("argon2id/core", limit, 0.9),
+                result,
+            );
+        }
     }
 
-    // Refresh chains: every request presents a fresh, never-used refresh token.
-    let mut chains = Vec::new();
-    for user in users.iter().take(CONNECTIONS) {
-        let body: Value = login(user.clone()).await?.json().await?;
-        chains.push(tokio::sync::Mutex::new(
-            body["refresh_token"].as_str().unwrap().to_owned(),
-        ));
-    }
-    let chains = Arc::new(chains);
-    let (refresh_bound, refresh_target) = match backend {
-        Backend::Sqlite => ("RS256 sign/core", 0.65),
-        Backend::PostgresRedis => ("RS256 sign/core", 0.55),
-    };
-    let refresh = {
-        let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
-        move |_, worker: usize| {
-            let (http, base, chains) = (http.clone(), base.clone(), chains.clone());
-            async move {
-                let mut rt = chains[worker].lock().await;
-                let resp = http
-                    .post(format!("{base}/oauth/token"))
-                    .form(&[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", rt.as_str()),
-                    ])
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status() == StatusCode::OK => match r.json::<Value>().await {
-                        Ok(body) => {
-                            *rt = body["refresh_token"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned();
-                            true
-                        }
-                        Err(_) => false,
-                    },
-                    _ => false,
-                }
-            }
-        }
+    let refresh_target = match backend {
+        Backend::Sqlite => 0.65,
+        Backend::PostgresRedis => 0.55,
     };
     if on("refresh (rotation)") {
-        let (limit, result) = bracketed(
-            || machine.sign(),
-            drive(&server, length, CONNECTIONS, refresh.clone()),
-        )
-        .await;
-        record(
-            "refresh (rotation)",
-            Bound::Fraction(refresh_bound, limit, refresh_target),
-            result,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let (limit, result) =
+                bracketed(|| machine.sign(), drive(t, length, CONNECTIONS, refresh)).await;
+            record(
+                t,
+                "refresh (rotation)",
+                Bound::Fraction("RS256 sign/core", limit, refresh_target),
+                result,
+            );
+        }
     }
 
     if on("client_credentials") {
-        let (limit, result) = bracketed(
-            || machine.sign(),
-            drive(&server, length, CONNECTIONS, {
-                let (http, base) = (http.clone(), base.clone());
-                move |_, _| {
-                    let req = http
-                        .post(format!("{base}/oauth/token"))
-                        .basic_auth("bench-service", Some(secret))
-                        .form(&[("grant_type", "client_credentials")]);
-                    answered(req, StatusCode::OK)
-                }
-            }),
-        )
-        .await;
-        record(
-            "client_credentials",
-            Bound::Fraction("RS256 sign/core", limit, 0.8),
-            result,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let (limit, result) = bracketed(
+                || machine.sign(),
+                drive(t, length, CONNECTIONS, client_credentials),
+            )
+            .await;
+            record(
+                t,
+                "client_credentials",
+                Bound::Fraction("RS256 sign/core", limit, 0.8),
+                result,
+            );
+        }
     }
 
-    let introspect = {
-        let (http, base, access) = (http.clone(), base.clone(), access.clone());
-        move |_, _| {
-            let req = http
-                .post(format!("{base}/oauth/introspect"))
-                .basic_auth("bench-rs", Some(secret))
-                .form(&[("token", access.as_str())]);
-            answered(req, StatusCode::OK)
-        }
-    };
     if on("introspection") {
-        record(
-            "introspection",
-            Bound::Absolute(10_000.0),
-            drive(&server, length, CONNECTIONS, introspect.clone()).await,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let result = drive(t, length, CONNECTIONS, introspection).await;
+            record(t, "introspection", Bound::Absolute(10_000.0), result);
+        }
     }
 
     if on("GET /users/me") {
-        record(
-            "GET /users/me",
-            Bound::Absolute(6_000.0),
-            drive(&server, length, CONNECTIONS, {
-                let (http, base, access) = (http.clone(), base.clone(), access.clone());
-                move |_, _| {
-                    let req = http.get(format!("{base}/users/me")).bearer_auth(&access);
-                    answered(req, StatusCode::OK)
-                }
-            })
-            .await,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let result = drive(t, length, CONNECTIONS, users_me).await;
+            record(t, "GET /users/me", Bound::Absolute(6_000.0), result);
+        }
     }
 
-    let etag = http
-        .get(format!("{base}/.well-known/jwks.json"))
-        .send()
-        .await?
-        .headers()["etag"]
-        .to_str()?
-        .to_owned();
-    let jwks = {
-        let (http, base) = (http.clone(), base.clone());
-        move |_, _| {
-            let req = http.get(format!("{base}/.well-known/jwks.json"));
-            answered(req, StatusCode::OK)
-        }
-    };
     if on("JWKS") {
-        record(
-            "JWKS",
-            Bound::Absolute(40_000.0),
-            drive(&server, length, CONNECTIONS, jwks.clone()).await,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let result = drive(t, length, CONNECTIONS, jwks).await;
+            record(t, "JWKS", Bound::Absolute(40_000.0), result);
+        }
     }
     if on("JWKS, If-None-Match") {
-        record(
-            "JWKS, If-None-Match",
-            Bound::Absolute(40_000.0),
-            drive(&server, length, CONNECTIONS, {
-                let (http, base, etag) = (http.clone(), base.clone(), etag.clone());
-                move |_, _| {
-                    let req = http
-                        .get(format!("{base}/.well-known/jwks.json"))
-                        .header("if-none-match", &etag);
-                    answered(req, StatusCode::NOT_MODIFIED)
-                }
-            })
-            .await,
-            length,
-        );
+        for t in in_turn(&mut targets) {
+            let result = drive(t, length, CONNECTIONS, jwks_if_none_match).await;
+            record(t, "JWKS, If-None-Match", Bound::Absolute(40_000.0), result);
+        }
     }
     if on("JWKS under a login flood") || on("introspection under a login flood") {
-        // The flood's baseline is the same pair of loads without the flood, so that the ratio shows what
-        // the logins cost the token checks and nothing else.
-        let (jwks_idle, intro_idle) = tokio::join!(
-            drive(&server, length, 4, jwks.clone()),
-            drive(&server, length, 4, introspect.clone())
-        );
-        let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
-        let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
+        for t in in_turn(&mut targets) {
+            // The flood's baseline is the same pair of loads without the flood, so that the ratio shows
+            // what the logins cost the token checks and nothing else.
+            let (jwks_idle, intro_idle) = tokio::join!(
+                drive(t, length, 4, jwks),
+                drive(t, length, 4, introspection)
+            );
+            let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
+            let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
 
-        // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
-        let flood_until = Instant::now() + length;
-        let flooders: Vec<_> = (0..CONNECTIONS)
-            .map(|i| {
-                let f = login.clone();
-                let user = users[i % users.len()].clone();
-                tokio::spawn(async move {
-                    while Instant::now() < flood_until {
-                        let _ = f(user.clone()).await;
-                    }
+            // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
+            let flood_until = Instant::now() + length;
+            let flooders: Vec<_> = (0..CONNECTIONS)
+                .map(|i| {
+                    let api = t.api.clone();
+                    tokio::spawn(async move {
+                        while Instant::now() < flood_until {
+                            password_grant(api.clone(), i, i).await;
+                        }
+                    })
                 })
-            })
-            .collect();
-        server.reset_peak_rss();
-        let (jwks_flood, intro_flood) = tokio::join!(
-            drive(&server, length, 4, jwks.clone()),
-            drive(&server, length, 4, introspect.clone())
-        );
-        let flood_rss = server.peak_rss_mib();
-        for f in flooders {
-            let _ = f.await;
+                .collect();
+            t.server.reset_peak_rss();
+            let (jwks_flood, intro_flood) = tokio::join!(
+                drive(t, length, 4, jwks),
+                drive(t, length, 4, introspection)
+            );
+            let flood_rss = t.server.peak_rss_mib();
+            for f in flooders {
+                let _ = f.await;
+            }
+            record(
+                t,
+                "JWKS under a login flood",
+                Bound::Latency {
+                    idle_p99: jwks_idle_p99,
+                    at_most: 3.0,
+                },
+                jwks_flood,
+            );
+            record(
+                t,
+                "introspection under a login flood",
+                Bound::Latency {
+                    idle_p99: intro_idle_p99,
+                    at_most: 3.0,
+                },
+                intro_flood,
+            );
+            println!(
+                "{}: peak RSS under a {CONNECTIONS}-connection login flood {flood_rss:.0} MiB (target <= 120)",
+                labelled(name, t.build)
+            );
         }
-        record(
-            "JWKS under a login flood",
-            Bound::Latency {
-                idle_p99: jwks_idle_p99,
-                at_most: 3.0,
-            },
-            jwks_flood,
-            length,
-        );
-        record(
-            "introspection under a login flood",
-            Bound::Latency {
-                idle_p99: intro_idle_p99,
-                at_most: 3.0,
-            },
-            intro_flood,
-            length,
-        );
-        println!(
-            "{name}: peak RSS under a {CONNECTIONS}-connection login flood {flood_rss:.0} MiB (target <= 120)"
-        );
     }
 
-    let large = if backend == Backend::PostgresRedis && LARGE.iter().any(|s| on(s)) {
-        let wanted = LARGE.map(on);
-        Some(large_tables(&server, &db_url, length, refresh, introspect, wanted).await?)
+    let large = if with_large && backend == Backend::PostgresRedis && LARGE.iter().any(|s| on(s)) {
+        Some(large_tables(&targets[0], length, LARGE.map(on)).await?)
     } else {
         None
     };
-    drop(server);
-    if let Some((admin, name)) = made {
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
-            .await?;
+    for t in targets {
+        t.stop().await?;
     }
     Ok((rows, large))
+}
+
+const SECRET: &str = "bench-secret-0123456789-0123456789-abcdef";
+
+impl Api {
+    async fn login(&self, user: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/oauth/token", self.base))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+    }
+}
+
+// The scenarios' requests, each called as `request(api, i, worker)` by `drive`; true when answered as
+// expected.
+
+/// argon2-bound.
+async fn password_grant(api: Arc<Api>, i: usize, _: usize) -> bool {
+    let user = &api.users[i % api.users.len()];
+    api.login(user)
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+/// Presents the newest token of the worker's chain, so every request is a real rotation.
+async fn refresh(api: Arc<Api>, _: usize, worker: usize) -> bool {
+    let mut rt = api.chains[worker].lock().await;
+    let resp = api
+        .http
+        .post(format!("{}/oauth/token", api.base))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+        ])
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status() == StatusCode::OK => match r.json::<Value>().await {
+            Ok(body) => {
+                *rt = body["refresh_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                true
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
+async fn client_credentials(api: Arc<Api>, _: usize, _: usize) -> bool {
+    let req = api
+        .http
+        .post(format!("{}/oauth/token", api.base))
+        .basic_auth("bench-service", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")]);
+    answered(req, StatusCode::OK).await
+}
+
+async fn introspection(api: Arc<Api>, _: usize, _: usize) -> bool {
+    let req = api
+        .http
+        .post(format!("{}/oauth/introspect", api.base))
+        .basic_auth("bench-rs", Some(SECRET))
+        .form(&[("token", api.access.as_str())]);
+    answered(req, StatusCode::OK).await
+}
+
+async fn users_me(api: Arc<Api>, _: usize, _: usize) -> bool {
+    let req = api
+        .http
+        .get(format!("{}/users/me", api.base))
+        .bearer_auth(&api.access);
+    answered(req, StatusCode::OK).await
+}
+
+async fn jwks(api: Arc<Api>, _: usize, _: usize) -> bool {
+    let req = api.http.get(format!("{}/.well-known/jwks.json", api.base));
+    answered(req, StatusCode::OK).await
+}
+
+async fn jwks_if_none_match(api: Arc<Api>, _: usize, _: usize) -> bool {
+    let req = api
+        .http
+        .get(format!("{}/.well-known/jwks.json", api.base))
+        .header("if-none-match", &api.etag);
+    answered(req, StatusCode::NOT_MODIFIED).await
 }
 
 /// What the large-tables section seeds: for each of `LARGE_SESSIONS` logins by `LARGE_USERS` users, a
@@ -796,29 +919,20 @@ impl LargeTables {
 /// The large-tables section, on PostgreSQL: refresh and introspection measured on the tables as the run
 /// left them, then again once they hold what months of logins leave without housekeeping, seeded in
 /// SQL; then one housekeeping pass over them by the real `portcullis purge`. `wanted` follows [`LARGE`].
-async fn large_tables<R, RF, I, IF>(
-    server: &Server,
-    db_url: &str,
+async fn large_tables(
+    target: &Target,
     length: Duration,
-    refresh: R,
-    introspect: I,
     wanted: [bool; 3],
-) -> anyhow::Result<LargeTables>
-where
-    R: Fn(usize, usize) -> RF + Clone + Send + 'static,
-    RF: Future<Output = bool> + Send,
-    I: Fn(usize, usize) -> IF + Clone + Send + 'static,
-    IF: Future<Output = bool> + Send,
-{
-    let db = portcullis::store::connect(db_url, 1).await?;
+) -> anyhow::Result<LargeTables> {
+    let db = portcullis::store::connect(&target.db_url, 1).await?;
     let measure = async |tables: &str| -> anyhow::Result<_> {
         let mut refreshed = None;
         if wanted[0] {
-            refreshed = Some(measured(server, &db, tables, length, refresh.clone()).await?);
+            refreshed = Some(measured(target, &db, tables, length, refresh).await?);
         }
         let mut introspected = None;
         if wanted[1] {
-            introspected = Some(measured(server, &db, tables, length, introspect.clone()).await?);
+            introspected = Some(measured(target, &db, tables, length, introspection).await?);
         }
         Ok((refreshed, introspected))
     };
@@ -854,7 +968,7 @@ where
     }
 
     let purge = if wanted[2] {
-        Some(purge_large(db_url).await?)
+        Some(purge_large(target).await?)
     } else {
         None
     };
@@ -868,18 +982,18 @@ where
 /// Drives one scenario as the main table's rows are driven, noting the WAL PostgreSQL wrote meanwhile:
 /// with large tables the database's work grows, and the server's own CPU does not show it.
 async fn measured<F, Fut>(
-    server: &Server,
+    target: &Target,
     db: &sea_orm::DatabaseConnection,
     tables: &str,
     length: Duration,
     request: F,
 ) -> anyhow::Result<Measured>
 where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    F: Fn(Arc<Api>, usize, usize) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
     let before = wal_bytes(db).await?;
-    let result = drive(server, length, CONNECTIONS, request).await;
+    let result = drive(target, length, CONNECTIONS, request).await;
     let wal = wal_bytes(db).await? - before;
     Ok(Measured::new(tables, result, wal, length))
 }
@@ -1032,27 +1146,31 @@ const REBUILT: &str = "
     ORDER BY step";
 
 /// Runs one housekeeping pass with the real `portcullis purge` and reports its time and what it removed.
-async fn purge_large(db_url: &str) -> anyhow::Result<String> {
+async fn purge_large(target: &Target) -> anyhow::Result<String> {
+    let start = Instant::now();
+    let out = run_command(&target.binary, "purge", &target.db_url).await?;
+    let took = start.elapsed();
+    let removed = out.lines().collect::<Vec<_>>().join(", ");
+    Ok(format!(
+        "PostgreSQL+Redis, purge of large tables: one `portcullis purge` pass took {:.1} s and removed {removed}",
+        took.as_secs_f64()
+    ))
+}
+
+/// Runs a command of the server binary (`migrate`, `purge`) on the database, as an operator would;
+/// returns its standard output.
+async fn run_command(binary: &Path, command: &str, db_url: &str) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
-    let mut cmd = Command::new(server_binary()?);
-    cmd.arg("purge")
+    let mut cmd = Command::new(binary);
+    cmd.arg(command)
         .current_dir(dir.path())
         .env_remove("PORTCULLIS_CONFIG")
         .env("PORTCULLIS__DATABASE__URL", db_url)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit());
-    let start = Instant::now();
     let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    let took = start.elapsed();
-    anyhow::ensure!(out.status.success(), "portcullis purge: {}", out.status);
-    let removed = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok(format!(
-        "PostgreSQL+Redis, purge of large tables: one `portcullis purge` pass took {:.1} s and removed {removed}",
-        took.as_secs_f64()
-    ))
+    anyhow::ensure!(out.status.success(), "portcullis {command}: {}", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A database on this machine is reached without TLS, as a server on the database's own host would reach
@@ -1087,12 +1205,12 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 }
 
 fn start_server(
+    binary: &Path,
     db_url: &str,
     redis: Option<&str>,
     keys: &Path,
     dir: tempfile::TempDir,
 ) -> anyhow::Result<Server> {
-    let binary = server_binary()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -1113,9 +1231,10 @@ fn start_server(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(redis) = redis {
+        // A prefix of its own, since a baseline's server shares the Redis.
         cmd.env("PORTCULLIS__REDIS__URL", redis).env(
             "PORTCULLIS__REDIS__KEY_PREFIX",
-            format!("bench:{}:", std::process::id()),
+            format!("bench:{}:{port}:", std::process::id()),
         );
     }
     // Its own session, as a service has under systemd or in a container. In the load generator's session
@@ -1147,30 +1266,31 @@ fn start_server(
     anyhow::bail!("the server did not start")
 }
 
-/// Runs `connections` workers calling `request(i, worker)` for `length`; returns the successful
+/// Runs `connections` workers calling `request(api, i, worker)` for `length`; returns the successful
 /// requests, their latencies, the server CPU seconds and the peak RSS meanwhile.
 async fn drive<F, Fut>(
-    server: &Server,
+    target: &Target,
     length: Duration,
     connections: usize,
     request: F,
 ) -> (u64, Vec<f64>, f64, f64)
 where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    F: Fn(Arc<Api>, usize, usize) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    let server = &target.server;
     server.reset_peak_rss();
     let cpu_before = server.cpu_seconds();
     let until = Instant::now() + length;
     let workers: Vec<_> = (0..connections)
         .map(|worker| {
-            let request = request.clone();
+            let api = target.api.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut i = worker;
                 while Instant::now() < until {
                     let start = Instant::now();
-                    if request(i, worker).await {
+                    if request(api.clone(), i, worker).await {
                         latencies.push(start.elapsed().as_secs_f64());
                     }
                     i += connections;
@@ -1205,19 +1325,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[allow(clippy::too_many_arguments)]
 fn row(
     backend: &'static str,
+    build: &'static str,
     scenario: &'static str,
     bound: Bound,
-    requests: u64,
-    latencies: Vec<f64>,
-    cpu: f64,
-    rss: f64,
+    (requests, latencies, cpu, rss): (u64, Vec<f64>, f64, f64),
     length: Duration,
 ) -> Row {
     Row {
         backend,
+        build,
         scenario,
         rps: requests as f64 / length.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.5) * 1000.0,
@@ -1229,17 +1347,22 @@ fn row(
     }
 }
 
+/// "SQLite", or "SQLite, baseline" beside a baseline.
+fn labelled(backend: &str, build: &str) -> String {
+    if build.is_empty() {
+        backend.to_owned()
+    } else {
+        format!("{backend}, {build}")
+    }
+}
+
 fn print_table(rows: &[Row]) {
     println!(
         "\n| backend | scenario | req/s | p50 ms | p99 ms | server CPU s | req per CPU-s | peak RSS MiB | bound by | limit per core | ratio | target | met |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
     for r in rows {
-        let per_cpu = if r.cpu_s > 0.0 {
-            r.requests as f64 / r.cpu_s
-        } else {
-            f64::NAN
-        };
+        let per_cpu = r.per_cpu();
         let (bound, limit, ratio, target, met) = match r.bound {
             Bound::Fraction(name, limit, fraction) => {
                 let ratio = per_cpu / limit;
@@ -1271,7 +1394,7 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
-            r.backend,
+            labelled(r.backend, r.build),
             r.scenario,
             r.rps,
             r.p50_ms,
@@ -1284,6 +1407,33 @@ fn print_table(rows: &[Row]) {
             ratio,
             target,
             if met { "yes" } else { "**no**" }
+        );
+    }
+}
+
+/// Beside a baseline: each row's requests per server CPU-second and p99 on both builds, and the current
+/// build's figure as a share of the baseline's.
+fn print_comparison(rows: &[Row]) {
+    println!(
+        "\n| backend | scenario | req per CPU-s, baseline | req per CPU-s, current | current / baseline | p99 ms, baseline | p99 ms, current | current / baseline |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for current in rows.iter().filter(|r| r.build == "current") {
+        let Some(baseline) = rows.iter().find(|r| {
+            r.build == "baseline" && r.backend == current.backend && r.scenario == current.scenario
+        }) else {
+            continue;
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} % | {:.2} | {:.2} | {:.1} % |",
+            current.backend,
+            current.scenario,
+            baseline.per_cpu(),
+            current.per_cpu(),
+            current.per_cpu() / baseline.per_cpu() * 100.0,
+            baseline.p99_ms,
+            current.p99_ms,
+            current.p99_ms / baseline.p99_ms * 100.0
         );
     }
 }
