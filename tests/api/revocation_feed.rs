@@ -1,0 +1,75 @@
+//! The revocation feed (`GET /oauth/revocations`): entries after a cursor, the ETag, expiry, and who
+//! may read it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{assert_error, spawn_app_with};
+
+on_both_databases! {
+    async fn the_feed_lists_revocations_after_a_cursor_with_an_etag_and_drops_expired_ones(backend: Backend) {
+        // Arrange: access tokens live 2 s, so entries expire quickly.
+        let app = spawn_app_with(backend, |s| s.tokens.access_ttl = 2).await;
+        let rs = app.resource_server().await;
+        let feed = |since: Option<&str>, etag: Option<&str>| {
+            let mut req = app.http.get(app.url("/oauth/revocations")).basic_auth(&rs.id, rs.secret.as_deref());
+            if let Some(since) = since {
+                req = req.query(&[("since", since)]);
+            }
+            if let Some(etag) = etag {
+                req = req.header("if-none-match", etag);
+            }
+            req.send()
+        };
+        let user = app.seed_user().await;
+        let first = app.login(&user).await;
+        let second = app.login(&user).await;
+
+        // An empty feed.
+        let empty: Value = feed(None, None).await.unwrap().json().await.unwrap();
+        assert_eq!(empty["entries"], serde_json::json!([]));
+        let start = empty["cursor"].as_str().unwrap().to_owned();
+
+        // Act: revoke an access token, then log a session out.
+        app.http.post(app.url("/oauth/revoke")).form(&[("token", first.access_token.as_str())]).send().await.unwrap();
+        let resp = feed(Some(&start), None).await.unwrap();
+        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        let page: Value = resp.json().await.unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        let claims: Value = {
+            use base64::Engine;
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first.access_token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+        };
+        assert_eq!(entries[0]["kind"], "jti");
+        assert_eq!(entries[0]["value"], claims["jti"]);
+        assert_eq!(entries[0]["expires_at"], claims["exp"]);
+        // The same question, the same ETag; with it, 304.
+        assert_eq!(feed(Some(&start), Some(&etag)).await.unwrap().status(), StatusCode::NOT_MODIFIED);
+
+        let cursor = page["cursor"].as_str().unwrap().to_owned();
+        let resp = app.http.delete(app.url("/users/me/sessions")).bearer_auth(&second.access_token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let next: Value = feed(Some(&cursor), None).await.unwrap().json().await.unwrap();
+        let kinds: Vec<&str> = next["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"sub") && kinds.contains(&"sid"), "{kinds:?}");
+        assert!(!kinds.contains(&"jti"), "nothing from before the cursor");
+        let sub = next["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "sub").unwrap();
+        assert!(sub["not_before"].as_i64().unwrap() >= claims["iat"].as_i64().unwrap());
+        // An unknown cursor answers the full live set.
+        let all: Value = feed(Some("99999999"), None).await.unwrap().json().await.unwrap();
+        assert_eq!(all["entries"].as_array().unwrap().len(), kinds.len() + 1);
+
+        // Expired entries drop out.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let later: Value = feed(None, None).await.unwrap().json().await.unwrap();
+        assert_eq!(later["entries"], serde_json::json!([]));
+        let purged = portcullis::store::housekeeping::purge(&app.state.db, chrono::Utc::now(), app.state.settings.access_ttl()).await.unwrap();
+        assert_eq!(purged.revocations as usize, kinds.len() + 1);
+
+        // Only confidential clients, by HTTP Basic.
+        assert_error(app.http.get(app.url("/oauth/revocations")).send().await.unwrap(), 401, "invalid_client").await;
+    }
+}
