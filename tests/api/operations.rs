@@ -1,5 +1,5 @@
-//! The operational surface: readiness per dependency, metrics, request logs that never carry a secret,
-//! and graceful shutdown.
+//! The operational surface: liveness, readiness per dependency, metrics, request logs that never carry
+//! a secret, and graceful shutdown.
 
 use std::{
     io::Read,
@@ -15,6 +15,17 @@ use crate::helpers::{
     Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
     spawn_app_with, test_keys_dir,
 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_ok() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let resp = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_the_database_when_it_goes_away_and_recovers_when_it_returns() {
