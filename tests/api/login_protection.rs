@@ -1,5 +1,6 @@
 //! Login protection: rate limits per address and per username, the trusted-proxy rule, failure
-//! throttling shared through Redis, and the bounded hashing queue.
+//! throttling shared through Redis, the password change counted as a login, and the bounded hashing
+//! queue.
 
 use std::{num::NonZeroU32, time::Duration};
 
@@ -387,6 +388,46 @@ on_both_databases! {
         let restarted = a.another_instance().await;
         drop(a);
         assert_rate_limited(login_from(&restarted, "198.51.100.5", &user.username, &user.password).await, 60).await;
+    }
+
+    async fn a_wrong_current_password_is_a_failed_login(backend: Backend) {
+        // Arrange: two failures from one address for one user start the delays.
+        let app = spawn_app_with(backend, |s| {
+            s.throttle.failures = 2;
+            s.throttle.base_delay = 60;
+        })
+        .await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = |current: &'static str| app.change_password(&token, current, "a brand new passphrase");
+
+        // Act
+        for _ in 0..2 {
+            assert_eq!(change("not the password").await.status(), StatusCode::BAD_REQUEST);
+        }
+        let throttled = app.change_password(&token, &user.password, "a brand new passphrase").await;
+
+        // Assert: refused without checking, even the right password; and the token endpoint alike.
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        let body: Value = throttled.json().await.unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        let resp = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Nothing changed.
+        assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    }
+
+    async fn the_password_change_counts_against_the_per_user_login_rate_limit(backend: Backend) {
+        let app = spawn_app_with(backend, |s| s.rate_limit.login_per_user = n(2)).await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = || app.change_password(&token, "not the password", "a brand new passphrase");
+        assert_eq!(change().await.status(), StatusCode::BAD_REQUEST);
+        let limited = change().await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(limited.headers().contains_key("retry-after"));
     }
 }
 

@@ -1,12 +1,18 @@
-//! The revocation feed (`GET /oauth/revocations`): entries after a cursor, the ETag, expiry, and who
-//! may read it.
+//! The revocation feed (`GET /oauth/revocations`): entries after a cursor, the ETag, expiry, who may
+//! read it, and a reader following the cursor missing nothing that commits concurrently.
 
 use std::time::Duration;
 
+use portcullis::store::{
+    deny_list::{Entry, Revocation},
+    revocation_feed::append,
+};
+use rand::Rng;
 use reqwest::StatusCode;
+use sea_orm::TransactionTrait;
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app_with};
+use crate::helpers::{Backend, assert_error, spawn_app, spawn_app_with};
 
 on_both_databases! {
     async fn the_feed_lists_revocations_after_a_cursor_with_an_etag_and_drops_expired_ones(backend: Backend) {
@@ -72,4 +78,59 @@ on_both_databases! {
         // Only confidential clients, by HTTP Basic.
         assert_error(app.http.get(app.url("/oauth/revocations")).send().await.unwrap(), 401, "invalid_client").await;
     }
+}
+
+/// A reader following the feed's cursor sees every entry, however the writers' commits interleave: on
+/// PostgreSQL a number handed out earlier could otherwise commit after a later one the reader saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurrently() {
+    // Arrange
+    let app = spawn_app(Backend::Postgres).await;
+    let writers = 8;
+    let each = 25;
+    let done = std::sync::Arc::new(tokio::sync::Barrier::new(writers + 1));
+    for w in 0..writers {
+        let (db, done) = (app.state.db.clone(), done.clone());
+        tokio::spawn(async move {
+            for i in 0..each {
+                let txn = db.begin().await.unwrap();
+                let revocation = Revocation {
+                    entry: Entry::Jti(format!("w{w}-{i}")),
+                    expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+                };
+                append(&txn, &[revocation]).await.unwrap();
+                // Other work in the same transaction, so commits interleave as in production.
+                let pause = rand::thread_rng().gen_range(0..3);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                txn.commit().await.unwrap();
+            }
+            done.wait().await;
+        });
+    }
+
+    // Act: follow the cursor while they write, and once more after.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = None;
+    let mut finished = std::pin::pin!(done.wait());
+    loop {
+        let last = futures_util::FutureExt::now_or_never(finished.as_mut()).is_some();
+        let (entries, next) = app.state.feed.since(cursor).await.unwrap();
+        cursor = Some(next);
+        seen.extend(entries.into_iter().map(|r| r.entry));
+        if last {
+            break;
+        }
+    }
+
+    // Assert
+    let missed: Vec<_> = (0..writers)
+        .flat_map(|w| (0..each).map(move |i| Entry::Jti(format!("w{w}-{i}"))))
+        .filter(|e| !seen.contains(e))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} entries were skipped: {missed:?}",
+        missed.len(),
+        writers * each
+    );
 }

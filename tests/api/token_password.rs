@@ -1,4 +1,5 @@
-//! The password grant, end to end: register → token → me, for every way a client can present itself.
+//! The password grant, end to end: register → token → me, for every way a client can present itself;
+//! and the stored hash, upgraded at login but never over a password changed meanwhile.
 
 use std::collections::BTreeSet;
 
@@ -194,5 +195,24 @@ on_both_databases! {
         assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{after}");
         assert_ne!(after, old);
         app.login(&user).await;
+    }
+
+    async fn a_rehash_never_overwrites_a_password_changed_meanwhile(backend: Backend) {
+        // Arrange: a login verified the old password (its row as read then), and the password changes.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let user = app.seed_user().await;
+        let verified = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
+        let token = app.login(&user).await.access_token;
+        let resp = app.change_password(&token, &user.password, "a brand new passphrase").await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+        // Act: the login's rehash of the old password arrives late.
+        app.state.users.update_hash(verified.id, verified.password_changed_at, verified.password_hash.clone()).await.unwrap();
+
+        // Assert: the new password stands, the old one does not come back.
+        let old = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        assert_error(old, 400, "invalid_grant").await;
+        let new = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", "a brand new passphrase")]).await;
+        assert_eq!(new.status(), StatusCode::OK);
     }
 }
