@@ -2,27 +2,18 @@
 //! and of Redis, is recorded while Redis is down, reaches every instance (and comes from the command
 //! line) within `keys.rescan_interval`, and checks that depend on who the user is now read the user.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
     cli::{ok, portcullis},
-    helpers::{PrivateRedis, TestApp, TestClient, claims_of, free_port, spawn_app_with},
+    helpers::{
+        PrivateRedis, TestApp, TestClient, claims_of, eventually, free_port, password_form,
+        spawn_app_with,
+    },
 };
-
-/// Polls `check` until it holds, failing after `within`: for properties promised within a bound.
-async fn eventually<F: Future<Output = bool>>(within: Duration, what: &str, check: impl Fn() -> F) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Introspection's `active`, or `None` while the server answers `503` (its deny list is incomplete).
 async fn active(app: &TestApp, rs: &TestClient, token: &str) -> Option<bool> {
@@ -46,13 +37,7 @@ async fn revoke_one_of_each(app: &TestApp) -> Revoked {
     let by_jti = app.login(&user).await.access_token;
     let by_sid = app.login(&user).await.access_token;
     let live = app.login(&user).await.access_token;
-    let resp = app
-        .http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", by_jti.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.revoke(&by_jti).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let sid = claims_of(&by_sid)["sid"].as_str().unwrap().to_owned();
     let resp = app
@@ -153,7 +138,7 @@ on_both_databases! {
 
         // Act: Redis goes away; a revocation and a reuse happen meanwhile.
         redis.stop();
-        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", doomed.as_str())]).send().await.unwrap();
+        let resp = app.revoke(&doomed).await;
         assert_eq!(resp.status(), StatusCode::OK, "the revocation is recorded and answered as usual");
         crate::helpers::assert_error(app.refresh(&first_rt).await, 400, "invalid_grant").await;
         assert_eq!(app.me(&live).await.status(), StatusCode::SERVICE_UNAVAILABLE, "Bearer routes fail closed");
@@ -180,7 +165,7 @@ on_both_databases! {
         assert_eq!(active(&b, &rs, &token).await, Some(true));
 
         // Act: revoked at A.
-        let resp = a.http.post(a.url("/oauth/revoke")).form(&[("token", token.as_str())]).send().await.unwrap();
+        let resp = a.revoke(&token).await;
         assert_eq!(resp.status(), StatusCode::OK);
 
         // Assert: at once at A, and at B within the interval (and a margin for the poll itself).
@@ -224,7 +209,7 @@ on_both_databases! {
         assert!(!a.state.users.find_by_username(&admin.username).await.unwrap().unwrap().is_active);
         // Neither can log in or refresh.
         for who in [&admin, &user] {
-            let resp = b.token(&[("grant_type", "password"), ("username", &who.username), ("password", &who.password)]).await;
+            let resp = b.token(&password_form(&who.username, &who.password)).await;
             crate::helpers::assert_error(resp, 400, "invalid_grant").await;
         }
     }
@@ -245,7 +230,7 @@ on_both_databases! {
                         barrier.wait().await;
                         let resp = http
                             .post(url)
-                            .form(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)])
+                            .form(&password_form(&user.username, &user.password))
                             .send()
                             .await
                             .unwrap();
@@ -284,7 +269,7 @@ on_both_databases! {
         let first = app.login(&user).await.access_token;
         let second = app.login(&user).await.access_token;
         let revoked = app.login(&user).await.access_token;
-        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", revoked.as_str())]).send().await.unwrap();
+        let resp = app.revoke(&revoked).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let victim = app.seed_user().await;
         let victim_token = app.login(&victim).await.access_token;
@@ -362,13 +347,7 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
     let rs = app.resource_server().await;
     let user = app.seed_user().await;
     let token = app.login(&user).await.access_token;
-    let resp = app
-        .http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.revoke(&token).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let prefix = app.settings.redis.key_prefix.clone();
     let mut redis = redis::Client::open(crate::helpers::redis_url())

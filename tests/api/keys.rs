@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDatabase, assert_error, own_key_dir, spawn_app_with};
+use crate::helpers::{
+    Backend, TestApp, TestDatabase, assert_error, eventually, own_key_dir, spawn_app_with,
+};
 
 fn weak_key_pem() -> String {
     rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024)
@@ -45,21 +47,6 @@ fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
-/// Polls `check` every 100 ms for at most `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..secs * 10 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within {secs} s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prunes_only_dead_keys()
 {
@@ -83,9 +70,11 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     let (_, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
 
     // Assert: the next key is published before any token carries it.
-    eventually(3, "the next key in the JWKS", || async {
-        published_kids(&app).await.contains(&new_kid)
-    })
+    eventually(
+        Duration::from_secs(3),
+        "the next key in the JWKS",
+        || async { published_kids(&app).await.contains(&new_kid) },
+    )
     .await;
     let meanwhile = app.login(&user).await.access_token;
     assert_eq!(
@@ -94,7 +83,7 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
         "the new key does not sign before its pre-publication"
     );
     // Once published long enough it signs; the old key's tokens still verify.
-    eventually(5, "the new key signing", || async {
+    eventually(Duration::from_secs(5), "the new key signing", || async {
         kid_of(&app.login(&user).await.access_token) == new_kid
     })
     .await;
@@ -128,9 +117,11 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
         removed.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
         [old_kid.as_str()]
     );
-    eventually(3, "the old key leaving the JWKS", || async {
-        published_kids(&app).await == [new_kid.clone()]
-    })
+    eventually(
+        Duration::from_secs(3),
+        "the old key leaving the JWKS",
+        || async { published_kids(&app).await == [new_kid.clone()] },
+    )
     .await;
 }
 
@@ -159,9 +150,11 @@ async fn a_key_taken_out_of_the_folder_stops_verifying_its_tokens_at_the_next_re
             std::fs::remove_file(old).unwrap();
         }
     }
-    eventually(3, "the old key leaving the JWKS", || async {
-        published_kids(&app).await == [new_kid.clone()]
-    })
+    eventually(
+        Duration::from_secs(3),
+        "the old key leaving the JWKS",
+        || async { published_kids(&app).await == [new_kid.clone()] },
+    )
     .await;
 
     // Assert
@@ -199,9 +192,14 @@ async fn two_instances_on_one_key_folder_agree_after_a_rotation_and_sighup() {
         .unwrap();
     assert!(hup.success());
 
-    eventually(3, "both instances rescanning", || async {
-        published_kids(&a).await.contains(&new_kid) && published_kids(&b).await.contains(&new_kid)
-    })
+    eventually(
+        Duration::from_secs(3),
+        "both instances rescanning",
+        || async {
+            published_kids(&a).await.contains(&new_kid)
+                && published_kids(&b).await.contains(&new_kid)
+        },
+    )
     .await;
     let (ea, eb) = (etag(&a).await, etag(&b).await);
     assert_eq!(ea, eb);

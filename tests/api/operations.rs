@@ -12,8 +12,8 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
-    spawn_app_with, test_keys_dir,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, password_form, postgres_url,
+    spawn_app, spawn_app_with, test_keys_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,12 +248,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
     app.refreshed(login.refresh_token.as_deref().unwrap()).await;
     let rt = app.login(&user).await.refresh_token.unwrap();
     assert_error(
-        app.token(&[
-            ("grant_type", "password"),
-            ("username", &user.username),
-            ("password", PASSWORD),
-        ])
-        .await,
+        app.token(&password_form(&user.username, PASSWORD)).await,
         429,
         "rate_limited",
     )
@@ -415,16 +410,12 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let login: Value = token(vec![
-        ("grant_type", "password"),
-        ("username", "logger"),
-        ("password", password),
-    ])
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let login: Value = token(password_form("logger", password).to_vec())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
     let refreshed: Value = token(vec![
@@ -443,25 +434,17 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
         .send()
         .await
         .unwrap();
-    http.post(server.url("/oauth/revoke"))
-        .basic_auth("logged-client", Some(secret))
-        .form(&[("token", access.as_str())])
-        .send()
+    for revoked in [&access, &refresh2] {
+        http.post(server.url("/oauth/revoke"))
+            .basic_auth("logged-client", Some(secret))
+            .form(&[("token", revoked.as_str())])
+            .send()
+            .await
+            .unwrap();
+    }
+    token(password_form("logger", wrong).to_vec())
         .await
         .unwrap();
-    http.post(server.url("/oauth/revoke"))
-        .basic_auth("logged-client", Some(secret))
-        .form(&[("token", refresh2.as_str())])
-        .send()
-        .await
-        .unwrap();
-    token(vec![
-        ("grant_type", "password"),
-        ("username", "logger"),
-        ("password", wrong),
-    ])
-    .await
-    .unwrap();
     token(vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", &refresh),

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use sea_orm::TransactionTrait;
 use serde_json::Value;
 
-use crate::helpers::{Backend, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, assert_error, claims_of, spawn_app, spawn_app_with};
 
 on_both_databases! {
     async fn the_feed_lists_revocations_after_a_cursor_with_an_etag_and_drops_expired_ones(backend: Backend) {
@@ -39,16 +39,13 @@ on_both_databases! {
         let start = empty["cursor"].as_str().unwrap().to_owned();
 
         // Act: revoke an access token, then log a session out.
-        app.http.post(app.url("/oauth/revoke")).form(&[("token", first.access_token.as_str())]).send().await.unwrap();
+        app.revoke(&first.access_token).await;
         let resp = feed(Some(&start), None).await.unwrap();
         let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
         let page: Value = resp.json().await.unwrap();
         let entries = page["entries"].as_array().unwrap();
         assert_eq!(entries.len(), 1);
-        let claims: Value = {
-            use base64::Engine;
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first.access_token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-        };
+        let claims = claims_of(&first.access_token);
         assert_eq!(entries[0]["kind"], "jti");
         assert_eq!(entries[0]["value"], claims["jti"]);
         assert_eq!(entries[0]["expires_at"], claims["exp"]);

@@ -8,7 +8,9 @@ use portcullis::value::grant_type::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, TokenBody, assert_error, claims_of, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TokenBody, assert_error, claims_of, password_form, spawn_app, spawn_app_with,
+};
 
 const PASSWORD_GRANTS: &[GrantType] = &[GrantType::Password, GrantType::RefreshToken];
 
@@ -28,7 +30,7 @@ on_both_databases! {
         let confidential = app.seed_client(false, PASSWORD_GRANTS, "profile").await;
         let secret = confidential.secret.clone().unwrap();
         let default_id = app.settings.clients.default_client_id.clone();
-        let grant = [("grant_type", "password"), ("username", user.username.as_str()), ("password", user.password.as_str())];
+        let grant = password_form(&user.username, &user.password);
         let with = |extra: &[(&'static str, String)]| {
             let mut form: Vec<(&str, String)> = grant.iter().map(|(k, v)| (*k, v.to_string())).collect();
             form.extend(extra.iter().cloned());
@@ -114,7 +116,7 @@ on_both_databases! {
             (user.username.as_str(), "not the password at all"),
             (disabled.username.as_str(), disabled.password.as_str()),
         ] {
-            let resp = app.token(&[("grant_type", "password"), ("username", username), ("password", password)]).await;
+            let resp = app.token(&password_form(username, password)).await;
             let status = resp.status();
             let mut headers: Vec<(String, String)> = resp.headers().iter()
                 // Only what differs per request by design: the date and the request id.
@@ -167,9 +169,7 @@ on_both_databases! {
         let user = app.seed_user().await;
         let client = app.seed_client(false, &[GrantType::ClientCredentials], "profile").await;
 
-        let resp = app.token_basic(&client.id, client.secret.as_deref().unwrap(), &[
-            ("grant_type", "password"), ("username", &user.username), ("password", &user.password),
-        ]).await;
+        let resp = app.token_basic(&client.id, client.secret.as_deref().unwrap(), &password_form(&user.username, &user.password)).await;
 
         assert_error(resp, 400, "unauthorized_client").await;
         assert_eq!(app.count("sessions").await, 0);
@@ -210,9 +210,9 @@ on_both_databases! {
         app.state.users.update_hash(verified.id, verified.password_changed_at, verified.password_hash.clone()).await.unwrap();
 
         // Assert: the new password stands, the old one does not come back.
-        let old = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        let old = app.token(&password_form(&user.username, &user.password)).await;
         assert_error(old, 400, "invalid_grant").await;
-        let new = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", "a brand new passphrase")]).await;
+        let new = app.token(&password_form(&user.username, "a brand new passphrase")).await;
         assert_eq!(new.status(), StatusCode::OK);
     }
 }
