@@ -548,7 +548,7 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    /// `POST /oauth/introspect` as a confidential client; returns the JSON answer.
+    /// `POST /oauth/introspect` as a confidential client.
     pub async fn introspect(&self, client: &TestClient, token: &str) -> Response {
         self.http
             .post(self.url("/oauth/introspect"))
