@@ -3,7 +3,7 @@
 
 use reqwest::{Method, Response};
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 
 const ORIGIN: &str = "https://app.example.com";
 
@@ -117,4 +117,42 @@ on_both_databases! {
         assert!(header(&resp, "access-control-allow-origin").is_none());
         assert!(!varies_on_origin(&resp));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let preflight = |app: &TestApp, origin: &str| {
+        app.http
+            .request(Method::OPTIONS, app.url("/oauth/token"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allow_origin = |resp: &Response| header(resp, "access-control-allow-origin");
+
+    // Configured: the listed origin is allowed, another is not.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.cors_origins = vec![ORIGIN.into()]
+    })
+    .await;
+    let allowed = preflight(&app, ORIGIN).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allow_origin(&allowed).as_deref(), Some(ORIGIN));
+    let other = preflight(&app, "https://evil.example").await.unwrap();
+    assert_eq!(allow_origin(&other), None);
+    // The contract opens only the token, revocation, users and sessions endpoints to browsers.
+    let jwks = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allow_origin(&jwks), None);
+
+    // Not configured: no CORS headers at all.
+    let plain = spawn_app(Backend::Sqlite).await;
+    let resp = preflight(&plain, ORIGIN).await.unwrap();
+    assert_eq!(allow_origin(&resp), None);
 }

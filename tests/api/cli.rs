@@ -8,7 +8,9 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Backend, TestDatabase, assert_error, spawn_app_with, test_keys_dir};
+use crate::helpers::{
+    Backend, TestDatabase, assert_error, password_form, spawn_app_with, test_keys_dir,
+};
 
 pub fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -59,7 +61,8 @@ on_both_databases! {
         // Act
         let url = db.url.clone();
         let app = spawn_app_with(backend, |s| s.database.url = url).await;
-        let login = || app.token_basic("backend", &secret, &[("grant_type", "password"), ("username", "bob"), ("password", "correct horse battery")]);
+        let bob = password_form("bob", "correct horse battery");
+        let login = || app.token_basic("backend", &secret, &bob);
         let resp = login().await;
 
         // Assert

@@ -4,7 +4,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::StatusCode;
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, password_form, spawn_app};
 
 on_both_databases! {
     async fn a_malformed_authorization_header_is_invalid_client_never_the_default_client(backend: Backend) {
@@ -24,7 +24,7 @@ on_both_databases! {
             ("bad percent-encoding", basic("%zz:secret")),
             ("an empty id with a secret", basic(":secret")),
         ];
-        let password = [("grant_type", "password"), ("username", user.username.as_str()), ("password", user.password.as_str())];
+        let password = password_form(&user.username, &user.password);
         let sessions_before = app.count("sessions").await;
 
         for (case, header) in &headers {

@@ -2,27 +2,18 @@
 //! and of Redis, is recorded while Redis is down, reaches every instance (and comes from the command
 //! line) within `keys.rescan_interval`, and checks that depend on who the user is now read the user.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
     cli::{ok, portcullis},
-    helpers::{PrivateRedis, TestApp, TestClient, claims_of, free_port, spawn_app_with},
+    helpers::{
+        PrivateRedis, TestApp, TestClient, claims_of, eventually, free_port, password_form,
+        spawn_app_with,
+    },
 };
-
-/// Polls `check` until it holds, failing after `within`: for properties promised within a bound.
-async fn eventually<F: Future<Output = bool>>(within: Duration, what: &str, check: impl Fn() -> F) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Introspection's `active`, or `None` while the server answers `503` (its deny list is incomplete).
 async fn active(app: &TestApp, rs: &TestClient, token: &str) -> Option<bool> {
@@ -46,13 +37,7 @@ async fn revoke_one_of_each(app: &TestApp) -> Revoked {
     let by_jti = app.login(&user).await.access_token;
     let by_sid = app.login(&user).await.access_token;
     let live = app.login(&user).await.access_token;
-    let resp = app
-        .http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", by_jti.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.revoke(&by_jti).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let sid = claims_of(&by_sid)["sid"].as_str().unwrap().to_owned();
     let resp = app
@@ -153,7 +138,7 @@ on_both_databases! {
 
         // Act: Redis goes away; a revocation and a reuse happen meanwhile.
         redis.stop();
-        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", doomed.as_str())]).send().await.unwrap();
+        let resp = app.revoke(&doomed).await;
         assert_eq!(resp.status(), StatusCode::OK, "the revocation is recorded and answered as usual");
         crate::helpers::assert_error(app.refresh(&first_rt).await, 400, "invalid_grant").await;
         assert_eq!(app.me(&live).await.status(), StatusCode::SERVICE_UNAVAILABLE, "Bearer routes fail closed");
@@ -180,7 +165,7 @@ on_both_databases! {
         assert_eq!(active(&b, &rs, &token).await, Some(true));
 
         // Act: revoked at A.
-        let resp = a.http.post(a.url("/oauth/revoke")).form(&[("token", token.as_str())]).send().await.unwrap();
+        let resp = a.revoke(&token).await;
         assert_eq!(resp.status(), StatusCode::OK);
 
         // Assert: at once at A, and at B within the interval (and a margin for the poll itself).
@@ -224,7 +209,7 @@ on_both_databases! {
         assert!(!a.state.users.find_by_username(&admin.username).await.unwrap().unwrap().is_active);
         // Neither can log in or refresh.
         for who in [&admin, &user] {
-            let resp = b.token(&[("grant_type", "password"), ("username", &who.username), ("password", &who.password)]).await;
+            let resp = b.token(&password_form(&who.username, &who.password)).await;
             crate::helpers::assert_error(resp, 400, "invalid_grant").await;
         }
     }
@@ -245,7 +230,7 @@ on_both_databases! {
                         barrier.wait().await;
                         let resp = http
                             .post(url)
-                            .form(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)])
+                            .form(&password_form(&user.username, &user.password))
                             .send()
                             .await
                             .unwrap();
@@ -255,7 +240,7 @@ on_both_databases! {
                 .collect();
             barrier.wait().await;
             let resp = app.change_password(&first, &user.password, "a brand new passphrase").await;
-            assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+            assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{}", resp.text().await.unwrap());
 
             // Assert: whatever each login got, none of it works after the change.
             for login in logins {
@@ -269,113 +254,6 @@ on_both_databases! {
         }
         assert!(raced > 0, "some logins completed with the old password");
     }
-
-    async fn a_wrong_current_password_is_a_failed_login(backend: Backend) {
-        // Arrange: two failures from one address for one user start the delays.
-        let app = spawn_app_with(backend, |s| {
-            s.throttle.failures = 2;
-            s.throttle.base_delay = 60;
-        })
-        .await;
-        let user = app.seed_user().await;
-        let token = app.login(&user).await.access_token;
-        let change = |current: &'static str| app.change_password(&token, current, "a brand new passphrase");
-
-        // Act
-        for _ in 0..2 {
-            assert_eq!(change("not the password").await.status(), StatusCode::BAD_REQUEST);
-        }
-        let throttled = app.change_password(&token, &user.password, "a brand new passphrase").await;
-
-        // Assert: refused without checking, even the right password; and the token endpoint alike.
-        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry_after: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!((1..=60).contains(&retry_after), "{retry_after}");
-        let body: Value = throttled.json().await.unwrap();
-        assert_eq!(body["error"], "rate_limited");
-        let resp = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
-        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-        // Nothing changed.
-        assert_eq!(app.me(&token).await.status(), StatusCode::OK);
-    }
-
-    async fn the_password_change_counts_against_the_per_user_login_rate_limit(backend: Backend) {
-        let app = spawn_app_with(backend, |s| s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()).await;
-        let user = app.seed_user().await;
-        let token = app.login(&user).await.access_token;
-        let change = || app.change_password(&token, "not the password", "a brand new passphrase");
-        assert_eq!(change().await.status(), StatusCode::BAD_REQUEST);
-        let limited = change().await;
-        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(limited.headers().contains_key("retry-after"));
-    }
-}
-
-/// A reader following the feed's cursor sees every entry, however the writers' commits interleave: on
-/// PostgreSQL a number handed out earlier could otherwise commit after a later one the reader saw.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurrently() {
-    use portcullis::{
-        store::revocation_feed::append,
-        value::revocation::{Entry, Revocation},
-    };
-    use rand::Rng;
-    use sea_orm::TransactionTrait;
-
-    // Arrange
-    let app = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await;
-    let writers = 8;
-    let each = 25;
-    let done = std::sync::Arc::new(tokio::sync::Barrier::new(writers + 1));
-    for w in 0..writers {
-        let (db, done) = (app.state.db.clone(), done.clone());
-        tokio::spawn(async move {
-            for i in 0..each {
-                let txn = db.begin().await.unwrap();
-                let revocation = Revocation {
-                    entry: Entry::Jti(format!("w{w}-{i}")),
-                    expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
-                };
-                append(&txn, &[revocation]).await.unwrap();
-                // Other work in the same transaction, so commits interleave as in production.
-                let pause = rand::thread_rng().gen_range(0..3);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                txn.commit().await.unwrap();
-            }
-            done.wait().await;
-        });
-    }
-
-    // Act: follow the cursor while they write, and once more after.
-    let mut seen = std::collections::HashSet::new();
-    let mut cursor = None;
-    let mut finished = std::pin::pin!(done.wait());
-    loop {
-        let last = futures_util::FutureExt::now_or_never(finished.as_mut()).is_some();
-        let (entries, next) = app
-            .state
-            .feed
-            .since(cursor, chrono::Utc::now())
-            .await
-            .unwrap();
-        cursor = Some(next);
-        seen.extend(entries.into_iter().map(|r| r.entry));
-        if last {
-            break;
-        }
-    }
-
-    // Assert
-    let missed: Vec<_> = (0..writers)
-        .flat_map(|w| (0..each).map(move |i| Entry::Jti(format!("w{w}-{i}"))))
-        .filter(|e| !seen.contains(e))
-        .collect();
-    assert!(
-        missed.is_empty(),
-        "{} of {} entries were skipped: {missed:?}",
-        missed.len(),
-        writers * each
-    );
 }
 
 on_both_databases! {
@@ -391,7 +269,7 @@ on_both_databases! {
         let first = app.login(&user).await.access_token;
         let second = app.login(&user).await.access_token;
         let revoked = app.login(&user).await.access_token;
-        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", revoked.as_str())]).send().await.unwrap();
+        let resp = app.revoke(&revoked).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let victim = app.seed_user().await;
         let victim_token = app.login(&victim).await.access_token;
@@ -469,13 +347,7 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
     let rs = app.resource_server().await;
     let user = app.seed_user().await;
     let token = app.login(&user).await.access_token;
-    let resp = app
-        .http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.revoke(&token).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let prefix = app.settings.redis.key_prefix.clone();
     let mut redis = redis::Client::open(crate::helpers::redis_url())
@@ -527,25 +399,4 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
         },
     )
     .await;
-}
-
-on_both_databases! {
-    async fn a_rehash_never_overwrites_a_password_changed_meanwhile(backend: Backend) {
-        // Arrange: a login verified the old password (its row as read then), and the password changes.
-        let app = spawn_app_with(backend, |_| {}).await;
-        let user = app.seed_user().await;
-        let verified = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
-        let token = app.login(&user).await.access_token;
-        let resp = app.change_password(&token, &user.password, "a brand new passphrase").await;
-        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-
-        // Act: the login's rehash of the old password arrives late.
-        app.state.users.update_hash(verified.id, verified.password_changed_at, verified.password_hash.clone()).await.unwrap();
-
-        // Assert: the new password stands, the old one does not come back.
-        let old = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
-        crate::helpers::assert_error(old, 400, "invalid_grant").await;
-        let new = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", "a brand new passphrase")]).await;
-        assert_eq!(new.status(), StatusCode::OK);
-    }
 }

@@ -2,6 +2,7 @@
 //! temporary SQLite file, or a fresh PostgreSQL database created for the test and dropped after it).
 
 use std::{
+    future::Future,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, LazyLock},
@@ -404,6 +405,15 @@ pub struct TokenBody {
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The password grant's parameters.
+pub fn password_form<'a>(username: &'a str, password: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+    ]
+}
+
 impl TestApp {
     /// A second server on the same database, Redis prefix and keys: one more instance behind the
     /// balancer.
@@ -533,11 +543,7 @@ impl TestApp {
     /// The password grant with no client at all; must succeed.
     pub async fn login(&self, user: &TestUser) -> TokenBody {
         let resp = self
-            .token(&[
-                ("grant_type", "password"),
-                ("username", &user.username),
-                ("password", &user.password),
-            ])
+            .token(&password_form(&user.username, &user.password))
             .await;
         assert_eq!(
             resp.status(),
@@ -569,11 +575,21 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    /// `POST /oauth/introspect` as a confidential client; returns the JSON answer.
+    /// `POST /oauth/introspect` as a confidential client.
     pub async fn introspect(&self, client: &TestClient, token: &str) -> Response {
         self.http
             .post(self.url("/oauth/introspect"))
             .basic_auth(&client.id, client.secret.as_deref())
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /oauth/revoke` with no client (the default public client).
+    pub async fn revoke(&self, token: &str) -> Response {
+        self.http
+            .post(self.url("/oauth/revoke"))
             .form(&[("token", token)])
             .send()
             .await
@@ -600,28 +616,19 @@ impl TestApp {
             .await
     }
 
+    /// `GET path`, with no credentials.
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
     /// `GET path`, its body as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get(path).await.json().await.unwrap()
     }
 
     /// `GET path`, its body as text.
     pub async fn get_text(&self, path: &str) -> String {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get(path).await.text().await.unwrap()
     }
 
     /// `POST /users/me/password` with the caller's token.
@@ -661,7 +668,22 @@ impl TestApp {
     }
 }
 
-/// Asserts an error response: status, `error` code, `no-store`; returns the body.
+/// Polls `check` until it holds, failing after `within`: for what is promised within a bound.
+pub async fn eventually<F: Future<Output = bool>>(
+    within: Duration,
+    what: &str,
+    check: impl Fn() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A JWT's claims, read without checking anything: for asserting what a token says.
 pub fn claims_of(token: &str) -> Value {
     use base64::Engine;
@@ -673,6 +695,7 @@ pub fn claims_of(token: &str) -> Value {
     .unwrap()
 }
 
+/// Asserts an error response: status, `error` code, `no-store`; returns the body.
 pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
     let got = resp.status().as_u16();
     let cache = resp

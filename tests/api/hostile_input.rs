@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, header::HeaderValue};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Deny, PASSWORD, TestApp, assert_error, spawn_app_on};
+use crate::helpers::{Deny, PASSWORD, TestApp, assert_error, password_form, spawn_app_on};
 
 /// What a case may be answered with.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +102,24 @@ fn json_nul_or(label: &str, otherwise: Expect) -> Expect {
     }
 }
 
+/// Percent-encoded, every byte but ASCII letters and digits.
+fn encoded(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// [`texts`], percent-encoded for a URL.
+fn encoded_texts() -> Vec<(&'static str, String)> {
+    texts()
+        .into_iter()
+        .map(|(label, text)| (label, encoded(&text)))
+        .collect()
+}
+
 /// `Authorization: Basic` as RFC 6749 §2.3.1 builds it: id and secret form-urlencoded, then base64.
 fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
     format!(
         "Basic {}",
-        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
+        STANDARD.encode(format!("{}:{}", encoded(id), encoded(secret)))
     )
 }
 
@@ -186,11 +198,7 @@ async fn seed(app: &TestApp) -> Seeded {
         .token_basic(
             &client.id,
             &secret,
-            &[
-                ("grant_type", "password"),
-                ("username", &user.username),
-                ("password", PASSWORD),
-            ],
+            &password_form(&user.username, PASSWORD),
         )
         .await;
     assert_eq!(login.status(), 200);
@@ -305,7 +313,7 @@ async fn form_endpoints(app: &TestApp, seeded: &Seeded) {
         all.push(("client_secret", secret.clone()));
         all
     };
-    let forms = [
+    let mut forms = vec![
         (
             "/oauth/token",
             "password grant",
@@ -333,26 +341,18 @@ async fn form_endpoints(app: &TestApp, seeded: &Seeded) {
             with_client(&[("grant_type", "client_credentials"), ("scope", "profile")]),
             NOTHING,
         ),
-        // RFC 7009 §2.2: a token that is not one is answered like any other.
-        (
-            "/oauth/revoke",
-            "revocation",
-            with_client(&[
-                ("token", &seeded.client_token),
-                ("token_type_hint", "access_token"),
-            ]),
-            Expect::Refused(&[200]),
-        ),
-        (
-            "/oauth/introspect",
-            "introspection",
-            with_client(&[
-                ("token", &seeded.client_token),
-                ("token_type_hint", "access_token"),
-            ]),
-            Expect::Refused(&[200]),
-        ),
     ];
+    // RFC 7009 §2.2 and RFC 7662 §2.2: a token that is not one is answered like any other.
+    for (path, what) in [
+        ("/oauth/revoke", "revocation"),
+        ("/oauth/introspect", "introspection"),
+    ] {
+        let form = with_client(&[
+            ("token", &seeded.client_token),
+            ("token_type_hint", "access_token"),
+        ]);
+        forms.push((path, what, form, Expect::Refused(&[200])));
+    }
     for (path, what, form, otherwise) in forms {
         for field in 0..form.len() {
             for (label, text) in texts() {
@@ -384,7 +384,7 @@ async fn form_endpoints(app: &TestApp, seeded: &Seeded) {
 /// A form body of these parameters, encoded.
 fn form_body(form: &[(&str, String)]) -> String {
     form.iter()
-        .map(|(n, v)| format!("{n}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .map(|(n, v)| format!("{n}={}", encoded(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -498,15 +498,7 @@ async fn bearer_and_query_endpoints(app: &TestApp, seeded: &Seeded) {
     }
 
     // Path ids.
-    let mut ids: Vec<(&str, String)> = texts()
-        .into_iter()
-        .map(|(label, text)| {
-            (
-                label,
-                utf8_percent_encode(&text, NON_ALPHANUMERIC).to_string(),
-            )
-        })
-        .collect();
+    let mut ids = encoded_texts();
     ids.push(("a path climbing out", "..%2F..%2Fhealthz".into()));
     ids.push(("the nil UUID", uuid::Uuid::nil().to_string()));
     for (label, id) in &ids {
@@ -563,12 +555,7 @@ async fn bearer_and_query_endpoints(app: &TestApp, seeded: &Seeded) {
         ("1.5", "1.5".into()),
         ("true", "true".into()),
     ];
-    numbers.extend(texts().into_iter().map(|(label, text)| {
-        (
-            label,
-            utf8_percent_encode(&text, NON_ALPHANUMERIC).to_string(),
-        )
-    }));
+    numbers.extend(encoded_texts());
     for parameter in ["limit", "offset"] {
         for (label, value) in &numbers {
             let url = app.url(&format!("/admin/users?{parameter}={value}"));
@@ -593,12 +580,8 @@ async fn bearer_and_query_endpoints(app: &TestApp, seeded: &Seeded) {
     );
 
     // The revocation feed's cursor: a cursor that is not one of ours answers the full live set.
-    for (label, text) in texts() {
-        let url = format!(
-            "{}?since={}",
-            app.url("/oauth/revocations"),
-            utf8_percent_encode(&text, NON_ALPHANUMERIC)
-        );
+    for (label, since) in encoded_texts() {
+        let url = app.url(&format!("/oauth/revocations?since={since}"));
         let request = app
             .http
             .get(url)

@@ -45,7 +45,7 @@ on_every_backend! {
         for token in [&revoked, &victim_token.access_token] {
             assert!(app.is_active(&rs, token).await);
         }
-        app.http.post(app.url("/oauth/revoke")).form(&[("token", revoked.as_str())]).send().await.unwrap();
+        app.revoke(&revoked).await;
         let victim_id = app.state.users.find_by_username(&victim.username).await.unwrap().unwrap().id;
         let resp = app.http.post(app.url(&format!("/admin/users/{victim_id}/disable"))).bearer_auth(&admin_token).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);

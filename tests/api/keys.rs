@@ -1,13 +1,20 @@
-//! Key files that cannot sign never reach the signer: the server refuses to start with one, and a running
-//! server leaves one out at a rescan while still taking the good keys beside it.
+//! Signing keys: a rotation with the server running publishes the next key before it signs and prunes
+//! only keys no live token needs; a key taken out stops verifying; instances on one folder agree after a
+//! SIGHUP; and key files that cannot sign never reach the signer: the server refuses to start with one,
+//! and a running server leaves one out at a rescan while still taking the good keys beside it.
 
-use std::process::{Command, Stdio};
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use reqwest::StatusCode;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDatabase, own_key_dir, spawn_app_with};
+use crate::helpers::{
+    Backend, TestApp, TestDatabase, assert_error, eventually, own_key_dir, spawn_app_with,
+};
 
 fn weak_key_pem() -> String {
     rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024)
@@ -38,6 +45,170 @@ async fn published_kids(app: &TestApp) -> Vec<String> {
 
 fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prunes_only_dead_keys()
+{
+    // Arrange: the current key is an hour old; a new one is published 2 s before it signs; tokens live 6 s.
+    let dir = own_key_dir(chrono::Duration::hours(1));
+    let path = dir.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.keys.dir = path.clone();
+        s.keys.publish_ahead = Some(2);
+        s.keys.rescan_interval = 1;
+        s.tokens.access_ttl = 6;
+    })
+    .await;
+    let rs = app.resource_server().await;
+    let user = app.seed_user().await;
+    let old = app.login(&user).await.access_token;
+    let old_kid = kid_of(&old);
+    let (ahead, ttl) = (Duration::from_secs(2), Duration::from_secs(6));
+
+    // Act: rotate.
+    let (_, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
+
+    // Assert: the next key is published before any token carries it.
+    eventually(
+        Duration::from_secs(3),
+        "the next key in the JWKS",
+        || async { published_kids(&app).await.contains(&new_kid) },
+    )
+    .await;
+    let meanwhile = app.login(&user).await.access_token;
+    assert_eq!(
+        kid_of(&meanwhile),
+        old_kid,
+        "the new key does not sign before its pre-publication"
+    );
+    // Once published long enough it signs; the old key's tokens still verify.
+    eventually(Duration::from_secs(5), "the new key signing", || async {
+        kid_of(&app.login(&user).await.access_token) == new_kid
+    })
+    .await;
+    assert!(
+        app.is_active(&rs, &old).await,
+        "a token of the retiring key is still good"
+    );
+    assert!(published_kids(&app).await.contains(&old_kid));
+    let states: Vec<_> = portcullis::keys::inventory(&path, ahead, ttl)
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|(k, s)| (k.kid.clone(), s))
+        .collect();
+    assert!(
+        states.contains(&(old_kid.clone(), portcullis::keys::KeyState::Retiring)),
+        "{states:?}"
+    );
+    assert!(
+        portcullis::keys::prune(&path, ahead, ttl)
+            .unwrap()
+            .0
+            .is_empty(),
+        "prune keeps a key that can verify a live token"
+    );
+
+    // Once every token it signed has expired, prune removes it and it leaves the JWKS.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (removed, _) = portcullis::keys::prune(&path, ahead, ttl).unwrap();
+    assert_eq!(
+        removed.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        [old_kid.as_str()]
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the old key leaving the JWKS",
+        || async { published_kids(&app).await == [new_kid.clone()] },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_out_of_the_folder_stops_verifying_its_tokens_at_the_next_rescan() {
+    // Arrange: a live token, verified once (and so remembered), and a second key beside its own.
+    let dir = own_key_dir(chrono::Duration::hours(1));
+    let path = dir.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.keys.dir = path.clone();
+        s.keys.publish_ahead = Some(0);
+        s.keys.rescan_interval = 1;
+    })
+    .await;
+    let rs = app.resource_server().await;
+    let user = app.seed_user().await;
+    let token = app.login(&user).await.access_token;
+    assert!(app.is_active(&rs, &token).await);
+    assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    let (new_path, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
+
+    // Act: the operator withdraws the token's key, as after a leak.
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let old = entry.unwrap().path();
+        if old != new_path {
+            std::fs::remove_file(old).unwrap();
+        }
+    }
+    eventually(
+        Duration::from_secs(3),
+        "the old key leaving the JWKS",
+        || async { published_kids(&app).await == [new_kid.clone()] },
+    )
+    .await;
+
+    // Assert
+    assert!(!app.is_active(&rs, &token).await);
+    assert_error(app.me(&token).await, 401, "invalid_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_key_folder_agree_after_a_rotation_and_sighup() {
+    let dir = own_key_dir(chrono::Duration::hours(1));
+    let path = dir.path().to_owned();
+    // No periodic rescan during the test: only SIGHUP can make them see the new key.
+    let a = spawn_app_with(Backend::Sqlite, |s| {
+        s.keys.dir = path.clone();
+        s.keys.rescan_interval = 3600;
+    })
+    .await;
+    let b = a.another_instance().await;
+    let etag = |app: &TestApp| {
+        let req = app.http.get(app.url("/.well-known/jwks.json"));
+        async move {
+            req.send().await.unwrap().headers()["etag"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let before = etag(&a).await;
+    assert_eq!(before, etag(&b).await);
+
+    let (_, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+
+    eventually(
+        Duration::from_secs(3),
+        "both instances rescanning",
+        || async {
+            published_kids(&a).await.contains(&new_kid)
+                && published_kids(&b).await.contains(&new_kid)
+        },
+    )
+    .await;
+    let (ea, eb) = (etag(&a).await, etag(&b).await);
+    assert_eq!(ea, eb);
+    assert_ne!(ea, before);
+    let body = |app: &TestApp| app.http.get(app.url("/.well-known/jwks.json")).send();
+    assert_eq!(
+        body(&a).await.unwrap().bytes().await.unwrap(),
+        body(&b).await.unwrap().bytes().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,15 @@
 //! Login protection: rate limits per address and per username, the trusted-proxy rule, failure
-//! throttling shared through Redis, and the bounded hashing queue.
+//! throttling shared through Redis, the password change counted as a login, and the bounded hashing
+//! queue.
 
 use std::{num::NonZeroU32, time::Duration};
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{Backend, Deny, TestApp, TestUser, assert_error, spawn_app_with, with_deny};
+use crate::helpers::{
+    Backend, Deny, TestApp, TestUser, assert_error, password_form, spawn_app_with, with_deny,
+};
 
 fn n(v: u32) -> NonZeroU32 {
     NonZeroU32::new(v).unwrap()
@@ -17,14 +20,26 @@ async fn login_from(app: &TestApp, from: &str, username: &str, password: &str) -
     app.http
         .post(app.url("/oauth/token"))
         .header("x-forwarded-for", from)
-        .form(&[
-            ("grant_type", "password"),
-            ("username", username),
-            ("password", password),
-        ])
+        .form(&password_form(username, password))
         .send()
         .await
         .unwrap()
+}
+
+/// `user`'s own login, as if from `from`.
+async fn login_as(app: &TestApp, from: &str, user: &TestUser) -> Response {
+    login_from(app, from, &user.username, &user.password).await
+}
+
+/// `user`'s login from `from` is let through.
+async fn assert_logs_in(app: &TestApp, from: &str, user: &TestUser) {
+    let resp = login_as(app, from, user).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "from {from}: {}",
+        resp.text().await.unwrap()
+    );
 }
 
 async fn assert_rate_limited(resp: Response, at_most: u64) -> u64 {
@@ -40,8 +55,7 @@ async fn assert_rate_limited(resp: Response, at_most: u64) -> u64 {
         (1..=at_most).contains(&retry_after),
         "Retry-After {retry_after}"
     );
-    let body = assert_error(resp, 429, "rate_limited").await;
-    assert_eq!(body["error"], "rate_limited");
+    assert_error(resp, 429, "rate_limited").await;
     retry_after
 }
 
@@ -58,26 +72,12 @@ async fn the_next_login_over_the_per_address_limit_is_429_and_other_addresses_ar
     .await;
     let user = app.seed_user().await;
     for _ in 0..3 {
-        assert_eq!(
-            login_from(&app, "198.51.100.1", &user.username, &user.password)
-                .await
-                .status(),
-            StatusCode::OK
-        );
+        assert_logs_in(&app, "198.51.100.1", &user).await;
     }
 
     // Three a minute: a cell every twenty seconds.
-    assert_rate_limited(
-        login_from(&app, "198.51.100.1", &user.username, &user.password).await,
-        20,
-    )
-    .await;
-    assert_eq!(
-        login_from(&app, "198.51.100.2", &user.username, &user.password)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_rate_limited(login_as(&app, "198.51.100.1", &user).await, 20).await;
+    assert_logs_in(&app, "198.51.100.2", &user).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,35 +89,15 @@ async fn the_per_username_limit_holds_across_addresses() {
     .await;
     let user = app.seed_user().await;
     let other = app.seed_user().await;
-    assert_eq!(
-        login_from(&app, "198.51.100.1", &user.username, &user.password)
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        login_from(
-            &app,
-            "198.51.100.2",
-            &user.username.to_uppercase(),
-            &user.password
-        )
-        .await
-        .status(),
-        StatusCode::OK
-    );
+    assert_logs_in(&app, "198.51.100.1", &user).await;
+    let shouted = TestUser {
+        username: user.username.to_uppercase(),
+        ..user.clone()
+    };
+    assert_logs_in(&app, "198.51.100.2", &shouted).await;
 
-    assert_rate_limited(
-        login_from(&app, "198.51.100.3", &user.username, &user.password).await,
-        30,
-    )
-    .await;
-    assert_eq!(
-        login_from(&app, "198.51.100.3", &other.username, &other.password)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_rate_limited(login_as(&app, "198.51.100.3", &user).await, 30).await;
+    assert_logs_in(&app, "198.51.100.3", &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,18 +106,9 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.rate_limit.login_per_ip = n(2)).await;
     let user = app.seed_user().await;
     for from in ["198.51.100.1", "198.51.100.2"] {
-        assert_eq!(
-            login_from(&app, from, &user.username, &user.password)
-                .await
-                .status(),
-            StatusCode::OK
-        );
+        assert_logs_in(&app, from, &user).await;
     }
-    assert_rate_limited(
-        login_from(&app, "198.51.100.3", &user.username, &user.password).await,
-        30,
-    )
-    .await;
+    assert_rate_limited(login_as(&app, "198.51.100.3", &user).await, 30).await;
 
     // Trusted: the rightmost address that is not a trusted proxy is the client.
     let app = spawn_app_with(Backend::Sqlite, |s| {
@@ -149,35 +120,14 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     })
     .await;
     let user = app.seed_user().await;
-    assert_eq!(
-        login_from(
-            &app,
-            "203.0.113.9, 198.51.100.1, 10.1.2.3",
-            &user.username,
-            &user.password
-        )
-        .await
-        .status(),
-        StatusCode::OK
-    );
+    assert_logs_in(&app, "203.0.113.9, 198.51.100.1, 10.1.2.3", &user).await;
     // A spoofed leftmost entry does not make a new client.
     assert_rate_limited(
-        login_from(
-            &app,
-            "203.0.113.77, 198.51.100.1",
-            &user.username,
-            &user.password,
-        )
-        .await,
+        login_as(&app, "203.0.113.77, 198.51.100.1", &user).await,
         60,
     )
     .await;
-    assert_eq!(
-        login_from(&app, "198.51.100.2", &user.username, &user.password)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_logs_in(&app, "198.51.100.2", &user).await;
 }
 
 /// A server behind a proxy at 127.0.0.1 that allows `per_address` logins a minute from one client.
@@ -194,81 +144,65 @@ async fn limited_behind_a_proxy(per_address: u32) -> (TestApp, TestUser) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_with_a_port_in_x_forwarded_for_is_that_address() {
     let (app, user) = limited_behind_a_proxy(2).await;
-    let (app, user) = (&app, &user);
-    let login = move |from: String| async move {
-        login_from(app, &from, &user.username, &user.password).await
-    };
 
     // Each request names a new spoofed client on the left, and the proxy's entry on the right carries a
     // new source port: the client is the proxy's entry, every time.
     for i in 1..=2 {
-        assert_eq!(
-            login(format!("203.0.113.{i}, 198.51.100.1:{}", 40000 + i))
-                .await
-                .status(),
-            StatusCode::OK
-        );
+        let from = format!("203.0.113.{i}, 198.51.100.1:{}", 40000 + i);
+        assert_logs_in(&app, &from, &user).await;
     }
-    assert_rate_limited(login("203.0.113.3, 198.51.100.1:40003".into()).await, 30).await;
-    assert_rate_limited(login("198.51.100.1".into()).await, 30).await;
+    for from in ["203.0.113.3, 198.51.100.1:40003", "198.51.100.1"] {
+        assert_rate_limited(login_as(&app, from, &user).await, 30).await;
+    }
 
     // The same for IPv6 in brackets, with and without a port.
     for from in [
         "203.0.113.4, [2001:db8::1]:443",
         "203.0.113.5, [2001:db8::1]",
     ] {
-        assert_eq!(login(from.into()).await.status(), StatusCode::OK);
+        assert_logs_in(&app, from, &user).await;
     }
-    assert_rate_limited(login("203.0.113.6, [2001:db8::1]:8443".into()).await, 30).await;
+    assert_rate_limited(
+        login_as(&app, "203.0.113.6, [2001:db8::1]:8443", &user).await,
+        30,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_in_x_forwarded_for_stops_the_walk_at_the_proxy() {
     let (app, user) = limited_behind_a_proxy(2).await;
-    let (app, user) = (&app, &user);
-    let login = move |from: String| async move {
-        login_from(app, &from, &user.username, &user.password).await
-    };
 
     // The proxy could not name its client: whatever lies left of `unknown` is not believed, and the
     // client is the proxy itself (the peer).
     for i in 1..=2 {
-        assert_eq!(
-            login(format!("203.0.113.{i}, unknown")).await.status(),
-            StatusCode::OK
-        );
+        assert_logs_in(&app, &format!("203.0.113.{i}, unknown"), &user).await;
     }
-    assert_rate_limited(login("203.0.113.3, not-an-address".into()).await, 30).await;
+    assert_rate_limited(
+        login_as(&app, "203.0.113.3, not-an-address", &user).await,
+        30,
+    )
+    .await;
     let from_the_proxy_itself = app
-        .http
-        .post(app.url("/oauth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", &user.username),
-            ("password", &user.password),
-        ])
-        .send()
-        .await
-        .unwrap();
+        .token(&password_form(&user.username, &user.password))
+        .await;
     assert_rate_limited(from_the_proxy_itself, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_are_counted_by_their_64() {
     let (app, user) = limited_behind_a_proxy(2).await;
-    let (app, user) = (&app, &user);
-    let login = move |from: &'static str| login_from(app, from, &user.username, &user.password);
 
-    assert_eq!(login("2001:db8:1:2::1").await.status(), StatusCode::OK);
-    assert_eq!(
-        login("[2001:db8:1:2:ffff:ffff:ffff:fffe]:443")
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    assert_rate_limited(login("2001:db8:1:2:1234:5678:9abc:def0").await, 30).await;
+    for from in ["2001:db8:1:2::1", "[2001:db8:1:2:ffff:ffff:ffff:fffe]:443"] {
+        assert_logs_in(&app, from, &user).await;
+    }
+    assert_rate_limited(
+        login_as(&app, "2001:db8:1:2:1234:5678:9abc:def0", &user).await,
+        30,
+    )
+    .await;
     // The next /64 is another client.
-    assert_eq!(login("2001:db8:1:3::1").await.status(), StatusCode::OK);
+    assert_logs_in(&app, "2001:db8:1:3::1", &user).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,17 +223,8 @@ async fn ipv6_failures_are_throttled_by_their_64() {
         .await;
     }
 
-    assert_rate_limited(
-        login_from(&app, "2001:db8:5:6:a:b:c:d", &user.username, &user.password).await,
-        60,
-    )
-    .await;
-    assert_eq!(
-        login_from(&app, "2001:db8:5:7::1", &user.username, &user.password)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_rate_limited(login_as(&app, "2001:db8:5:6:a:b:c:d", &user).await, 60).await;
+    assert_logs_in(&app, "2001:db8:5:7::1", &user).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +259,7 @@ on_every_backend! {
         assert_error(wrong().await, 400, "invalid_grant").await;
         assert_eq!(assert_rate_limited(wrong().await, 1).await, 1);
         // While delayed even the right password is refused unchecked.
-        assert_rate_limited(login_from(&app, here, &user.username, &user.password).await, 1).await;
+        assert_rate_limited(login_as(&app, here, &user).await, 1).await;
         app.clock.advance(Duration::from_secs(1));
         assert_error(wrong().await, 400, "invalid_grant").await;
         assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "doubled");
@@ -342,11 +267,11 @@ on_every_backend! {
         assert_error(wrong().await, 400, "invalid_grant").await;
         assert_eq!(assert_rate_limited(wrong().await, 2).await, 2, "capped at max_delay");
         // Another address is not slowed for this user (the ceiling is far).
-        assert_eq!(login_from(&app, "198.51.100.8", &user.username, &user.password).await.status(), StatusCode::OK);
+        assert_logs_in(&app, "198.51.100.8", &user).await;
 
         // A success from the delayed address, once its delay is paid, resets it.
         app.clock.advance(Duration::from_secs(2));
-        assert_eq!(login_from(&app, here, &user.username, &user.password).await.status(), StatusCode::OK);
+        assert_logs_in(&app, here, &user).await;
         assert_error(wrong().await, 400, "invalid_grant").await;
     }
 
@@ -382,11 +307,44 @@ on_both_databases! {
 
         assert_error(login_from(&a, "198.51.100.5", &user.username, "wrong password here").await, 400, "invalid_grant").await;
 
-        assert_rate_limited(login_from(&b, "198.51.100.5", &user.username, &user.password).await, 60).await;
+        assert_rate_limited(login_as(&b, "198.51.100.5", &user).await, 60).await;
         drop(b);
         let restarted = a.another_instance().await;
         drop(a);
-        assert_rate_limited(login_from(&restarted, "198.51.100.5", &user.username, &user.password).await, 60).await;
+        assert_rate_limited(login_as(&restarted, "198.51.100.5", &user).await, 60).await;
+    }
+
+    async fn a_wrong_current_password_is_a_failed_login(backend: Backend) {
+        // Arrange: two failures from one address for one user start the delays.
+        let app = spawn_app_with(backend, |s| {
+            s.throttle.failures = 2;
+            s.throttle.base_delay = 60;
+        })
+        .await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = |current: &'static str| app.change_password(&token, current, "a brand new passphrase");
+
+        // Act
+        for _ in 0..2 {
+            assert_eq!(change("not the password").await.status(), StatusCode::BAD_REQUEST);
+        }
+        let throttled = app.change_password(&token, &user.password, "a brand new passphrase").await;
+
+        // Assert: refused without checking, even the right password; and the token endpoint alike.
+        assert_rate_limited(throttled, 60).await;
+        assert_rate_limited(app.token(&password_form(&user.username, &user.password)).await, 60).await;
+        // Nothing changed.
+        assert_eq!(app.me(&token).await.status(), StatusCode::OK);
+    }
+
+    async fn the_password_change_counts_against_the_per_user_login_rate_limit(backend: Backend) {
+        let app = spawn_app_with(backend, |s| s.rate_limit.login_per_user = n(2)).await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let change = || app.change_password(&token, "not the password", "a brand new passphrase");
+        assert_eq!(change().await.status(), StatusCode::BAD_REQUEST);
+        assert_rate_limited(change().await, 30).await;
     }
 }
 
@@ -398,25 +356,13 @@ async fn a_saturated_hashing_queue_answers_503_while_the_rest_of_the_server_answ
         s.password.hash_queue_wait_ms = 1;
     })
     .await;
-    let user = TestUser {
-        username: "nobody-at-all".into(),
-        password: "whatever it is".into(),
-    };
 
     // Act: a flood of logins, and beside it the JWKS.
-    let form = [
-        ("grant_type", "password"),
-        ("username", user.username.as_str()),
-        ("password", user.password.as_str()),
-    ];
+    let form = password_form("nobody-at-all", "whatever it is");
     let flood = futures_util::future::join_all((0..40).map(|_| app.token(&form)));
     let beside = async {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        app.http
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
+        app.get("/.well-known/jwks.json").await
     };
     let (answers, jwks) = tokio::join!(flood, beside);
 

@@ -14,7 +14,10 @@ use portcullis::value::grant_type::GrantType;
 use reqwest::{RequestBuilder, header};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, free_port, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, TestUser, claims_of, free_port, password_form, spawn_app,
+    spawn_app_with,
+};
 
 /// The document, and which operations have been seen answering.
 struct Conformance {
@@ -94,6 +97,19 @@ impl Conformance {
             errors.join("\n  ")
         );
         (status, value)
+    }
+
+    /// [`Self::call`], asserting the status; returns the body.
+    async fn expect(
+        &mut self,
+        method: &str,
+        template: &str,
+        request: RequestBuilder,
+        status: u16,
+    ) -> Value {
+        let (answered, body) = self.call(method, template, request).await;
+        assert_eq!(answered, status, "{method} {template}: {body}");
+        body
     }
 
     /// Every operation of the document was driven.
@@ -312,176 +328,131 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     let rs_secret = resource_server.secret.clone().unwrap();
 
     // Registration: with an email, without one, and refused.
-    let (_, with_email) = api
-        .call(
+    let register = |body: Value| http.post(url("/users")).json(&body);
+    let with_email = api
+        .expect(
             "POST",
             "/users",
-            http.post(url("/users")).json(
-                &json!({"username": "mailed", "password": PASSWORD, "email": "mailed@example.com"}),
+            register(
+                json!({"username": "mailed", "password": PASSWORD, "email": "mailed@example.com"}),
             ),
+            201,
         )
         .await;
     assert_eq!(with_email["email"], "mailed@example.com");
-    let (status, _) = api
-        .call(
-            "POST",
-            "/users",
-            http.post(url("/users"))
-                .json(&json!({"username": "plain", "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, 201);
     for (body, expected) in [
+        (json!({"username": "plain", "password": PASSWORD}), 201),
         (json!({"username": "plain", "password": PASSWORD}), 409),
         (json!({"username": "short", "password": "short"}), 422),
         (json!({"username": 5}), 400),
     ] {
-        let (status, _) = api
-            .call("POST", "/users", http.post(url("/users")).json(&body))
-            .await;
-        assert_eq!(status, expected, "{body}");
+        api.expect("POST", "/users", register(body), expected).await;
     }
 
     // Tokens: each grant, and refusals.
-    let form = |fields: &[(&str, &str)]| -> Vec<(String, String)> {
-        fields
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    let token = |fields: Vec<(String, String)>| {
+    let token = |fields: &[(&str, &str)]| {
         http.post(url("/oauth/token"))
             .basic_auth(&client.id, Some(&secret))
-            .form(&fields)
+            .form(fields)
     };
-    let (status, login) = api
-        .call(
+    let login = api
+        .expect(
             "POST",
             "/oauth/token",
-            token(form(&[
-                ("grant_type", "password"),
-                ("username", &user.username),
-                ("password", PASSWORD),
-            ])),
+            token(&password_form(&user.username, PASSWORD)),
+            200,
         )
         .await;
-    assert_eq!(status, 200);
-    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
-    let (status, refreshed) = api
-        .call(
+    let refresh = login["refresh_token"].as_str().unwrap();
+    let refreshed = api
+        .expect(
             "POST",
             "/oauth/token",
-            token(form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh),
-            ])),
+            token(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]),
+            200,
         )
         .await;
-    assert_eq!(status, 200);
     let user_token = refreshed["access_token"].as_str().unwrap().to_owned();
-    let (status, client_token) = api
-        .call(
+    let client_token = api
+        .expect(
             "POST",
             "/oauth/token",
-            token(form(&[("grant_type", "client_credentials")])),
+            token(&[("grant_type", "client_credentials")]),
+            200,
         )
         .await;
-    assert_eq!(status, 200);
     let client_token = client_token["access_token"].as_str().unwrap().to_owned();
+    let huge = "x".repeat(70 * 1024);
     for (fields, expected) in [
-        (
-            form(&[
-                ("grant_type", "password"),
-                ("username", &user.username),
-                ("password", "wrong password"),
-            ]),
-            400,
-        ),
-        (form(&[("grant_type", "magic")]), 400),
-        (
-            form(&[
-                ("grant_type", "password"),
-                ("password", &"x".repeat(70 * 1024)),
-            ]),
-            413,
-        ),
+        (&password_form(&user.username, "wrong password")[..], 400),
+        (&[("grant_type", "magic")], 400),
+        (&[("grant_type", "password"), ("password", &huge)], 413),
     ] {
-        let (status, _) = api.call("POST", "/oauth/token", token(fields)).await;
-        assert_eq!(status, expected);
+        api.expect("POST", "/oauth/token", token(fields), expected)
+            .await;
     }
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/token",
-            http.post(url("/oauth/token"))
-                .basic_auth("nobody", Some("x"))
-                .form(&[("grant_type", "client_credentials")]),
-        )
-        .await;
-    assert_eq!(status, 401);
+    api.expect(
+        "POST",
+        "/oauth/token",
+        http.post(url("/oauth/token"))
+            .basic_auth("nobody", Some("x"))
+            .form(&[("grant_type", "client_credentials")]),
+        401,
+    )
+    .await;
 
     // Introspection and revocation.
-    let introspect = |token: &str| {
+    let introspect = |form: &[(&str, &str)]| {
         http.post(url("/oauth/introspect"))
             .basic_auth(&resource_server.id, Some(&rs_secret))
-            .form(&[("token", token)])
+            .form(form)
     };
-    let (_, active) = api
-        .call("POST", "/oauth/introspect", introspect(&user_token))
+    let active = api
+        .expect(
+            "POST",
+            "/oauth/introspect",
+            introspect(&[("token", &user_token)]),
+            200,
+        )
         .await;
     assert_eq!(active["active"], true);
-    let (_, inactive) = api
-        .call("POST", "/oauth/introspect", introspect("not-a-token"))
+    let inactive = api
+        .expect(
+            "POST",
+            "/oauth/introspect",
+            introspect(&[("token", "not-a-token")]),
+            200,
+        )
         .await;
     assert_eq!(inactive, json!({"active": false}));
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/introspect",
-            http.post(url("/oauth/introspect")).form(&[("token", "x")]),
-        )
-        .await;
-    assert_eq!(status, 401, "a public client may not introspect");
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/introspect",
-            http.post(url("/oauth/introspect"))
-                .basic_auth(&resource_server.id, Some(&rs_secret))
-                .form(&[("token_type_hint", "x")]),
-        )
-        .await;
-    assert_eq!(status, 400);
-    let revoke = || {
+    // A public client may not introspect.
+    api.expect(
+        "POST",
+        "/oauth/introspect",
+        http.post(url("/oauth/introspect")).form(&[("token", "x")]),
+        401,
+    )
+    .await;
+    api.expect(
+        "POST",
+        "/oauth/introspect",
+        introspect(&[("token_type_hint", "x")]),
+        400,
+    )
+    .await;
+    let revoke = |secret: &str, form: &[(&str, &str)]| {
         http.post(url("/oauth/revoke"))
-            .basic_auth(&client.id, Some(&secret))
+            .basic_auth(&client.id, Some(secret))
+            .form(form)
     };
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/revoke",
-            revoke().form(&[("token", client_token.as_str())]),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/revoke",
-            revoke().form(&[("token_type_hint", "x")]),
-        )
-        .await;
-    assert_eq!(status, 400);
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/revoke",
-            http.post(url("/oauth/revoke"))
-                .basic_auth(&client.id, Some("wrong"))
-                .form(&[("token", "x")]),
-        )
-        .await;
-    assert_eq!(status, 401);
+    for (secret, form, expected) in [
+        (secret.as_str(), &[("token", client_token.as_str())], 200),
+        (secret.as_str(), &[("token_type_hint", "x")], 400),
+        ("wrong", &[("token", "x")], 401),
+    ] {
+        api.expect("POST", "/oauth/revoke", revoke(secret, form), expected)
+            .await;
+    }
 
     // The revocation feed, now holding the revoked token, and the cached copy.
     let feed = || {
@@ -490,24 +461,22 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     };
     let resp = feed().send().await.unwrap();
     let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
-    let (_, entries) = api.call("GET", "/oauth/revocations", feed()).await;
+    let entries = api.expect("GET", "/oauth/revocations", feed(), 200).await;
     assert!(!entries["entries"].as_array().unwrap().is_empty());
-    let (status, _) = api
-        .call(
-            "GET",
-            "/oauth/revocations",
-            feed().header("if-none-match", &etag),
-        )
-        .await;
-    assert_eq!(status, 304);
-    let (status, _) = api
-        .call(
-            "GET",
-            "/oauth/revocations",
-            http.get(url("/oauth/revocations")),
-        )
-        .await;
-    assert_eq!(status, 401);
+    api.expect(
+        "GET",
+        "/oauth/revocations",
+        feed().header("if-none-match", &etag),
+        304,
+    )
+    .await;
+    api.expect(
+        "GET",
+        "/oauth/revocations",
+        http.get(url("/oauth/revocations")),
+        401,
+    )
+    .await;
 
     // Discovery.
     for path in [
@@ -516,120 +485,99 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     ] {
         api.call("GET", path, http.get(url(path))).await;
     }
-    let resp = http
-        .get(url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let jwks = || http.get(url("/.well-known/jwks.json"));
+    let resp = jwks().send().await.unwrap();
     let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
-    api.call(
+    api.call("GET", "/.well-known/jwks.json", jwks()).await;
+    api.expect(
         "GET",
         "/.well-known/jwks.json",
-        http.get(url("/.well-known/jwks.json")),
+        jwks().header("if-none-match", &etag),
+        304,
     )
     .await;
-    let (status, _) = api
-        .call(
-            "GET",
-            "/.well-known/jwks.json",
-            http.get(url("/.well-known/jwks.json"))
-                .header("if-none-match", &etag),
-        )
-        .await;
-    assert_eq!(status, 304);
 
     // The caller: with no email, with one, and refused.
-    let (_, me) = api
-        .call(
-            "GET",
-            "/users/me",
-            http.get(url("/users/me")).bearer_auth(&user_token),
-        )
-        .await;
-    assert_eq!(me["email"], Value::Null, "a user without an email");
+    let me = |token: &str| http.get(url("/users/me")).bearer_auth(token);
+    let without = api.expect("GET", "/users/me", me(&user_token), 200).await;
+    assert_eq!(without["email"], Value::Null, "a user without an email");
     let mailed = app
-        .login(&crate::helpers::TestUser {
+        .login(&TestUser {
             username: "mailed".into(),
             password: PASSWORD.into(),
         })
         .await;
-    let (_, me) = api
-        .call(
-            "GET",
-            "/users/me",
-            http.get(url("/users/me")).bearer_auth(&mailed.access_token),
-        )
+    let with = api
+        .expect("GET", "/users/me", me(&mailed.access_token), 200)
         .await;
-    assert_eq!(me["email"], "mailed@example.com");
-    let (status, _) = api
-        .call("GET", "/users/me", http.get(url("/users/me")))
+    assert_eq!(with["email"], "mailed@example.com");
+    api.expect("GET", "/users/me", http.get(url("/users/me")), 401)
         .await;
-    assert_eq!(status, 401);
-    let (_, other_client) = api
-        .call(
+    let other_client = api
+        .expect(
             "POST",
             "/oauth/token",
             http.post(url("/oauth/token"))
                 .basic_auth(&resource_server.id, Some(&rs_secret))
                 .form(&[("grant_type", "client_credentials")]),
+            200,
         )
         .await;
-    let (status, _) = api
-        .call(
-            "GET",
-            "/users/me",
-            http.get(url("/users/me"))
-                .bearer_auth(other_client["access_token"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(status, 403, "a client's own token has no user");
+    // A client's own token has no user.
+    api.expect(
+        "GET",
+        "/users/me",
+        me(other_client["access_token"].as_str().unwrap()),
+        403,
+    )
+    .await;
 
     // Sessions.
-    let (_, sessions) = api
-        .call(
+    let sessions = api
+        .expect(
             "GET",
             "/users/me/sessions",
             http.get(url("/users/me/sessions")).bearer_auth(&user_token),
+            200,
         )
         .await;
     let second = app.login(&user).await;
-    let sid = crate::helpers::claims_of(&second.access_token)["sid"]
+    let sid = claims_of(&second.access_token)["sid"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(!sessions.as_array().unwrap().is_empty());
-    let (status, _) = api
-        .call(
-            "GET",
-            "/users/me/sessions",
-            http.get(url("/users/me/sessions")),
-        )
-        .await;
-    assert_eq!(status, 401);
-    let one = "/users/me/sessions/{id}";
+    api.expect(
+        "GET",
+        "/users/me/sessions",
+        http.get(url("/users/me/sessions")),
+        401,
+    )
+    .await;
+    let nil = uuid::Uuid::nil().to_string();
     for (id, expected) in [
         (sid.as_str(), 204),
-        (&uuid::Uuid::nil().to_string(), 404),
+        (nil.as_str(), 404),
         ("not-a-uuid", 400),
     ] {
-        let (status, _) = api
-            .call(
-                "DELETE",
-                one,
-                http.delete(url(&format!("/users/me/sessions/{id}")))
-                    .bearer_auth(&user_token),
-            )
-            .await;
-        assert_eq!(status, expected, "{id}");
+        api.expect(
+            "DELETE",
+            "/users/me/sessions/{id}",
+            http.delete(url(&format!("/users/me/sessions/{id}")))
+                .bearer_auth(&user_token),
+            expected,
+        )
+        .await;
     }
 
     // Administration.
     let admin_token = app.login(&admin).await.access_token;
-    let (_, users) = api
-        .call(
+    let users = api
+        .expect(
             "GET",
             "/admin/users",
             http.get(url("/admin/users")).bearer_auth(&admin_token),
+            200,
         )
         .await;
     assert!(
@@ -645,15 +593,14 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
         ("?offset=-1", &admin_token, 400),
         ("", &user_token, 403),
     ] {
-        let (status, _) = api
-            .call(
-                "GET",
-                "/admin/users",
-                http.get(url(&format!("/admin/users{query}")))
-                    .bearer_auth(token),
-            )
-            .await;
-        assert_eq!(status, expected, "{query}");
+        api.expect(
+            "GET",
+            "/admin/users",
+            http.get(url(&format!("/admin/users{query}")))
+                .bearer_auth(token),
+            expected,
+        )
+        .await;
     }
     let victim = users
         .as_array()
@@ -668,23 +615,22 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
         let template = format!("/admin/users/{{id}}/{action}");
         for (id, token, expected) in [
             (victim.as_str(), &admin_token, 204),
-            (&uuid::Uuid::nil().to_string(), &admin_token, 404),
+            (nil.as_str(), &admin_token, 404),
             ("not-a-uuid", &admin_token, 400),
             (victim.as_str(), &user_token, 403),
         ] {
-            let (status, _) = api
-                .call(
-                    "POST",
-                    &template,
-                    http.post(url(&format!("/admin/users/{id}/{action}")))
-                        .bearer_auth(token),
-                )
-                .await;
-            assert_eq!(status, expected, "{action} {id}");
+            api.expect(
+                "POST",
+                &template,
+                http.post(url(&format!("/admin/users/{id}/{action}")))
+                    .bearer_auth(token),
+                expected,
+            )
+            .await;
         }
     }
 
-    // The password, then logging out everywhere.
+    // The password, then logging out everywhere; the second of each is refused, its token revoked.
     let change = |current: &str, new: &str| {
         http.post(url("/users/me/password"))
             .bearer_auth(&user_token)
@@ -693,51 +639,26 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     for (current, new, expected) in [
         ("wrong password", "a new correct horse", 400),
         (PASSWORD, "short", 422),
+        (PASSWORD, "a new correct horse", 204),
+        (PASSWORD, "a new correct horse", 401),
     ] {
-        let (status, _) = api
-            .call("POST", "/users/me/password", change(current, new))
+        api.expect("POST", "/users/me/password", change(current, new), expected)
             .await;
-        assert_eq!(status, expected);
     }
-    let (status, _) = api
-        .call(
-            "POST",
-            "/users/me/password",
-            change(PASSWORD, "a new correct horse"),
-        )
-        .await;
-    assert_eq!(status, 204);
-    let (status, _) = api
-        .call(
-            "POST",
-            "/users/me/password",
-            change(PASSWORD, "a new correct horse"),
-        )
-        .await;
-    assert_eq!(status, 401, "the change revoked the token");
-    let (status, _) = api
-        .call(
+    for expected in [204, 401] {
+        api.expect(
             "DELETE",
             "/users/me/sessions",
             http.delete(url("/users/me/sessions"))
                 .bearer_auth(&mailed.access_token),
+            expected,
         )
         .await;
-    assert_eq!(status, 204);
-    let (status, _) = api
-        .call(
-            "DELETE",
-            "/users/me/sessions",
-            http.delete(url("/users/me/sessions"))
-                .bearer_auth(&mailed.access_token),
-        )
-        .await;
-    assert_eq!(status, 401);
+    }
 
     // Operations.
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let (status, _) = api.call("GET", path, http.get(url(path))).await;
-        assert_eq!(status, 200, "{path}");
+        api.expect("GET", path, http.get(url(path)), 200).await;
     }
 
     // A second server whose Redis does not answer and whose limits are tight: 503s and 429s.
@@ -750,67 +671,44 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     let http = &down.http;
     let url = |path: &str| down.url(path);
     let someone = down.seed_user().await;
-    let (status, _) = api
-        .call(
-            "POST",
-            "/users",
-            http.post(url("/users"))
-                .json(&json!({"username": "another", "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, 429);
-    let (status, login) = api
-        .call(
-            "POST",
-            "/oauth/token",
-            http.post(url("/oauth/token")).form(&[
-                ("grant_type", "password"),
-                ("username", &someone.username),
-                ("password", PASSWORD),
-            ]),
-        )
-        .await;
-    assert_eq!(status, 200, "{login}");
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/token",
-            http.post(url("/oauth/token")).form(&[
-                ("grant_type", "password"),
-                ("username", &someone.username),
-                ("password", PASSWORD),
-            ]),
-        )
-        .await;
-    assert_eq!(status, 429);
-    let token = login["access_token"].as_str().unwrap();
-    for (method, path) in [("GET", "/users/me"), ("GET", "/users/me/sessions")] {
-        let request = http
-            .request(method.parse().unwrap(), url(path))
-            .bearer_auth(token);
-        let (status, _) = api.call(method, path, request).await;
-        assert_eq!(status, 503, "{method} {path} without the deny list");
+    api.expect(
+        "POST",
+        "/users",
+        http.post(url("/users"))
+            .json(&json!({"username": "another", "password": PASSWORD})),
+        429,
+    )
+    .await;
+    let login = || {
+        http.post(url("/oauth/token"))
+            .form(&password_form(&someone.username, PASSWORD))
+    };
+    let login_body = api.expect("POST", "/oauth/token", login(), 200).await;
+    api.expect("POST", "/oauth/token", login(), 429).await;
+    let token = login_body["access_token"].as_str().unwrap();
+    for path in ["/users/me", "/users/me/sessions"] {
+        // Without the deny list, nothing that gives access is answered.
+        api.expect("GET", path, http.get(url(path)).bearer_auth(token), 503)
+            .await;
     }
     // Logging out only takes access away: it is checked against the database and answered.
     let request = http.delete(url("/users/me/sessions")).bearer_auth(token);
-    let (status, _) = api.call("DELETE", "/users/me/sessions", request).await;
-    assert_eq!(
-        status, 204,
-        "DELETE /users/me/sessions without the deny list"
-    );
-    let rs = down.resource_server().await;
-    let (status, _) = api
-        .call(
-            "POST",
-            "/oauth/introspect",
-            http.post(url("/oauth/introspect"))
-                .basic_auth(&rs.id, rs.secret.as_deref())
-                .form(&[("token", token)]),
-        )
+    api.expect("DELETE", "/users/me/sessions", request, 204)
         .await;
-    assert_eq!(status, 503);
-    let (status, ready) = api.call("GET", "/readyz", http.get(url("/readyz"))).await;
-    assert_eq!((status, &ready["checks"]["redis"]), (503, &json!("down")));
+    let rs = down.resource_server().await;
+    api.expect(
+        "POST",
+        "/oauth/introspect",
+        http.post(url("/oauth/introspect"))
+            .basic_auth(&rs.id, rs.secret.as_deref())
+            .form(&[("token", token)]),
+        503,
+    )
+    .await;
+    let ready = api
+        .expect("GET", "/readyz", http.get(url("/readyz")), 503)
+        .await;
+    assert_eq!(ready["checks"]["redis"], json!("down"));
 
     api.assert_every_operation_seen();
 }

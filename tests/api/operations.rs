@@ -1,5 +1,5 @@
-//! The operational surface: readiness per dependency, metrics, request logs that never carry a secret,
-//! and graceful shutdown.
+//! The operational surface: liveness, readiness per dependency, metrics, request logs that never carry
+//! a secret, and graceful shutdown.
 
 use std::{
     io::Read,
@@ -12,9 +12,20 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, postgres_url, spawn_app,
-    spawn_app_with, test_keys_dir,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, password_form, postgres_url,
+    spawn_app, spawn_app_with, test_keys_dir,
 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_ok() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let resp = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_the_database_when_it_goes_away_and_recovers_when_it_returns() {
@@ -237,12 +248,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
     app.refreshed(login.refresh_token.as_deref().unwrap()).await;
     let rt = app.login(&user).await.refresh_token.unwrap();
     assert_error(
-        app.token(&[
-            ("grant_type", "password"),
-            ("username", &user.username),
-            ("password", PASSWORD),
-        ])
-        .await,
+        app.token(&password_form(&user.username, PASSWORD)).await,
         429,
         "rate_limited",
     )
@@ -405,16 +411,12 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let login: Value = token(vec![
-        ("grant_type", "password"),
-        ("username", "logger"),
-        ("password", password),
-    ])
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let login: Value = token(password_form("logger", password).to_vec())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
     let refreshed: Value = token(vec![
@@ -433,25 +435,17 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
         .send()
         .await
         .unwrap();
-    http.post(server.url("/oauth/revoke"))
-        .basic_auth("logged-client", Some(secret))
-        .form(&[("token", access.as_str())])
-        .send()
+    for revoked in [&access, &refresh2] {
+        http.post(server.url("/oauth/revoke"))
+            .basic_auth("logged-client", Some(secret))
+            .form(&[("token", revoked.as_str())])
+            .send()
+            .await
+            .unwrap();
+    }
+    token(password_form("logger", wrong).to_vec())
         .await
         .unwrap();
-    http.post(server.url("/oauth/revoke"))
-        .basic_auth("logged-client", Some(secret))
-        .form(&[("token", refresh2.as_str())])
-        .send()
-        .await
-        .unwrap();
-    token(vec![
-        ("grant_type", "password"),
-        ("username", "logger"),
-        ("password", wrong),
-    ])
-    .await
-    .unwrap();
     token(vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", &refresh),

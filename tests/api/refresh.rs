@@ -157,7 +157,7 @@ on_every_backend! {
         let login = a.login(&user).await;
 
         // A revocation through one is seen by the other.
-        let resp = a.http.post(a.url("/oauth/revoke")).form(&[("token", login.access_token.as_str())]).send().await.unwrap();
+        let resp = a.revoke(&login.access_token).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(!b.is_active(&rs, &login.access_token).await);
         assert_error(b.me(&login.access_token).await, 401, "invalid_token").await;
@@ -410,7 +410,7 @@ on_both_databases! {
         let found = app.state.users.find_by_username(&deleted.username).await.unwrap().unwrap();
         portcullis::entity::user::Entity::delete_by_id(found.id).exec(&app.state.db).await.unwrap();
         let revoked = app.login(&user).await;
-        let resp = app.http.post(app.url("/oauth/revoke")).form(&[("token", revoked.refresh_token.as_deref().unwrap())]).send().await.unwrap();
+        let resp = app.revoke(revoked.refresh_token.as_deref().unwrap()).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let (tokens, sessions) = (app.count("refresh_tokens").await, app.count("sessions").await);
 

@@ -14,7 +14,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, TestClient, claims_of, listen_at_issuer, own_key_dir, spawn_app_with, test_signing_pem,
+    Backend, TestClient, claims_of, eventually, listen_at_issuer, own_key_dir, spawn_app_with,
+    test_signing_pem,
 };
 
 struct Example {
@@ -104,13 +105,12 @@ fn sign(claims: &Value, kid: &str, pem: &[u8]) -> String {
 }
 
 async fn within(secs: u64, example: &Example, token: &str, want: StatusCode) {
-    for _ in 0..secs * 10 {
-        if example.call(token).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the example did not answer {want} within {secs} s");
+    eventually(
+        Duration::from_secs(secs),
+        &format!("the example answering {want}"),
+        || async { example.call(token).await == want },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,30 +182,20 @@ async fn the_example_resource_server_verifies_refuses_follows_revocations_and_ro
     // Revocations reach it within seconds: a token's, a session's, a user's.
     let revoked = app.login(&user).await.access_token;
     assert_eq!(example.call(&revoked).await, StatusCode::OK);
-    app.http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", revoked.as_str())])
-        .send()
-        .await
-        .unwrap();
+    app.revoke(&revoked).await;
     within(3, &example, &revoked, StatusCode::UNAUTHORIZED).await;
 
     let session = app.login(&user).await;
     assert_eq!(example.call(&session.access_token).await, StatusCode::OK);
-    app.http
-        .post(app.url("/oauth/revoke"))
-        .form(&[("token", session.refresh_token.as_deref().unwrap())])
-        .send()
-        .await
-        .unwrap();
+    app.revoke(session.refresh_token.as_deref().unwrap()).await;
     within(3, &example, &session.access_token, StatusCode::UNAUTHORIZED).await;
 
     let other = app.seed_user().await;
     let others = app.login(&other).await.access_token;
     assert_eq!(example.call(&others).await, StatusCode::OK);
-    let resp = app.http.post(app.url("/users/me/password")).bearer_auth(&others)
-        .json(&serde_json::json!({"current_password": other.password, "new_password": "a wholly new passphrase"}))
-        .send().await.unwrap();
+    let resp = app
+        .change_password(&others, &other.password, "a wholly new passphrase")
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     within(3, &example, &others, StatusCode::UNAUTHORIZED).await;
     assert_eq!(

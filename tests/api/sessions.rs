@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, TestUser, assert_error, spawn_app_on};
+use crate::helpers::{PASSWORD, TestUser, assert_error, claims_of, password_form, spawn_app_on};
 
 on_every_backend! {
     async fn sessions_are_listed_and_logged_out_one_by_one_or_all_at_once(backend: Backend, deny: Deny) {
@@ -27,12 +27,7 @@ on_every_backend! {
         }
 
         // Log out the second login: its tokens die, the others live.
-        let sid_of = |token: &str| {
-            use base64::Engine;
-            let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
-            claims["sid"].as_str().unwrap().to_owned()
-        };
-        let second = sid_of(&logins[1].access_token);
+        let second = claims_of(&logins[1].access_token)["sid"].as_str().unwrap().to_owned();
         let resp = app.http.delete(app.url(&format!("/users/me/sessions/{second}"))).bearer_auth(me).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         assert_error(app.me(&logins[1].access_token).await, 401, "invalid_token").await;
@@ -42,7 +37,7 @@ on_every_backend! {
         assert_eq!(listed.len(), 2);
 
         // Someone else's session is not ours to end.
-        let theirs = sid_of(&strangers.access_token);
+        let theirs = claims_of(&strangers.access_token)["sid"].as_str().unwrap().to_owned();
         let resp = app.http.delete(app.url(&format!("/users/me/sessions/{theirs}"))).bearer_auth(me).send().await.unwrap();
         assert_error(resp, 404, "not_found").await;
         assert_eq!(app.me(&strangers.access_token).await.status(), StatusCode::OK);
@@ -79,7 +74,7 @@ on_every_backend! {
             assert_error(app.me(&login.access_token).await, 401, "invalid_token").await;
             assert_error(app.refresh(login.refresh_token.as_deref().unwrap()).await, 400, "invalid_grant").await;
         }
-        let old = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", PASSWORD)]).await;
+        let old = app.token(&password_form(&user.username, PASSWORD)).await;
         assert_error(old, 400, "invalid_grant").await;
         let renewed = TestUser { username: user.username.clone(), password: "a brand new passphrase".into() };
         let after = app.login(&renewed).await;
@@ -119,7 +114,7 @@ on_every_backend! {
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         assert_error(app.me(&users_token.access_token).await, 401, "invalid_token").await;
         assert_error(app.refresh(users_token.refresh_token.as_deref().unwrap()).await, 400, "invalid_grant").await;
-        let login = app.token(&[("grant_type", "password"), ("username", &user.username), ("password", &user.password)]).await;
+        let login = app.token(&password_form(&user.username, &user.password)).await;
         assert_error(login, 400, "invalid_grant").await;
 
         // Enable: they log in again.

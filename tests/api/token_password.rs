@@ -1,4 +1,5 @@
-//! The password grant, end to end: register → token → me, for every way a client can present itself.
+//! The password grant, end to end: register → token → me, for every way a client can present itself;
+//! and the stored hash, upgraded at login but never over a password changed meanwhile.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +8,9 @@ use portcullis::value::grant_type::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, TokenBody, assert_error, claims_of, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TokenBody, assert_error, claims_of, password_form, spawn_app, spawn_app_with,
+};
 
 const PASSWORD_GRANTS: &[GrantType] = &[GrantType::Password, GrantType::RefreshToken];
 
@@ -27,7 +30,7 @@ on_both_databases! {
         let confidential = app.seed_client(false, PASSWORD_GRANTS, "profile").await;
         let secret = confidential.secret.clone().unwrap();
         let default_id = app.settings.clients.default_client_id.clone();
-        let grant = [("grant_type", "password"), ("username", user.username.as_str()), ("password", user.password.as_str())];
+        let grant = password_form(&user.username, &user.password);
         let with = |extra: &[(&'static str, String)]| {
             let mut form: Vec<(&str, String)> = grant.iter().map(|(k, v)| (*k, v.to_string())).collect();
             form.extend(extra.iter().cloned());
@@ -113,7 +116,7 @@ on_both_databases! {
             (user.username.as_str(), "not the password at all"),
             (disabled.username.as_str(), disabled.password.as_str()),
         ] {
-            let resp = app.token(&[("grant_type", "password"), ("username", username), ("password", password)]).await;
+            let resp = app.token(&password_form(username, password)).await;
             let status = resp.status();
             let mut headers: Vec<(String, String)> = resp.headers().iter()
                 // Only what differs per request by design: the date and the request id.
@@ -166,9 +169,7 @@ on_both_databases! {
         let user = app.seed_user().await;
         let client = app.seed_client(false, &[GrantType::ClientCredentials], "profile").await;
 
-        let resp = app.token_basic(&client.id, client.secret.as_deref().unwrap(), &[
-            ("grant_type", "password"), ("username", &user.username), ("password", &user.password),
-        ]).await;
+        let resp = app.token_basic(&client.id, client.secret.as_deref().unwrap(), &password_form(&user.username, &user.password)).await;
 
         assert_error(resp, 400, "unauthorized_client").await;
         assert_eq!(app.count("sessions").await, 0);
@@ -194,5 +195,24 @@ on_both_databases! {
         assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{after}");
         assert_ne!(after, old);
         app.login(&user).await;
+    }
+
+    async fn a_rehash_never_overwrites_a_password_changed_meanwhile(backend: Backend) {
+        // Arrange: a login verified the old password (its row as read then), and the password changes.
+        let app = spawn_app_with(backend, |_| {}).await;
+        let user = app.seed_user().await;
+        let verified = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
+        let token = app.login(&user).await.access_token;
+        let resp = app.change_password(&token, &user.password, "a brand new passphrase").await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+        // Act: the login's rehash of the old password arrives late.
+        app.state.users.update_hash(verified.id, verified.password_changed_at, verified.password_hash.clone()).await.unwrap();
+
+        // Assert: the new password stands, the old one does not come back.
+        let old = app.token(&password_form(&user.username, &user.password)).await;
+        assert_error(old, 400, "invalid_grant").await;
+        let new = app.token(&password_form(&user.username, "a brand new passphrase")).await;
+        assert_eq!(new.status(), StatusCode::OK);
     }
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, PASSWORD, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, PASSWORD, assert_error, password_form, spawn_app, spawn_app_with};
 
 on_both_databases! {
     async fn registration_returns_the_user_and_never_the_password_or_its_hash(backend: Backend) {
@@ -23,7 +23,7 @@ on_both_databases! {
         assert_eq!(user["username"], "Alice.Liddell");
         assert_eq!(user["email"], "alice@example.com");
         // The caller sees the same through /users/me.
-        let token: crate::helpers::TokenBody = app.token(&[("grant_type", "password"), ("username", "alice.liddell"), ("password", PASSWORD)]).await.json().await.unwrap();
+        let token: crate::helpers::TokenBody = app.token(&password_form("alice.liddell", PASSWORD)).await.json().await.unwrap();
         let me: Value = app.me(&token.access_token).await.json().await.unwrap();
         assert_eq!(me, user);
     }
@@ -59,7 +59,7 @@ on_both_databases! {
         assert_eq!(app.count("users").await, 1);
 
         // The address as given is what the user sees.
-        let token: crate::helpers::TokenBody = app.token(&[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await.json().await.unwrap();
+        let token: crate::helpers::TokenBody = app.token(&password_form("alice", PASSWORD)).await.json().await.unwrap();
         let me: Value = app.me(&token.access_token).await.json().await.unwrap();
         assert_eq!(me["email"], "Alice@Example.com");
     }
