@@ -245,7 +245,7 @@ fn scan(
         keys: keys.iter().map(|k| k.jwk()).collect(),
     };
     let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
-    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
+    let etag = crate::value::etag::of(&jwks);
     let set = KeySet {
         keys,
         signing,
