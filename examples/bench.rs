@@ -34,7 +34,6 @@ use std::{
 };
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use jsonwebtoken::{EncodingKey, Header, Validation};
 use portcullis::value::{grant_type::GrantType, scope::Scope};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
@@ -44,8 +43,6 @@ const PASSWORD: &str = "correct horse battery staple";
 const CONNECTIONS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    // The limits are measured with the signer and verifier the server itself uses.
-    let _ = portcullis::crypto_provider::PROVIDER.install_default();
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -146,44 +143,30 @@ struct Limits {
 struct Machine {
     /// The server's argon2id parameters (argon2's defaults, OWASP's m=19456 KiB, t=2, p=1).
     params: Params,
-    encoding: EncodingKey,
-    header: Header,
+    /// A signing key as the server holds it, so that the limits are the server's own signer and verifier.
+    key: Arc<portcullis::keys::Key>,
     claims: Value,
     token: String,
-    public: jsonwebtoken::DecodingKey,
-    validation: Validation,
 }
 
 impl Machine {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (path, kid) = portcullis::keys::generate(dir.path(), 2048).unwrap();
-        let pem = std::fs::read(path).unwrap();
-        let encoding = EncodingKey::from_rsa_pem(&pem).unwrap();
-        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some(kid);
-        header.typ = Some("at+jwt".into());
+        portcullis::keys::generate(dir.path(), 2048).unwrap();
+        let keys =
+            portcullis::keys::KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(900))
+                .unwrap();
+        let key = keys.current().signing().clone();
         let now = chrono::Utc::now().timestamp();
         let claims = json!({"iss": "http://127.0.0.1:8080", "sub": uuid::Uuid::new_v4(), "aud": "portcullis",
             "exp": now + 900, "iat": now, "nbf": now, "jti": uuid::Uuid::new_v4(), "client_id": "portcullis-default",
             "scope": "profile", "sid": uuid::Uuid::new_v4(), "username": "someone"});
-        let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
-        let public = {
-            use rsa::pkcs8::DecodePrivateKey;
-            let key =
-                rsa::RsaPrivateKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
-            portcullis::keys::decoding_key(&key).unwrap()
-        };
-        let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
-        validation.set_audience(&["portcullis"]);
+        let token = portcullis::oauth::issuer::encode(&claims, &key).unwrap();
         Self {
             params: Params::default(),
-            encoding,
-            header,
+            key,
             claims,
             token,
-            public,
-            validation,
         }
     }
 
@@ -239,13 +222,14 @@ impl Machine {
 
     fn sign(&self) -> f64 {
         per_second(LIMIT_BUDGET, || {
-            jsonwebtoken::encode(&self.header, &self.claims, &self.encoding).unwrap();
+            portcullis::oauth::issuer::encode(&self.claims, &self.key).unwrap();
         })
     }
 
     fn verify(&self) -> f64 {
         per_second(LIMIT_BUDGET, || {
-            jsonwebtoken::decode::<Value>(&self.token, &self.public, &self.validation).unwrap();
+            jsonwebtoken::decode_header(&self.token).unwrap();
+            portcullis::oauth::verifier::decode(&self.token, &self.key).unwrap();
         })
     }
 }

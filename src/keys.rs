@@ -1,8 +1,9 @@
 //! The key store: RSA private keys as PKCS#8 PEM files in `keys.dir`, one file per key, named by creation
 //! time. It chooses the signing key, and serialises the JWKS once per key set.
 //!
-//! The `rsa` crate only generates keys and reads their public parts; every private-key operation
-//! (signing) goes through jsonwebtoken's aws-lc-rs backend, which is constant-time (RUSTSEC-2023-0071).
+//! The `rsa` crate only generates keys and reads their public parts; signing and verifying are
+//! aws-lc-rs's, whose private-key operations are constant-time (RUSTSEC-2023-0071). Each key is parsed
+//! once, when its file is read, and kept parsed beside the key.
 
 use std::{
     io::Write,
@@ -12,13 +13,18 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{
+        KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
+    },
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use jsonwebtoken::{DecodingKey, EncodingKey};
 use rsa::{
     RsaPrivateKey,
-    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding, SecretDocument},
     traits::PublicKeyParts,
 };
 use serde::Serialize;
@@ -36,13 +42,32 @@ pub struct Key {
     pub kid: String,
     pub created_at: DateTime<Utc>,
     pub path: PathBuf,
-    pub encoding: EncodingKey,
-    pub decoding: DecodingKey,
+    /// The private key as aws-lc-rs signs with it.
+    pair: RsaKeyPair,
+    /// Its public half as aws-lc-rs verifies with it, for RS256 only.
+    public: ParsedPublicKey,
     n: String,
     e: String,
 }
 
 impl Key {
+    /// The RS256 signature of `message` (RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518 §3.3).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        self.pair.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            message,
+            &mut signature,
+        )?;
+        Ok(signature)
+    }
+
+    /// Whether `signature` is this key's RS256 signature of `message`.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.public.verify_sig(message, signature).is_ok()
+    }
+
     /// The key as the JWKS publishes it.
     fn jwk(&self) -> Jwk<'_> {
         Jwk {
@@ -245,7 +270,7 @@ fn scan(
         keys: keys.iter().map(|k| k.jwk()).collect(),
     };
     let jwks = Bytes::from(serde_json::to_vec(&jwks)?);
-    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&jwks)));
+    let etag = crate::value::etag::of(&jwks);
     let set = KeySet {
         keys,
         signing,
@@ -345,28 +370,33 @@ fn read_key(path: &Path) -> anyhow::Result<Key> {
     if bits < MIN_BITS {
         bail!("an RSA key of {bits} bits is too short: at least {MIN_BITS} are required");
     }
-    let encoding =
-        EncodingKey::from_rsa_pem(pem.as_bytes()).context("not a PEM RSA private key")?;
-    crate::crypto_provider::check_signs(&encoding).context("aws-lc-rs cannot sign with it")?;
+    let der = SecretDocument::from_pkcs8_pem(&pem).context("not a PKCS#8 PEM RSA private key")?;
+    let pair = RsaKeyPair::from_pkcs8(der.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("aws-lc-rs cannot sign with it")?;
+    let public = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("aws-lc-rs cannot verify with it")?;
     let n = URL_SAFE_NO_PAD.encode(private.n().to_bytes_be());
     let e = URL_SAFE_NO_PAD.encode(private.e().to_bytes_be());
-    Ok(Key {
+    let key = Key {
         kid: thumbprint(&n, &e),
         created_at: created_at(path).context("its creation time cannot be read")?,
         path: path.to_owned(),
-        encoding,
-        decoding: decoding_key(&private)?,
+        pair,
+        public,
         n,
         e,
-    })
-}
-
-/// The public half as jsonwebtoken verifies with it: PKCS#1 DER, the form whose parsed key
-/// [`crate::crypto_provider`] keeps, so that a verification does not parse the key again.
-pub fn decoding_key(private: &RsaPrivateKey) -> anyhow::Result<DecodingKey> {
-    use rsa::pkcs1::EncodeRsaPublicKey;
-    let der = private.to_public_key().to_pkcs1_der()?;
-    Ok(DecodingKey::from_rsa_der(der.as_bytes()))
+    };
+    // Used once here, so that a key that loads cannot fail a token request later.
+    let check = b"portcullis key check";
+    if !key
+        .sign(check)
+        .is_ok_and(|signature| key.verifies(check, &signature))
+    {
+        bail!("aws-lc-rs cannot sign with it");
+    }
+    Ok(key)
 }
 
 /// The creation time from the file name, or the file's modification time for a key added by hand.
@@ -453,7 +483,7 @@ mod tests {
         }
         let pem = std::fs::read(&path).unwrap();
         assert!(pem.starts_with(b"-----BEGIN PRIVATE KEY-----"));
-        let enc = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let enc = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
         let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::RS256)
             .unwrap();
         assert_eq!(
@@ -601,13 +631,9 @@ mod tests {
         }
         let signs = |store: &KeyStore| {
             let set = store.current();
-            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-            jsonwebtoken::encode(
-                &header,
-                &serde_json::json!({"sub": "a"}),
-                &set.signing().encoding,
-            )
-            .map(|_| set.signing().kid.clone())
+            set.signing()
+                .sign(b"header.payload")
+                .map(|_| set.signing().kid.clone())
         };
 
         store.rescan().unwrap();

@@ -24,7 +24,6 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
-pub mod crypto_provider;
 pub mod entity;
 pub mod error;
 pub mod http;

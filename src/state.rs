@@ -140,9 +140,6 @@ impl AppState {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        // jsonwebtoken's aws-lc-rs provider, with RSA keys parsed once (see `crypto_provider`). Installing it
-        // explicitly also means a second backend turned on by feature unification cannot be picked.
-        let _ = crate::crypto_provider::PROVIDER.install_default();
         let metrics = Arc::new(Metrics::new());
         let db = crate::store::connect(&settings.database.url, settings.database.max_connections)
             .await?;

@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{
     Tag, client_auth,
@@ -18,6 +16,7 @@ use crate::{
     http::error::{Failure, FeedErrors},
     oauth::client::{self, Presented},
     state::AppState,
+    value::etag,
 };
 
 /// One revocation.
@@ -99,7 +98,7 @@ impl FeedApi {
                 .collect(),
         };
         let body = serde_json::to_vec(&feed).map_err(|e| Error::Internal(e.into()))?;
-        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
+        let etag = etag::of(&body);
         Ok(if none_match(req.headers(), &etag) {
             FeedResponse::NotModified(etag)
         } else {

@@ -1,13 +1,15 @@
-//! Signs access tokens: RFC 9068 JWTs, RS256 through jsonwebtoken's aws-lc-rs backend.
+//! Signs access tokens: RFC 9068 JWTs, RS256, with the signing key's aws-lc-rs key pair.
 
 use std::{sync::Arc, time::Duration};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
     error::Error,
-    keys::KeyStore,
+    keys::{Key, KeyStore},
     ports::Clock,
     value::{claims::AccessClaims, scope::Scope},
 };
@@ -86,17 +88,73 @@ impl Issuer {
             sid,
             username,
         };
-        let keys = self.keys.current();
-        let key = keys.signing();
-        let mut header = Header::new(Algorithm::RS256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("signing an access token: {e}")))?;
+        let token = encode(&claims, self.keys.current().signing())?;
         Ok(AccessToken {
             token,
             expires_in: self.ttl.as_secs(),
             claims,
         })
+    }
+}
+
+/// `claims` as an access token signed by `key`: a JWT in the JWS compact serialisation (RFC 7515 §7.1),
+/// `typ` `at+jwt`, RS256, the key's `kid`. The bytes are what `jsonwebtoken::encode` gives; the signature
+/// is made with the key pair parsed when the key was read, not parsed again per token.
+pub fn encode(claims: &impl Serialize, key: &Key) -> Result<String, Error> {
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid.clone());
+    let mut token = base64_json(&header)?;
+    token.push('.');
+    token.push_str(&base64_json(claims)?);
+    let signature = key
+        .sign(token.as_bytes())
+        .map_err(|e| Error::Internal(anyhow::anyhow!("signing an access token: {e}")))?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
+}
+
+/// One part of a JWS: the JSON of `value`, base64url without padding (RFC 7515 §2).
+fn base64_json(value: &impl Serialize) -> Result<String, Error> {
+    let json = serde_json::to_vec(value).map_err(|e| Error::Internal(e.into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{DecodingKey, EncodingKey, Validation, jwk::Jwk};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_token_is_what_jsonwebtoken_encodes_and_verifies_with_the_published_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, kid) = crate::keys::generate(dir.path(), 2048).unwrap();
+        let store = KeyStore::load(dir.path(), Duration::ZERO, Duration::from_secs(900)).unwrap();
+        let set = store.current();
+        let claims = json!({"sub": "a", "exp": 4_000_000_000u64, "scope": "profile"});
+
+        let ours = encode(&claims, set.signing()).unwrap();
+
+        // RSASSA-PKCS1-v1_5 is deterministic, so jsonwebtoken's own encoding must match byte for byte.
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(kid.clone());
+        let encoding = EncodingKey::from_rsa_pem(&std::fs::read(path).unwrap()).unwrap();
+        let theirs = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+        assert_eq!(ours, theirs);
+        // And jsonwebtoken verifies it with the key as the JWKS publishes it.
+        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(
+            &ours,
+            &DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims, claims);
     }
 }
