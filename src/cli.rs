@@ -314,6 +314,8 @@ async fn accounts(settings: &Settings) -> anyhow::Result<Accounts> {
     let login = Arc::new(LoginGuard::new(
         Throttle::memory(settings.throttle.clone()),
         metrics,
+        stores.users.clone(),
+        hasher.clone(),
     ));
     Ok(stores.accounts(settings, hasher, login, clock))
 }
