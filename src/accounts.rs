@@ -198,6 +198,8 @@ impl Accounts {
                 secret_hash: secret.as_deref().map(hash_secret),
                 grant_types: &new.grant_types,
                 scopes: new.scopes,
+                redirect_uris: &[],
+                post_logout_redirect_uris: &[],
             })
             .await
             .map_err(|e| match e {
