@@ -348,6 +348,8 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
                 grant_types,
                 scopes: &scopes,
                 secret,
+                redirect_uris: Vec::new(),
+                post_logout_redirect_uris: Vec::new(),
             };
             let (client, shown) = accounts.create_client(request).await.map_err(|e| match e {
                 Error::Conflict(_) => anyhow::anyhow!("a client {id} exists already"),
