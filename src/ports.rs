@@ -14,6 +14,7 @@ use crate::{
         account::{Client, Session, User},
         claims::AccessClaims,
         grant_type::GrantType,
+        redirect_uri::RedirectUri,
         revocation::Revocation,
         scope::Scope,
         username::Username,
@@ -176,6 +177,8 @@ pub struct NewClient<'a> {
     pub secret_hash: Option<Vec<u8>>,
     pub grant_types: &'a [GrantType],
     pub scopes: &'a Scope,
+    pub redirect_uris: &'a [RedirectUri],
+    pub post_logout_redirect_uris: &'a [RedirectUri],
 }
 
 #[derive(Debug, thiserror::Error)]
