@@ -72,7 +72,16 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
     };
     let cookies = Cookies::of(&req);
     if req.method() == Method::POST && credentials.username.is_some() {
-        return sign_in(state, &req, &site, &authorization, &request, credentials, &cookies).await;
+        return sign_in(
+            state,
+            &req,
+            &site,
+            &authorization,
+            &request,
+            credentials,
+            &cookies,
+        )
+        .await;
     }
     let session = match state.authorizer.session(cookies.get(SESSION_COOKIE)).await {
         Ok(s) => s,
@@ -86,7 +95,15 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         },
         Ok(None) => {
             let username = authorization.login_hint.clone().unwrap_or_default();
-            sign_in_page(&site, &authorization, &request, &cookies, &username, None, StatusCode::OK)
+            sign_in_page(
+                &site,
+                &authorization,
+                &request,
+                &cookies,
+                &username,
+                None,
+                StatusCode::OK,
+            )
         }
     }
 }
@@ -188,9 +205,11 @@ fn sign_in_page(
     status: StatusCode,
 ) -> Response {
     // The browser's anti-CSRF value: kept while it has one of ours, made when it has none.
-    let existing = cookies
-        .get(CSRF_COOKIE)
-        .filter(|c| c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let existing = cookies.get(CSRF_COOKIE).filter(|c| {
+        c.len() == 43
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
     let csrf = existing.map_or_else(random, str::to_owned);
     let page = SignInPage {
         site,
@@ -202,7 +221,8 @@ fn sign_in_page(
     };
     let mut resp = html(status, page.render());
     if existing.is_none() {
-        let value = format!("{CSRF_COOKIE}={csrf}; Path=/oauth/authorize; HttpOnly; SameSite=Strict");
+        let value =
+            format!("{CSRF_COOKIE}={csrf}; Path=/oauth/authorize; HttpOnly; SameSite=Strict");
         if let Ok(value) = HeaderValue::from_str(&value) {
             resp.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -237,7 +257,10 @@ fn refusal(site: &str, refused: Refused) -> Response {
 }
 
 fn page_error(site: &str, message: &str) -> Response {
-    html(StatusCode::BAD_REQUEST, ErrorPage { site, message }.render())
+    html(
+        StatusCode::BAD_REQUEST,
+        ErrorPage { site, message }.render(),
+    )
 }
 
 fn unavailable(site: &str, e: Error) -> Response {

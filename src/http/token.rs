@@ -277,6 +277,7 @@ mod tests {
                 GrantRequest::Password { scope, .. }
                 | GrantRequest::RefreshToken { scope, .. }
                 | GrantRequest::ClientCredentials { scope } => scope,
+                GrantRequest::AuthorizationCode(_) => unreachable!("not among the forms above"),
             };
             assert_eq!(asked, None, "{params:?}");
         }
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn an_unknown_grant_type_is_unsupported_grant_type() {
-        for grant_type in ["authorization_code", "Password", "password ", "implicit"] {
+        for grant_type in ["Password", "password ", "implicit", "authorization_code "] {
             let error = refused(&[
                 ("grant_type", grant_type),
                 ("username", "alice"),

@@ -138,10 +138,7 @@ impl Authorizer {
             ))
         };
         if let Some(name) = req.repeated.first() {
-            return Err(refuse(
-                "invalid_request",
-                &format!("{name} is repeated"),
-            ));
+            return Err(refuse("invalid_request", &format!("{name} is repeated")));
         }
         for (name, value) in [
             ("state", &req.state),
@@ -391,12 +388,24 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(verifies(verifier, challenge));
-        assert!(!verifies("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", challenge));
+        assert!(!verifies(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
+            challenge
+        ));
         // Too short, too long, or outside the alphabet: refused whatever it hashes to.
-        assert!(!verifies("short", &URL_SAFE_NO_PAD.encode(Sha256::digest(b"short"))));
+        assert!(!verifies(
+            "short",
+            &URL_SAFE_NO_PAD.encode(Sha256::digest(b"short"))
+        ));
         let long = "a".repeat(129);
-        assert!(!verifies(&long, &URL_SAFE_NO_PAD.encode(Sha256::digest(long.as_bytes()))));
+        assert!(!verifies(
+            &long,
+            &URL_SAFE_NO_PAD.encode(Sha256::digest(long.as_bytes()))
+        ));
         let odd = format!("{}+", "a".repeat(42));
-        assert!(!verifies(&odd, &URL_SAFE_NO_PAD.encode(Sha256::digest(odd.as_bytes()))));
+        assert!(!verifies(
+            &odd,
+            &URL_SAFE_NO_PAD.encode(Sha256::digest(odd.as_bytes()))
+        ));
     }
 }

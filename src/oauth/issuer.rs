@@ -103,7 +103,12 @@ impl Issuer {
     /// An OpenID Connect ID token (Core §2, §3.1.3.6) for `user`, issued beside `access`: `aud` is the
     /// client, `sid` the session, `at_hash` binds the access token, and the claims of the `profile` and
     /// `email` scopes are there only when those scopes were granted and the user has a value.
-    pub fn id_token(&self, user: &User, signed_in: &SignedIn<'_>, access: &AccessToken) -> Result<String, Error> {
+    pub fn id_token(
+        &self,
+        user: &User,
+        signed_in: &SignedIn<'_>,
+        access: &AccessToken,
+    ) -> Result<String, Error> {
         let now = self.clock.now().timestamp();
         let scope = Scope::parse(&access.claims.scope).unwrap_or_default();
         let email = user.email.clone().filter(|_| scope.contains("email"));

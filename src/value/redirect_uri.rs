@@ -29,6 +29,8 @@ pub enum Refused {
     Scheme,
     #[error("a redirect URI has at most 2048 characters")]
     TooLong,
+    #[error("a redirect URI has no spaces or control characters")]
+    Whitespace,
 }
 
 impl RedirectUri {
@@ -37,6 +39,9 @@ impl RedirectUri {
     pub fn parse(raw: &str) -> Result<Self, Refused> {
         if raw.len() > MAX_LENGTH {
             return Err(Refused::TooLong);
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Refused::Whitespace);
         }
         if raw.contains('*') {
             return Err(Refused::Wildcard);
@@ -83,18 +88,21 @@ fn is_loopback(url: &Url) -> bool {
 
 /// A loopback URI as written, with its port taken out; `None` for any other URI.
 fn loopback_without_port(raw: &str) -> Option<String> {
-    ["http://127.0.0.1", "http://[::1]"].iter().find_map(|host| {
-        let rest = raw.strip_prefix(host)?;
-        let rest = match rest.strip_prefix(':') {
-            Some(after) => {
-                let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-                after[..digits].parse::<u16>().ok()?;
-                &after[digits..]
-            }
-            None => rest,
-        };
-        (rest.is_empty() || rest.starts_with(['/', '?'])).then(|| format!("{host}{rest}"))
-    })
+    ["http://127.0.0.1", "http://[::1]"]
+        .iter()
+        .find_map(|host| {
+            let rest = raw.strip_prefix(host)?;
+            let rest = match rest.strip_prefix(':') {
+                Some(after) => {
+                    let digits =
+                        after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                    after[..digits].parse::<u16>().ok()?;
+                    &after[digits..]
+                }
+                None => rest,
+            };
+            (rest.is_empty() || rest.starts_with(['/', '?'])).then(|| format!("{host}{rest}"))
+        })
 }
 
 impl fmt::Display for RedirectUri {
@@ -129,6 +137,8 @@ mod tests {
             ("myapp:/cb", Refused::Scheme),
             ("javascript:alert(1)", Refused::Scheme),
             ("/relative/cb", Refused::NotAbsolute),
+            ("https://app.example.com/a b", Refused::Whitespace),
+            (" https://app.example.com/cb", Refused::Whitespace),
         ] {
             assert_eq!(RedirectUri::parse(bad), Err(why), "{bad}");
         }

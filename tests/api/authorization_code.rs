@@ -10,7 +10,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Backend, TestApp, TestUser, assert_error, claims_of, spawn_app};
+use crate::helpers::{TestApp, TestUser, assert_error, claims_of, spawn_app};
 
 const REDIRECT: &str = "https://app.example.com/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -25,11 +25,11 @@ async fn app_client(app: &TestApp) -> String {
             secret_hash: None,
             grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
             scopes: &Scope::parse("openid profile email").unwrap(),
-            redirect_uris: vec![
+            redirect_uris: &[
                 RedirectUri::parse(REDIRECT).unwrap(),
                 RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
             ],
-            post_logout_redirect_uris: vec![],
+            post_logout_redirect_uris: &[],
         })
         .await
         .unwrap();
@@ -127,7 +127,12 @@ impl<'a> Browser<'a> {
 
     /// Opens the sign-in page for `params` and submits it with `user`'s credentials; the answer to the
     /// submission.
-    async fn sign_in(&mut self, params: &[(String, String)], user: &TestUser, password: &str) -> Response {
+    async fn sign_in(
+        &mut self,
+        params: &[(String, String)],
+        user: &TestUser,
+        password: &str,
+    ) -> Response {
         let page = self.get(params).await;
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
@@ -168,14 +173,22 @@ fn redirected(resp: &Response) -> Vec<(String, String)> {
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(
-        format!("{}://{}{}", location.scheme(), location.host_str().unwrap(), location.path()),
+        format!(
+            "{}://{}{}",
+            location.scheme(),
+            location.host_str().unwrap(),
+            location.path()
+        ),
         REDIRECT
     );
     location.query_pairs().into_owned().collect()
 }
 
 fn param<'p>(pairs: &'p [(String, String)], name: &str) -> Option<&'p str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 async fn redeem(app: &TestApp, client: &str, code: &str, verifier: &str) -> Response {
@@ -264,9 +277,8 @@ on_both_databases! {
         let client = app_client(&app).await;
         let other = app_client(&app).await;
         let user = app.seed_user().await;
-        let mut browser = Browser::new(&app);
-        let mut code = || async {
-            let answer = browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        let code = || async {
+            let answer = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
             param(&redirected(&answer), "code").unwrap().to_owned()
         };
 
@@ -295,7 +307,8 @@ on_both_databases! {
             assert!(resp.headers().get("location").is_none());
             let html = resp.text().await.unwrap();
             assert!(html.contains("Wrong username or password."), "{html}");
-            pages.push(html.replace(&who.username, "USERNAME").split("name=\"csrf\"").nth(1).unwrap().split("<button").next().unwrap().to_owned());
+            // Everything from the username field on (the anti-CSRF value before it is each browser's own).
+            pages.push(html.replace(&who.username, "USERNAME").split("<label for=\"username\">").nth(1).unwrap().to_owned());
         }
         assert_eq!(pages[0], pages[1]);
     }
@@ -366,6 +379,38 @@ on_both_databases! {
 
         let changed = app.change_password(&token, &user.password, "a brand new passphrase").await;
         assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
+    }
+
+    async fn housekeeping_deletes_codes_and_sign_in_sessions_past_their_lifetime(backend: Backend) {
+        use portcullis::store::housekeeping::purge;
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        let ttl = app.state.settings.access_ttl();
+
+        let now = purge(&app.state.db, chrono::Utc::now(), ttl).await.unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::seconds(app.settings.login.session_ttl as i64 + 1);
+        let after = purge(&app.state.db, later, ttl).await.unwrap();
+
+        assert_eq!((now.authorization_codes, now.sign_in_sessions), (0, 0), "both still live");
+        assert_eq!((after.authorization_codes, after.sign_in_sessions), (1, 1));
+    }
+
+    async fn logging_out_everywhere_ends_the_sign_in_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::SEE_OTHER);
+        let token = app.login(&user).await.access_token;
+
+        let resp = app.http.delete(app.url("/users/me/sessions")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
         assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
     }
@@ -440,8 +485,8 @@ on_both_databases! {
                 secret_hash: None,
                 grant_types: &[GrantType::Password],
                 scopes: &Scope::parse("openid profile").unwrap(),
-                redirect_uris: vec![RedirectUri::parse(REDIRECT).unwrap()],
-                post_logout_redirect_uris: vec![],
+                redirect_uris: &[RedirectUri::parse(REDIRECT).unwrap()],
+                post_logout_redirect_uris: &[],
             })
             .await
             .unwrap();

@@ -46,7 +46,9 @@ impl Grants {
             return Err(Error::InvalidGrant("another client's code"));
         }
         if grant.redirect_uri.is_some() && grant.redirect_uri != presented.redirect_uri {
-            return Err(Error::InvalidGrant("redirect_uri differs from the request's"));
+            return Err(Error::InvalidGrant(
+                "redirect_uri differs from the request's",
+            ));
         }
         if !authorize::verifies(&presented.code_verifier, &grant.code_challenge) {
             return Err(Error::InvalidGrant("code_verifier does not match"));
@@ -69,9 +71,12 @@ impl Grants {
                 scope: &grant.scope,
                 now,
                 expires_at: later(now, self.lifetimes.session),
-                refresh: refresh_token
-                    .as_deref()
-                    .map(|t| (RefreshTokens::hash(t), later(now, self.lifetimes.refresh_idle))),
+                refresh: refresh_token.as_deref().map(|t| {
+                    (
+                        RefreshTokens::hash(t),
+                        later(now, self.lifetimes.refresh_idle),
+                    )
+                }),
             })
             .await?
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
