@@ -476,6 +476,8 @@ impl Target {
                     secret_hash: Some(portcullis::oauth::client::hash_secret(SECRET)),
                     grant_types: &grants,
                     scopes: &Scope::parse("orders.read").unwrap(),
+                    redirect_uris: &[],
+                    post_logout_redirect_uris: &[],
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

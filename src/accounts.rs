@@ -19,6 +19,7 @@ use crate::{
         account::{Client, User},
         claims::AccessClaims,
         grant_type::GrantType,
+        redirect_uri::RedirectUri,
         scope::Scope,
         username::Username,
     },
@@ -50,6 +51,9 @@ pub struct ClientRequest<'a> {
     pub grant_types: Vec<GrantType>,
     pub scopes: &'a Scope,
     pub secret: ClientSecret,
+    /// As the operator gave them; checked here against the registration rules.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 pub enum ClientSecret {
@@ -178,6 +182,11 @@ impl Accounts {
         if public && new.grant_types.contains(&GrantType::ClientCredentials) {
             return Err(invalid("a public client cannot use client_credentials"));
         }
+        let (redirect_uris, post_logout_redirect_uris) = check_redirect_uris(
+            &new.grant_types,
+            &new.redirect_uris,
+            &new.post_logout_redirect_uris,
+        )?;
         let (secret, shown) = match new.secret {
             ClientSecret::Public => (None, None),
             ClientSecret::Given(s) if s.len() < MIN_SECRET_LENGTH => {
@@ -198,6 +207,8 @@ impl Accounts {
                 secret_hash: secret.as_deref().map(hash_secret),
                 grant_types: &new.grant_types,
                 scopes: new.scopes,
+                redirect_uris: &redirect_uris,
+                post_logout_redirect_uris: &post_logout_redirect_uris,
             })
             .await
             .map_err(|e| match e {
@@ -212,6 +223,34 @@ impl Accounts {
     pub async fn delete_client(&self, id: &str) -> Result<bool, Error> {
         self.revoker.delete_client(id).await
     }
+}
+
+/// A client's redirect URIs and post-logout redirect URIs under the contract's rules: each one a URI
+/// [`RedirectUri::parse`] accepts, and at least one redirect URI for the authorization code grant.
+fn check_redirect_uris(
+    grant_types: &[GrantType],
+    redirect_uris: &[String],
+    post_logout_redirect_uris: &[String],
+) -> Result<(Vec<RedirectUri>, Vec<RedirectUri>), Error> {
+    let refused = |description: String| Error::Policy {
+        code: "invalid_redirect_uri",
+        description: description.into(),
+    };
+    let parse_all = |kind: &str, raw: &[String]| {
+        raw.iter()
+            .map(|uri| {
+                RedirectUri::parse(uri).map_err(|why| refused(format!("{kind} {uri}: {why}")))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+    };
+    let redirect = parse_all("redirect URI", redirect_uris)?;
+    let post_logout = parse_all("post-logout redirect URI", post_logout_redirect_uris)?;
+    if redirect.is_empty() && grant_types.contains(&GrantType::AuthorizationCode) {
+        return Err(refused(
+            "a client with the authorization_code grant needs at least one redirect URI".into(),
+        ));
+    }
+    Ok((redirect, post_logout))
 }
 
 /// A plausibility check only; an address is proven by mail, which this server does not send yet.
@@ -249,5 +288,83 @@ mod tests {
         }
         assert!(check_email(&format!("{}@example.com", "a".repeat(250))).is_err());
         assert!(check_email("alice@example.com").is_ok());
+    }
+
+    fn uris(raw: &[&str]) -> Vec<String> {
+        raw.iter().map(|u| u.to_string()).collect()
+    }
+
+    /// The description of the `invalid_redirect_uri` refusal of these lists.
+    fn refusal(grants: &[GrantType], redirect: &[&str], post_logout: &[&str]) -> String {
+        match check_redirect_uris(grants, &uris(redirect), &uris(post_logout)) {
+            Err(Error::Policy {
+                code: "invalid_redirect_uri",
+                description,
+            }) => description.into_owned(),
+            Err(other) => panic!("{redirect:?} {post_logout:?}: {other}"),
+            Ok(_) => panic!("{redirect:?} {post_logout:?} accepted"),
+        }
+    }
+
+    #[test]
+    fn redirect_uris_follow_the_registration_rules_and_the_refusal_names_the_uri() {
+        let code = [GrantType::AuthorizationCode, GrantType::RefreshToken];
+        let (redirect, post_logout) = check_redirect_uris(
+            &code,
+            &uris(&["https://app.example.com/cb", "http://127.0.0.1/cb"]),
+            &uris(&["https://app.example.com/bye"]),
+        )
+        .unwrap();
+        let strs = |list: &[RedirectUri]| {
+            list.iter()
+                .map(|u| u.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strs(&redirect),
+            ["https://app.example.com/cb", "http://127.0.0.1/cb"]
+        );
+        assert_eq!(strs(&post_logout), ["https://app.example.com/bye"]);
+
+        for (bad, why) in [
+            ("http://app.example.com/cb", "use https"),
+            ("https://app.example.com/cb#x", "fragment"),
+            ("https://*.example.com/cb", "wildcard"),
+            ("https://app.example.com/a b", "no spaces"),
+            (" https://app.example.com/cb", "no spaces"),
+        ] {
+            let ok = "https://app.example.com/cb";
+            let message = refusal(&code, &[ok, bad], &[]);
+            assert!(
+                message.contains(bad.trim()) && message.contains(why),
+                "{bad:?}: {message}"
+            );
+            let message = refusal(&code, &[ok], &[bad]);
+            assert!(
+                message.contains("post-logout")
+                    && message.contains(bad.trim())
+                    && message.contains(why),
+                "{bad:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_authorization_code_grant_needs_a_redirect_uri_and_other_grants_none() {
+        let message = refusal(
+            &[GrantType::AuthorizationCode],
+            &[],
+            &["https://app.example.com/bye"],
+        );
+        assert!(
+            message.contains("authorization_code") && message.contains("redirect URI"),
+            "{message}"
+        );
+        for grants in [
+            &[GrantType::Password, GrantType::RefreshToken][..],
+            &[GrantType::ClientCredentials],
+        ] {
+            assert!(check_redirect_uris(grants, &[], &[]).is_ok(), "{grants:?}");
+        }
     }
 }

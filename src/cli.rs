@@ -18,7 +18,7 @@ use crate::{
     state::Stores,
     store,
     throttle::Throttle,
-    value::{grant_type::GrantType, scope::Scope},
+    value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
 };
 
 #[derive(Parser)]
@@ -113,7 +113,8 @@ enum ClientsCommand {
         /// A public client: no secret (for example a browser or mobile app).
         #[arg(long)]
         public: bool,
-        /// Comma-separated grant types.
+        /// Comma-separated grant types: password, refresh_token, client_credentials,
+        /// authorization_code.
         #[arg(long, value_delimiter = ',', default_value = "password,refresh_token")]
         grants: Vec<String>,
         /// Space-separated scopes the client may be granted.
@@ -122,6 +123,13 @@ enum ClientsCommand {
         /// Read the secret from standard input instead of generating one.
         #[arg(long, conflicts_with = "public")]
         secret_stdin: bool,
+        /// Where the authorization code may be sent (repeat for several); the authorization_code
+        /// grant needs at least one.
+        #[arg(long = "redirect-uri", value_name = "URI", action = clap::ArgAction::Append)]
+        redirect_uris: Vec<String>,
+        /// Where the browser may be sent after signing out (repeat for several).
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI", action = clap::ArgAction::Append)]
+        post_logout_redirect_uris: Vec<String>,
     },
     /// List clients.
     List,
@@ -314,6 +322,8 @@ async fn accounts(settings: &Settings) -> anyhow::Result<Accounts> {
     let login = Arc::new(LoginGuard::new(
         Throttle::memory(settings.throttle.clone()),
         metrics,
+        stores.users.clone(),
+        hasher.clone(),
     ));
     Ok(stores.accounts(settings, hasher, login, clock))
 }
@@ -327,6 +337,8 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
             grants,
             scopes,
             secret_stdin,
+            redirect_uris,
+            post_logout_redirect_uris,
         } => {
             let grant_types = grants
                 .iter()
@@ -348,6 +360,8 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
                 grant_types,
                 scopes: &scopes,
                 secret,
+                redirect_uris,
+                post_logout_redirect_uris,
             };
             let (client, shown) = accounts.create_client(request).await.map_err(|e| match e {
                 Error::Conflict(_) => anyhow::anyhow!("a client {id} exists already"),
@@ -361,11 +375,19 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
             }
         }
         ClientsCommand::List => {
-            println!("client_id\ttype\tgrant_types\tscopes\tcreated_at");
+            println!(
+                "client_id\ttype\tgrant_types\tscopes\tcreated_at\tredirect_uris\tpost_logout_redirect_uris"
+            );
+            let uris = |list: &[RedirectUri]| {
+                list.iter()
+                    .map(RedirectUri::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             for c in accounts.clients.list().await? {
                 let grant_types: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     c.id,
                     if c.is_public {
                         "public"
@@ -374,7 +396,9 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
                     },
                     grant_types.join(" "),
                     c.scopes,
-                    c.created_at.to_rfc3339()
+                    c.created_at.to_rfc3339(),
+                    uris(&c.redirect_uris),
+                    uris(&c.post_logout_redirect_uris)
                 );
             }
         }

@@ -30,7 +30,18 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub clients: ClientSettings,
     pub maintenance: MaintenanceSettings,
+    pub login: LoginSettings,
     pub log: LogSettings,
+}
+
+/// Browser sign-in at the authorization endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Seconds a browser sign-in session lasts.
+    pub session_ttl: u64,
+    /// Seconds an authorization code may be redeemed.
+    pub code_ttl: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +136,9 @@ impl KeySettings {
 pub struct TokenSettings {
     pub access_ttl: u64,
     pub audience: String,
+    /// Seconds an ID token lives; `access_ttl` when unset.
+    #[serde(default)]
+    pub id_token_ttl: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +292,15 @@ impl Settings {
         if self.tokens.access_ttl == 0 {
             return bad("tokens.access_ttl", "must be at least 1 second");
         }
+        if self.tokens.id_token_ttl == Some(0) {
+            return bad("tokens.id_token_ttl", "must be at least 1 second");
+        }
+        if self.login.session_ttl == 0 {
+            return bad("login.session_ttl", "must be at least 1 second");
+        }
+        if self.login.code_ttl == 0 {
+            return bad("login.code_ttl", "must be at least 1 second");
+        }
         if self.tokens.audience.trim().is_empty() {
             return bad("tokens.audience", "must not be empty");
         }
@@ -319,6 +342,10 @@ impl Settings {
 
     pub fn access_ttl(&self) -> Duration {
         Duration::from_secs(self.tokens.access_ttl)
+    }
+
+    pub fn id_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.tokens.id_token_ttl.unwrap_or(self.tokens.access_ttl))
     }
 
     pub fn lifetimes(&self) -> crate::oauth::grant::Lifetimes {

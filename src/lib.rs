@@ -16,10 +16,10 @@
 //!   `migration/` their history), domain values out.
 //! - [`state`]: the wiring, the only place that plugs stores into ports; [`startup`] runs the server,
 //!   [`cli`] the commands.
-//! - [`keys`], [`crypto_provider`]: the signing keys in `keys.dir` and their JWKS; RS256 through
-//!   aws-lc-rs. [`password`]: the password policy and argon2id on a bounded pool. [`throttle`],
-//!   [`ratelimit`]: login protection's counters and the per-address limits. [`config`], [`metrics`],
-//!   [`telemetry`]: settings, Prometheus metrics, logs.
+//! - [`keys`]: the signing keys in `keys.dir`, each kept parsed for aws-lc-rs, and their JWKS.
+//!   [`password`]: the password policy and argon2id on a bounded pool. [`throttle`], [`ratelimit`]:
+//!   login protection's counters and the per-address limits. [`config`], [`metrics`], [`telemetry`]:
+//!   settings, Prometheus metrics, logs.
 
 pub mod accounts;
 pub mod cli;

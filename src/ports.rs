@@ -14,6 +14,7 @@ use crate::{
         account::{Client, Session, User},
         claims::AccessClaims,
         grant_type::GrantType,
+        redirect_uri::RedirectUri,
         revocation::Revocation,
         scope::Scope,
         username::Username,
@@ -176,6 +177,8 @@ pub struct NewClient<'a> {
     pub secret_hash: Option<Vec<u8>>,
     pub grant_types: &'a [GrantType],
     pub scopes: &'a Scope,
+    pub redirect_uris: &'a [RedirectUri],
+    pub post_logout_redirect_uris: &'a [RedirectUri],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,4 +239,67 @@ pub trait DenyList: Send + Sync {
     async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), Error>;
     /// Resolves when a reader found the copy incomplete.
     async fn rebuild_wanted(&self);
+}
+
+/// An authorization code to store, bound to everything its redemption must match.
+pub struct NewCode<'a> {
+    pub hash: Vec<u8>,
+    pub grant: &'a CodeGrant,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an authorization code stands for (RFC 6749 §4.1.2, RFC 7636 §4.4, OpenID Connect Core §3.1.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub user_id: Uuid,
+    pub sign_in_session: Option<Uuid>,
+    /// As the authorization request named it, if it did: then the token request must repeat it.
+    pub redirect_uri: Option<String>,
+    /// The S256 `code_challenge`.
+    pub code_challenge: String,
+    pub scope: Scope,
+    pub nonce: Option<String>,
+    pub auth_time: DateTime<Utc>,
+}
+
+/// What redeeming a code found.
+pub enum Redeemed {
+    /// Unused until now, and now used.
+    Fresh(CodeGrant),
+    /// Used before: the session its first redemption started, if it got that far.
+    Again { session: Option<Uuid> },
+}
+
+#[async_trait]
+pub trait Codes: Send + Sync {
+    async fn create(&self, new: NewCode<'_>) -> Result<(), Error>;
+    /// Marks the code used, once, and answers what it was; `None` when there is no such code or it
+    /// has expired at `now`.
+    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;
+    /// Records the session a redemption started, for revoking it if the code comes again.
+    async fn started(&self, hash: &[u8], session: Uuid) -> Result<(), Error>;
+}
+
+/// A browser's sign-in session, behind the authorize endpoint's cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignInSession {
+    pub id: Uuid,
+    pub user: User,
+    pub auth_time: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait SignInSessions: Send + Sync {
+    /// Stores a sign-in session by the hash of its cookie's value.
+    async fn create(
+        &self,
+        hash: Vec<u8>,
+        user_id: Uuid,
+        auth_time: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Uuid, Error>;
+    /// The session whose cookie hashes to `hash`, if it is live at `now` and its user is active and
+    /// has not changed their password since it began.
+    async fn find(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<SignInSession>, Error>;
 }

@@ -11,6 +11,7 @@ use crate::{
     keys::KeyStore,
     metrics::Metrics,
     oauth::{
+        authorize::Authorizer,
         grant::Grants,
         issuer::Issuer,
         login::LoginGuard,
@@ -25,7 +26,7 @@ use crate::{
     ratelimit::Limits,
     store::{
         clients::ClientStore, deny_list::DenyList, revocation_feed::RevocationFeed,
-        sessions::SessionStore, users::UserStore,
+        sessions::SessionStore, sign_in::SignInStore, users::UserStore,
     },
     throttle::Throttle,
     value::scope::Scope,
@@ -39,6 +40,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub keys: Arc<KeyStore>,
     pub grants: Grants,
+    pub authorizer: Authorizer,
     pub accounts: Accounts,
     pub verifier: Arc<Verifier>,
     pub tokens: Tokens,
@@ -65,6 +67,7 @@ pub struct Stores {
     pub sessions: Arc<SessionStore>,
     pub clients: Arc<ClientStore>,
     pub feed: Arc<RevocationFeed>,
+    pub sign_in: Arc<SignInStore>,
     pub deny_list: Arc<DenyList>,
     pub revoker: Arc<Revoker>,
 }
@@ -91,6 +94,7 @@ impl Stores {
         let sessions = Arc::new(SessionStore::new(db.clone()));
         let clients = Arc::new(ClientStore::new(db.clone()));
         let feed = Arc::new(RevocationFeed::new(db.clone()));
+        let sign_in = Arc::new(SignInStore::new(db.clone()));
         let revoker = Arc::new(Revoker::new(
             RevokerPorts {
                 sessions: sessions.clone(),
@@ -109,6 +113,7 @@ impl Stores {
             sessions,
             clients,
             feed,
+            sign_in,
             deny_list,
             revoker,
         })
@@ -179,18 +184,24 @@ impl AppState {
             Duration::from_millis(settings.password.hash_queue_wait_ms),
             metrics.clone(),
         )?);
-        let login = Arc::new(LoginGuard::new(throttle, metrics.clone()));
+        let login = Arc::new(LoginGuard::new(
+            throttle,
+            metrics.clone(),
+            stores.users.clone(),
+            hasher.clone(),
+        ));
         let issuer = Arc::new(Issuer::new(
             keys.clone(),
             clock.clone(),
             issuer_url.clone(),
             settings.tokens.audience.clone(),
             settings.access_ttl(),
+            settings.id_token_ttl(),
         ));
         let grants = Grants {
             users: stores.users.clone(),
             sessions: stores.sessions.clone(),
-            hasher: hasher.clone(),
+            codes: stores.sign_in.clone(),
             login: login.clone(),
             issuer,
             refresh_tokens: RefreshTokens::new(successor_key),
@@ -209,7 +220,17 @@ impl AppState {
             &issuer_url,
             &settings.tokens.audience,
         ));
+        let authorizer = Authorizer {
+            clients: stores.clients.clone(),
+            codes: stores.sign_in.clone(),
+            sign_ins: stores.sign_in.clone(),
+            clock: clock.clone(),
+            issuer: issuer_url.clone(),
+            code_ttl: Duration::from_secs(settings.login.code_ttl),
+            sign_in_ttl: Duration::from_secs(settings.login.session_ttl),
+        };
         Ok(Self {
+            authorizer,
             accounts: stores.accounts(&settings, hasher, login.clone(), clock.clone()),
             tokens: Tokens {
                 verifier: verifier.clone(),

@@ -8,6 +8,8 @@ mod m20261122_000003_create_revocations;
 mod m20261123_000004_spend_refresh_tokens_by_successor;
 mod m20261206_000005_housekeeping_indexes;
 mod m20261206_000006_email_unique_ignoring_case;
+mod m20261206_000007_client_redirect_uris;
+mod m20261206_000008_authorization_codes_and_sign_in_sessions;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_spend_refresh_tokens_by_successor::Migration),
             Box::new(m20261206_000005_housekeeping_indexes::Migration),
             Box::new(m20261206_000006_email_unique_ignoring_case::Migration),
+            Box::new(m20261206_000007_client_redirect_uris::Migration),
+            Box::new(m20261206_000008_authorization_codes_and_sign_in_sessions::Migration),
         ]
     }
 }

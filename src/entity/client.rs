@@ -12,6 +12,10 @@ pub struct Model {
     pub grant_types: String,
     /// Space-separated scopes.
     pub scopes: String,
+    /// Space-separated registered redirect URIs (a registered URI holds no space).
+    pub redirect_uris: String,
+    /// Space-separated registered post-logout redirect URIs.
+    pub post_logout_redirect_uris: String,
     pub created_at: DateTimeUtc,
 }
 
@@ -31,7 +35,14 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl From<Model> for crate::value::account::Client {
     fn from(m: Model) -> Self {
-        use crate::value::{grant_type::GrantType, scope::Scope};
+        use crate::value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope};
+        // Each URI passed these rules at creation; one that stricter rules now refuse is left out, so
+        // nothing is ever redirected to it.
+        let uris = |list: &str| -> Vec<RedirectUri> {
+            list.split_whitespace()
+                .filter_map(|uri| RedirectUri::parse(uri).ok())
+                .collect()
+        };
         Self {
             grant_types: m
                 .grant_types
@@ -39,6 +50,8 @@ impl From<Model> for crate::value::account::Client {
                 .filter_map(GrantType::parse)
                 .collect(),
             scopes: Scope::parse(&m.scopes).unwrap_or_default(),
+            redirect_uris: uris(&m.redirect_uris),
+            post_logout_redirect_uris: uris(&m.post_logout_redirect_uris),
             is_public: m.is_public,
             secret_hash: m.secret_hash,
             id: m.client_id,

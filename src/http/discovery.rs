@@ -124,6 +124,7 @@ enum JwksResponse {
 #[allow(dead_code)]
 struct MetadataDoc {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
     revocation_endpoint: String,
@@ -134,6 +135,11 @@ struct MetadataDoc {
     introspection_endpoint_auth_methods_supported: Vec<String>,
     scopes_supported: Vec<String>,
     response_types_supported: Vec<String>,
+    response_modes_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
+    /// RFC 9207: every authorization response carries `iss`.
+    authorization_response_iss_parameter_supported: bool,
+    claims_supported: Vec<String>,
     service_documentation: String,
     subject_types_supported: Vec<String>,
     id_token_signing_alg_values_supported: Vec<String>,

@@ -2,6 +2,7 @@
 //! domain, and turn results into responses; every error is rendered by [`crate::error`].
 
 mod admin;
+mod authorize;
 mod bearer;
 mod client_auth;
 mod client_ip;
@@ -138,6 +139,9 @@ impl Endpoint for Edge {
                     Ok(discovery::jwks_answer(&self.state, &req))
                 }
                 (_, "/openapi.json" | "/docs") => self.documents.call(req).await,
+                (&Method::GET | &Method::POST, "/oauth/authorize") => {
+                    Ok(authorize::answer(&self.state, req).await)
+                }
                 (_, p) if p.starts_with("/docs/") => self.documents.call(req).await,
                 _ => {
                     req.extensions_mut().insert(self.state.clone());
@@ -290,8 +294,9 @@ static ROUTES: LazyLock<Box<[String]>> = LazyLock::new(|| {
     routes.into()
 });
 
-/// The documents [`routes`] serves beside the operations; everything under `/docs` counts as `/docs`.
-const DOCUMENTS: [&str; 2] = ["/openapi.json", "/docs"];
+/// The documents and pages [`routes`] serves beside the operations; everything under `/docs` counts as
+/// `/docs`.
+const DOCUMENTS: [&str; 3] = ["/openapi.json", "/docs", "/oauth/authorize"];
 
 /// The index in [`ROUTES`] of the route a path belongs to: the one it equals, else the first whose
 /// template it fits, else `other`.

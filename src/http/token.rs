@@ -13,7 +13,7 @@ use crate::{
     metrics::Metrics,
     oauth::{
         client,
-        grant::{GrantRequest, Issued},
+        grant::{GrantRequest, Issued, authorization_code::CodeRedemption},
         refresh,
     },
     password,
@@ -24,7 +24,7 @@ use crate::{
 /// A token request. Which parameters apply depends on `grant_type`.
 #[derive(Object, Deserialize)]
 pub struct TokenForm {
-    /// Required: `password`, `refresh_token` or `client_credentials`.
+    /// Required: `password`, `refresh_token`, `client_credentials` or `authorization_code`.
     grant_type: Option<String>,
     /// For `password`.
     username: Option<String>,
@@ -34,6 +34,15 @@ pub struct TokenForm {
     /// For `refresh_token`.
     #[oai(write_only)]
     refresh_token: Option<String>,
+    /// For `authorization_code`: the code the authorization endpoint issued.
+    #[oai(write_only)]
+    code: Option<String>,
+    /// For `authorization_code`: required when the authorization request carried one, and then equal
+    /// to it.
+    redirect_uri: Option<String>,
+    /// For `authorization_code`: the PKCE verifier (RFC 7636) of the request's `code_challenge`.
+    #[oai(write_only)]
+    code_verifier: Option<String>,
     /// Space-separated scopes; without it, every scope the client may be granted.
     scope: Option<String>,
     /// A public client's id, or a confidential client's with `client_secret` (`client_secret_post`).
@@ -53,6 +62,9 @@ pub struct TokenResponse {
     expires_in: u64,
     #[oai(skip_serializing_if_is_none)]
     refresh_token: Option<String>,
+    /// An OpenID Connect ID token, when the authorization code grant's scope holds `openid`.
+    #[oai(skip_serializing_if_is_none)]
+    id_token: Option<String>,
     scope: String,
 }
 
@@ -86,7 +98,9 @@ impl TokenApi {
         // is now. A refresh re-reads its session, which dies with its client (the foreign key
         // cascades), and client_credentials writes nothing: a row read a second ago serves them.
         let lookup = match request {
-            GrantRequest::Password { .. } => client::Lookup::Fresh,
+            GrantRequest::Password { .. } | GrantRequest::AuthorizationCode(_) => {
+                client::Lookup::Fresh
+            }
             GrantRequest::RefreshToken { .. } | GrantRequest::ClientCredentials { .. } => {
                 client::Lookup::Recent
             }
@@ -96,6 +110,7 @@ impl TokenApi {
         let Issued {
             access,
             refresh_token,
+            id_token,
             scope,
         } = state.grants.handle(&client, request, ip).await?;
         Metrics::count(&state.metrics.tokens_issued, grant_type.as_str());
@@ -109,6 +124,7 @@ impl TokenApi {
             token_type: "Bearer".into(),
             expires_in: access.expires_in,
             refresh_token,
+            id_token,
             scope: scope.to_string(),
         }))
     }
@@ -143,6 +159,19 @@ fn grant_request(form: TokenForm) -> Result<GrantRequest, Error> {
             Ok(GrantRequest::RefreshToken { token, scope })
         }
         "client_credentials" => Ok(GrantRequest::ClientCredentials { scope }),
+        "authorization_code" => {
+            let code = need(form.code, "code")?;
+            let code_verifier = need(form.code_verifier, "code_verifier")?;
+            // Codes are 43 characters and verifiers at most 128: anything much longer is neither.
+            if code.len() > 256 || code_verifier.len() > 256 {
+                return Err(Error::InvalidGrant("code or code_verifier too long"));
+            }
+            Ok(GrantRequest::AuthorizationCode(CodeRedemption {
+                code,
+                redirect_uri: form.redirect_uri,
+                code_verifier,
+            }))
+        }
         _ => Err(Error::UnsupportedGrantType),
     }
 }
@@ -248,6 +277,7 @@ mod tests {
                 GrantRequest::Password { scope, .. }
                 | GrantRequest::RefreshToken { scope, .. }
                 | GrantRequest::ClientCredentials { scope } => scope,
+                GrantRequest::AuthorizationCode(_) => unreachable!("not among the forms above"),
             };
             assert_eq!(asked, None, "{params:?}");
         }
@@ -279,7 +309,7 @@ mod tests {
 
     #[test]
     fn an_unknown_grant_type_is_unsupported_grant_type() {
-        for grant_type in ["authorization_code", "Password", "password ", "implicit"] {
+        for grant_type in ["Password", "password ", "implicit", "authorization_code "] {
             let error = refused(&[
                 ("grant_type", grant_type),
                 ("username", "alice"),

@@ -5,13 +5,14 @@ use std::{sync::Arc, time::Duration};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
+use sha2::Digest;
 use uuid::Uuid;
 
 use crate::{
     error::Error,
     keys::{Key, KeyStore},
     ports::Clock,
-    value::{claims::AccessClaims, scope::Scope},
+    value::{account::User, claims::AccessClaims, scope::Scope},
 };
 
 /// Who a token is for: a user's session, or a client acting for itself.
@@ -30,6 +31,7 @@ pub struct Issuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    id_ttl: Duration,
 }
 
 /// A signed access token and what a response says of it.
@@ -46,6 +48,7 @@ impl Issuer {
         issuer: String,
         audience: String,
         ttl: Duration,
+        id_ttl: Duration,
     ) -> Self {
         Self {
             keys,
@@ -53,6 +56,7 @@ impl Issuer {
             issuer,
             audience,
             ttl,
+            id_ttl,
         }
     }
 
@@ -95,21 +99,84 @@ impl Issuer {
             claims,
         })
     }
+
+    /// An OpenID Connect ID token (Core §2, §3.1.3.6) for `user`, issued beside `access`: `aud` is the
+    /// client, `sid` the session, `at_hash` binds the access token, and the claims of the `profile` and
+    /// `email` scopes are there only when those scopes were granted and the user has a value.
+    pub fn id_token(
+        &self,
+        user: &User,
+        signed_in: &SignedIn<'_>,
+        access: &AccessToken,
+    ) -> Result<String, Error> {
+        let now = self.clock.now().timestamp();
+        let scope = Scope::parse(&access.claims.scope).unwrap_or_default();
+        let email = user.email.clone().filter(|_| scope.contains("email"));
+        let digest = sha2::Sha256::digest(access.token.as_bytes());
+        let claims = IdClaims {
+            iss: &self.issuer,
+            sub: user.id.to_string(),
+            aud: &access.claims.client_id,
+            exp: now + self.id_ttl.as_secs() as i64,
+            iat: now,
+            auth_time: signed_in.auth_time.timestamp(),
+            nonce: signed_in.nonce,
+            sid: access.claims.sid.as_deref(),
+            at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
+            preferred_username: scope.contains("profile").then_some(user.username.as_str()),
+            // Nothing verifies an address yet (account recovery by email will): false until then.
+            email_verified: email.as_ref().map(|_| false),
+            email,
+        };
+        jws("JWT", &claims, self.keys.current().signing())
+    }
+}
+
+/// What an ID token says of how the user signed in.
+pub struct SignedIn<'a> {
+    pub auth_time: chrono::DateTime<chrono::Utc>,
+    pub nonce: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: String,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    auth_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
+    at_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
 }
 
 /// `claims` as an access token signed by `key`: a JWT in the JWS compact serialisation (RFC 7515 §7.1),
 /// `typ` `at+jwt`, RS256, the key's `kid`. The bytes are what `jsonwebtoken::encode` gives; the signature
 /// is made with the key pair parsed when the key was read, not parsed again per token.
 pub fn encode(claims: &impl Serialize, key: &Key) -> Result<String, Error> {
+    jws("at+jwt", claims, key)
+}
+
+/// `claims` signed by `key` as a JWS of type `typ`, RS256, the key's `kid`.
+fn jws(typ: &str, claims: &impl Serialize, key: &Key) -> Result<String, Error> {
     let mut header = Header::new(Algorithm::RS256);
-    header.typ = Some("at+jwt".into());
+    header.typ = Some(typ.into());
     header.kid = Some(key.kid.clone());
     let mut token = base64_json(&header)?;
     token.push('.');
     token.push_str(&base64_json(claims)?);
     let signature = key
         .sign(token.as_bytes())
-        .map_err(|e| Error::Internal(anyhow::anyhow!("signing an access token: {e}")))?;
+        .map_err(|e| Error::Internal(anyhow::anyhow!("signing a token: {e}")))?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(token)

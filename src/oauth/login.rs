@@ -1,21 +1,85 @@
-//! Login protection around every password check (the password grant, a password change): while
-//! failures from an address, or for a username everywhere, delay the next attempt, it is refused before
-//! the password is looked at, with the wait to tell the client.
+//! Signing in with a password, the one way every password is checked (the password grant, the sign-in
+//! page, a password change): while failures from an address, or for a username everywhere, delay the
+//! next attempt, it is refused before the password is looked at, with the wait to tell the client; an
+//! unknown user, a wrong password and a disabled user get the same answer after the same work.
 
 use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
-use crate::{error::Error, metrics::Metrics, throttle::Throttle};
+use crate::{
+    error::Error,
+    metrics::Metrics,
+    password::{Hasher, Verified},
+    ports::Users,
+    throttle::Throttle,
+    value::account::User,
+};
 
 pub struct LoginGuard {
     throttle: Throttle,
     metrics: Arc<Metrics>,
+    users: Arc<dyn Users>,
+    hasher: Arc<Hasher>,
 }
 
 impl LoginGuard {
-    pub fn new(throttle: Throttle, metrics: Arc<Metrics>) -> Self {
-        Self { throttle, metrics }
+    pub fn new(
+        throttle: Throttle,
+        metrics: Arc<Metrics>,
+        users: Arc<dyn Users>,
+        hasher: Arc<Hasher>,
+    ) -> Self {
+        Self {
+            throttle,
+            metrics,
+            users,
+            hasher,
+        }
+    }
+
+    /// The user whose password this is, or `invalid_grant` alike for an unknown user, a wrong password
+    /// and a disabled user: the password is always verified, against a dummy hash when there is no user.
+    pub async fn password(
+        &self,
+        username: &str,
+        password: String,
+        ip: IpAddr,
+        now: DateTime<Utc>,
+    ) -> Result<User, Error> {
+        self.check(username, ip, now).await?;
+        let user = self.users.find_by_username(username).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let verified = self.hasher.verify(password.clone(), stored).await?;
+        let refusal = match (&user, &verified) {
+            (Some(user), Verified::Match { .. }) if user.is_active => None,
+            (None, _) => Some("unknown user"),
+            (Some(user), Verified::Mismatch) if user.is_active => Some("wrong password"),
+            (Some(_), _) => Some("disabled user"),
+        };
+        self.record(username, ip, now, refusal.is_none()).await;
+        let Some(user) = user.filter(|_| refusal.is_none()) else {
+            return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
+        };
+        if verified == (Verified::Match { needs_rehash: true }) {
+            self.rehash(&user, password).await;
+        }
+        Ok(user)
+    }
+
+    /// Stores a hash with current parameters; the login succeeds even if this fails.
+    async fn rehash(&self, user: &User, password: String) {
+        let result = match self.hasher.hash(password).await {
+            Ok(phc) => {
+                self.users
+                    .update_hash(user.id, user.password_changed_at, phc)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(user = %user.id, error = %e, "could not rehash a password with current parameters");
+        }
     }
 
     /// Refuses the attempt while earlier failures delay it.

@@ -8,6 +8,7 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct Metadata {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
     revocation_endpoint: String,
@@ -18,6 +19,10 @@ pub struct Metadata {
     introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     scopes_supported: Vec<String>,
     response_types_supported: Vec<&'static str>,
+    response_modes_supported: Vec<&'static str>,
+    code_challenge_methods_supported: Vec<&'static str>,
+    authorization_response_iss_parameter_supported: bool,
+    claims_supported: Vec<&'static str>,
     service_documentation: String,
     subject_types_supported: Vec<&'static str>,
     id_token_signing_alg_values_supported: Vec<&'static str>,
@@ -30,15 +35,22 @@ impl Metadata {
     pub fn new(issuer: &str, scopes: &[String]) -> Self {
         let url = |path: &str| format!("{issuer}{path}");
         let mut scopes = scopes.to_vec();
+        scopes.extend(["openid", "profile", "email"].map(String::from));
         scopes.sort();
         scopes.dedup();
         Self {
             issuer: issuer.to_owned(),
+            authorization_endpoint: url("/oauth/authorize"),
             token_endpoint: url("/oauth/token"),
             jwks_uri: url("/.well-known/jwks.json"),
             revocation_endpoint: url("/oauth/revoke"),
             introspection_endpoint: url("/oauth/introspect"),
-            grant_types_supported: vec!["password", "refresh_token", "client_credentials"],
+            grant_types_supported: vec![
+                "authorization_code",
+                "password",
+                "refresh_token",
+                "client_credentials",
+            ],
             token_endpoint_auth_methods_supported: vec![
                 "client_secret_basic",
                 "client_secret_post",
@@ -54,10 +66,26 @@ impl Metadata {
                 "client_secret_post",
             ],
             scopes_supported: scopes,
-            // There is no authorization endpoint, so no response type is supported.
-            response_types_supported: vec![],
+            response_types_supported: vec!["code"],
+            response_modes_supported: vec!["query"],
+            // PKCE is required of every client, and only with S256.
+            code_challenge_methods_supported: vec!["S256"],
+            authorization_response_iss_parameter_supported: true,
+            claims_supported: vec![
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "sid",
+                "at_hash",
+                "preferred_username",
+                "email",
+                "email_verified",
+            ],
             service_documentation: url("/docs"),
-            // OpenID discovery requires these; the server issues no ID tokens, only RS256 access tokens.
             subject_types_supported: vec!["public"],
             id_token_signing_alg_values_supported: vec!["RS256"],
             revocation_feed_endpoint: url("/oauth/revocations"),

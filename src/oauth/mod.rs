@@ -1,6 +1,7 @@
 //! The OAuth domain: parsed requests, client authentication, the grants, and the access-token format.
 //! Nothing here knows HTTP; grants take parsed values and return domain values or [`crate::error::Error`].
 
+pub mod authorize;
 pub mod client;
 pub mod grant;
 pub mod issuer;

@@ -20,7 +20,7 @@ use crate::{
     entity::{client, session},
     error::Error,
     ports::{self, CreateClientError, NewClient},
-    value::{account::Client, grant_type::GrantType, scope::Scope},
+    value::{account::Client, grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
 };
 
 #[derive(Clone)]
@@ -57,6 +57,8 @@ impl ClientStore {
             secret_hash: None,
             grant_types: &[GrantType::Password, GrantType::RefreshToken],
             scopes,
+            redirect_uris: &[],
+            post_logout_redirect_uris: &[],
         };
         match self.create(new).await {
             Ok(_) | Err(CreateClientError::Exists) => Ok(()),
@@ -137,6 +139,8 @@ impl ports::Clients for ClientStore {
                 .collect::<Vec<_>>()
                 .join(" ")),
             scopes: Set(new.scopes.to_string()),
+            redirect_uris: Set(space_separated(new.redirect_uris)),
+            post_logout_redirect_uris: Set(space_separated(new.post_logout_redirect_uris)),
             created_at: Set(Utc::now()),
         };
         model.insert(&self.db).await.map(Into::into).map_err(|e| {
@@ -185,4 +189,12 @@ impl ports::Clients for ClientStore {
         txn.commit().await?;
         Ok(Some(recorded))
     }
+}
+
+/// The column's form of a list of URIs; a registered URI holds no space.
+fn space_separated(uris: &[RedirectUri]) -> String {
+    uris.iter()
+        .map(RedirectUri::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

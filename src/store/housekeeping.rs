@@ -13,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::revocation_feed::RevocationFeed;
-use crate::entity::{refresh_token, session};
+use crate::entity::{authorization_code, refresh_token, session, sign_in_session};
 
 /// Rows per statement.
 pub const BATCH: u64 = 1000;
@@ -24,15 +24,19 @@ pub struct Purged {
     pub sessions: u64,
     pub refresh_tokens: u64,
     pub revocations: u64,
+    pub authorization_codes: u64,
+    pub sign_in_sessions: u64,
 }
 
 impl Purged {
     /// Each table's name and count, in the order `portcullis purge` prints them.
-    pub fn tables(&self) -> [(&'static str, u64); 3] {
+    pub fn tables(&self) -> [(&'static str, u64); 5] {
         [
             ("sessions", self.sessions),
             ("refresh_tokens", self.refresh_tokens),
             ("revocations", self.revocations),
+            ("authorization_codes", self.authorization_codes),
+            ("sign_in_sessions", self.sign_in_sessions),
         ]
     }
 }
@@ -70,6 +74,43 @@ pub async fn purge(
         let entries = feed.purge(now, BATCH).await?;
         purged.revocations += entries;
         if entries < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // A code or a sign-in session past its lifetime can do nothing more.
+    loop {
+        let doomed = authorization_code::Entity::find()
+            .select_only()
+            .column(authorization_code::Column::CodeHash)
+            .filter(authorization_code::Column::ExpiresAt.lte(now))
+            .limit(BATCH)
+            .into_query();
+        let codes = authorization_code::Entity::delete_many()
+            .filter(authorization_code::Column::CodeHash.in_subquery(doomed))
+            .exec(db)
+            .await?
+            .rows_affected;
+        purged.authorization_codes += codes;
+        if codes < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let doomed = sign_in_session::Entity::find()
+            .select_only()
+            .column(sign_in_session::Column::Id)
+            .filter(sign_in_session::Column::ExpiresAt.lte(now))
+            .limit(BATCH)
+            .into_query();
+        let ended = sign_in_session::Entity::delete_many()
+            .filter(sign_in_session::Column::Id.in_subquery(doomed))
+            .exec(db)
+            .await?
+            .rows_affected;
+        purged.sign_in_sessions += ended;
+        if ended < BATCH {
             break;
         }
         tokio::task::yield_now().await;

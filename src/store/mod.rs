@@ -8,6 +8,7 @@ pub mod redis;
 pub mod revocation_feed;
 pub mod secrets;
 pub mod sessions;
+pub mod sign_in;
 pub mod users;
 
 use std::time::Duration;

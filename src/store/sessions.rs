@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{Unique, revocation_feed::append};
 use crate::{
-    entity::{refresh_token, session, user},
+    entity::{refresh_token, session, sign_in_session, user},
     error::Error,
     ports::{self, NewSession, RefreshToken, Spent, SuccessorToken},
     value::{
@@ -318,6 +318,13 @@ pub(crate) async fn revoke_all_in(
             .exec(txn)
             .await?;
     }
+    // The browser's sign-in sessions end with the rest.
+    sign_in_session::Entity::update_many()
+        .col_expr(sign_in_session::Column::RevokedAt, Expr::value(now))
+        .filter(sign_in_session::Column::UserId.eq(user_id))
+        .filter(sign_in_session::Column::RevokedAt.is_null())
+        .exec(txn)
+        .await?;
     let recorded =
         Revocation::subject_and_sessions(user_id.to_string(), now.timestamp(), ids, until);
     append(txn, &recorded).await?;

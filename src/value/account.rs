@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{grant_type::GrantType, scope::Scope};
+use super::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -49,5 +49,9 @@ pub struct Client {
     pub is_public: bool,
     pub grant_types: Vec<GrantType>,
     pub scopes: Scope,
+    /// Where the authorization endpoint may send a code; none for a client without the code flow.
+    pub redirect_uris: Vec<RedirectUri>,
+    /// Where `/oauth/logout` may send the browser after signing out.
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
     pub created_at: DateTime<Utc>,
 }

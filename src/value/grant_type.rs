@@ -5,16 +5,23 @@ pub enum GrantType {
     Password,
     RefreshToken,
     ClientCredentials,
+    AuthorizationCode,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [Self::Password, Self::RefreshToken, Self::ClientCredentials];
+    pub const ALL: [GrantType; 4] = [
+        Self::Password,
+        Self::RefreshToken,
+        Self::ClientCredentials,
+        Self::AuthorizationCode,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
         }
     }
 

@@ -6,6 +6,7 @@ pub mod account;
 pub mod claims;
 pub mod etag;
 pub mod grant_type;
+pub mod redirect_uri;
 pub mod revocation;
 pub mod scope;
 pub mod username;

@@ -77,6 +77,67 @@ on_both_databases! {
     }
 }
 
+/// The refusal of a command: it fails, and its message, on standard error, is returned.
+fn refused(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "refused, but it succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+on_both_databases! {
+    async fn clients_keep_their_redirect_uris_and_a_uri_the_rules_refuse_creates_nothing(backend: Backend) {
+        // Arrange
+        let db = TestDatabase::new(backend).await;
+        let create = |id: &str, extra: &[&str]| {
+            let mut args = vec!["clients", "create", "--id", id, "--public", "--grants", "authorization_code,refresh_token"];
+            args.extend_from_slice(extra);
+            portcullis(&db.url, &args, None)
+        };
+
+        // Act
+        ok(&create("spa", &[
+            "--redirect-uri", "https://app.example.com/cb",
+            "--redirect-uri", "http://127.0.0.1/cb",
+            "--post-logout-redirect-uri", "https://app.example.com/bye",
+        ]));
+        let plain_http = refused(&create("plain-http", &["--redirect-uri", "http://app.example.com/cb"]));
+        let fragment = refused(&create("fragment", &["--redirect-uri", "https://app.example.com/cb#top"]));
+        let bad_logout = refused(&create("bad-logout", &[
+            "--redirect-uri", "https://app.example.com/cb",
+            "--post-logout-redirect-uri", "https://app.example.com/bye#top",
+        ]));
+        let without = refused(&create("without", &[]));
+
+        // Assert: the listing shows each list in its own column, after the columns it had.
+        let listed = ok(&portcullis(&db.url, &["clients", "list"], None));
+        let mut lines = listed.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "client_id\ttype\tgrant_types\tscopes\tcreated_at\tredirect_uris\tpost_logout_redirect_uris"
+        );
+        let spa: Vec<&str> = lines.find(|l| l.starts_with("spa\t")).expect("spa is listed").split('\t').collect();
+        assert_eq!(spa.len(), 7, "{spa:?}");
+        assert_eq!(spa[..4], ["spa", "public", "authorization_code refresh_token", ""]);
+        assert_eq!(spa[5], "https://app.example.com/cb http://127.0.0.1/cb");
+        assert_eq!(spa[6], "https://app.example.com/bye");
+
+        // Each refusal names the URI and the rule it breaks, and nothing of it was stored.
+        assert!(plain_http.contains("http://app.example.com/cb") && plain_http.contains("use https"), "{plain_http}");
+        assert!(fragment.contains("https://app.example.com/cb#top") && fragment.contains("fragment"), "{fragment}");
+        assert!(
+            bad_logout.contains("post-logout redirect URI https://app.example.com/bye#top") && bad_logout.contains("fragment"),
+            "{bad_logout}"
+        );
+        assert!(without.contains("authorization_code") && without.contains("at least one redirect URI"), "{without}");
+        let ids: Vec<&str> = listed.lines().skip(1).filter_map(|l| l.split('\t').next()).collect();
+        assert_eq!(ids, ["spa"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_refuses_a_weak_password_and_a_bad_configuration_naming_the_key() {
     let db = TestDatabase::new(Backend::Sqlite).await;

@@ -96,6 +96,8 @@ on_both_databases! {
             secret_hash: second.secret.as_deref().map(hash_secret),
             grant_types: &[GrantType::ClientCredentials],
             scopes: &Scope::parse("orders.read").unwrap(),
+            redirect_uris: &[],
+            post_logout_redirect_uris: &[],
         }).await.unwrap();
 
         // Assert: the new secret works at once, and the old one is refused from then on.

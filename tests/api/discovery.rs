@@ -35,8 +35,38 @@ async fn the_metadata_has_the_rfc_8414_fields_and_every_url_resolves() {
         };
         assert_eq!(
             strings("grant_types_supported"),
-            ["password", "refresh_token", "client_credentials"]
+            [
+                "authorization_code",
+                "password",
+                "refresh_token",
+                "client_credentials",
+            ]
         );
+        // Browser sign-in (RFC 6749 §4.1, RFC 7636, RFC 9207) and OpenID Connect discovery.
+        assert_eq!(strings("response_types_supported"), ["code"]);
+        assert_eq!(strings("response_modes_supported"), ["query"]);
+        assert_eq!(strings("code_challenge_methods_supported"), ["S256"]);
+        assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+        for scope in ["openid", "profile", "email"] {
+            assert!(
+                strings("scopes_supported").contains(&scope.to_owned()),
+                "{scope}"
+            );
+        }
+        for claim in [
+            "sub",
+            "auth_time",
+            "nonce",
+            "sid",
+            "at_hash",
+            "preferred_username",
+            "email",
+        ] {
+            assert!(
+                strings("claims_supported").contains(&claim.to_owned()),
+                "{claim}"
+            );
+        }
         for field in [
             "token_endpoint_auth_methods_supported",
             "revocation_endpoint_auth_methods_supported",
@@ -51,12 +81,11 @@ async fn the_metadata_has_the_rfc_8414_fields_and_every_url_resolves() {
             strings("introspection_endpoint_auth_methods_supported"),
             ["client_secret_basic", "client_secret_post"]
         );
-        assert!(strings("scopes_supported").contains(&"profile".to_owned()));
-        assert!(meta["response_types_supported"].is_array());
         assert_eq!(strings("subject_types_supported"), ["public"]);
         assert_eq!(strings("id_token_signing_alg_values_supported"), ["RS256"]);
         // Every URL is derived from the issuer and answers here (no 404).
         for (field, method) in [
+            ("authorization_endpoint", "GET"),
             ("token_endpoint", "POST"),
             ("jwks_uri", "GET"),
             ("revocation_endpoint", "POST"),

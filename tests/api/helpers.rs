@@ -479,6 +479,8 @@ impl TestApp {
                 secret_hash: secret.as_deref().map(hash_secret),
                 grant_types: grants,
                 scopes: &Scope::parse(scopes).unwrap(),
+                redirect_uris: &[],
+                post_logout_redirect_uris: &[],
             })
             .await
             .unwrap();

@@ -3,6 +3,7 @@
 #[macro_use]
 mod helpers;
 
+mod authorization_code;
 mod bad_input;
 mod bearer;
 mod browser;

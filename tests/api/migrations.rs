@@ -103,7 +103,7 @@ on_both_databases! {
         assert!(message.contains("alice@example.com") && message.contains("regardless of case"), "{message}");
         assert!(!message.contains("bob@example.com"), "{message}");
         assert!(!SchemaManager::new(&db).has_column("users", "email_key").await.unwrap());
-        assert_eq!(Migrator::get_pending_migrations(&db).await.unwrap().len(), 1);
+        assert_eq!(Migrator::get_pending_migrations(&db).await.unwrap().len(), Migrator::migrations().len() - before);
 
         // Once the operator gives each user a distinct address, it runs, keeping every spelling.
         db.execute_unprepared("UPDATE users SET email = 'alice@work.example.com' WHERE username = 'alice2'").await.unwrap();
@@ -122,6 +122,51 @@ on_both_databases! {
             ("alice@work.example.com".to_owned(), "alice@work.example.com".to_owned()),
             ("Bob@Example.com".to_owned(), "bob@example.com".to_owned()),
         ]);
+        db.close().await.unwrap();
+    }
+}
+
+on_both_databases! {
+    async fn the_redirect_uri_migration_gives_existing_clients_none_and_down_removes_the_columns(backend: Backend) {
+        use migration::{Alias, Query};
+        use sea_orm::{ConnectionTrait, Statement};
+        // Arrange: the schema just before the migration, with a client.
+        let test_db = TestDatabase::new(backend).await;
+        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
+        let name = "m20261206_000007_client_redirect_uris";
+        let before = Migrator::migrations().iter().position(|m| m.name() == name).unwrap();
+        Migrator::up(&db, Some(before as u32)).await.unwrap();
+        db.execute(
+            Query::insert()
+                .into_table(Alias::new("clients"))
+                .columns(["client_id", "is_public", "grant_types", "scopes", "created_at"].map(Alias::new))
+                .values_panic(["old".into(), true.into(), "password".into(), "".into(), chrono::Utc::now().into()]),
+        )
+        .await
+        .unwrap();
+
+        // Act
+        Migrator::up(&db, Some(1)).await.unwrap();
+
+        // Assert: the client has no URIs, and rolling back removes both columns.
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT redirect_uris, post_logout_redirect_uris FROM clients",
+            ))
+            .await
+            .unwrap();
+        let lists: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.try_get("", "redirect_uris").unwrap(), r.try_get("", "post_logout_redirect_uris").unwrap()))
+            .collect();
+        assert_eq!(lists, [(String::new(), String::new())]);
+        Migrator::down(&db, Some(1)).await.unwrap();
+        let manager = SchemaManager::new(&db);
+        for column in ["redirect_uris", "post_logout_redirect_uris"] {
+            assert!(!manager.has_column("clients", column).await.unwrap(), "{column}");
+        }
+        assert_eq!(Migrator::get_pending_migrations(&db).await.unwrap()[0].name(), name);
         db.close().await.unwrap();
     }
 }

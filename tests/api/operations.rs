@@ -391,6 +391,8 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
                 portcullis::value::grant_type::GrantType::RefreshToken,
             ],
             scopes: &portcullis::value::scope::Scope::parse("profile").unwrap(),
+            redirect_uris: &[],
+            post_logout_redirect_uris: &[],
         })
         .await
         .unwrap();

@@ -27,6 +27,7 @@ impl Grants {
         Ok(Issued {
             access,
             refresh_token: None,
+            id_token: None,
             scope,
         })
     }

@@ -4,6 +4,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+pub mod authorization_code;
 pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
@@ -18,8 +19,7 @@ use super::{
 use crate::{
     error::Error,
     metrics::Metrics,
-    password::Hasher,
-    ports::{Clock, Sessions, Users},
+    ports::{Clock, Codes, Sessions, Users},
     value::{grant_type::GrantType, scope::Scope},
 };
 
@@ -38,7 +38,7 @@ pub struct Lifetimes {
 pub struct Grants {
     pub users: Arc<dyn Users>,
     pub sessions: Arc<dyn Sessions>,
-    pub hasher: Arc<Hasher>,
+    pub codes: Arc<dyn Codes>,
     pub login: Arc<LoginGuard>,
     pub issuer: Arc<Issuer>,
     pub refresh_tokens: RefreshTokens,
@@ -62,6 +62,7 @@ pub enum GrantRequest {
     ClientCredentials {
         scope: Option<Scope>,
     },
+    AuthorizationCode(authorization_code::CodeRedemption),
 }
 
 impl GrantRequest {
@@ -70,6 +71,7 @@ impl GrantRequest {
             Self::Password { .. } => GrantType::Password,
             Self::RefreshToken { .. } => GrantType::RefreshToken,
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+            Self::AuthorizationCode(_) => GrantType::AuthorizationCode,
         }
     }
 }
@@ -78,6 +80,8 @@ impl GrantRequest {
 pub struct Issued {
     pub access: AccessToken,
     pub refresh_token: Option<String>,
+    /// With the authorization code grant when the scope holds `openid`.
+    pub id_token: Option<String>,
     pub scope: Scope,
 }
 
@@ -102,6 +106,9 @@ impl Grants {
                 self.refresh_token(client, &token, scope).await
             }
             GrantRequest::ClientCredentials { scope } => self.client_credentials(client, scope),
+            GrantRequest::AuthorizationCode(presented) => {
+                self.authorization_code(client, presented).await
+            }
         }
     }
 }

@@ -1,7 +1,5 @@
-//! The resource owner password credentials grant (RFC 6749 §4.3).
-//!
-//! An unknown user, a wrong password and a disabled user get the same `invalid_grant` after the same
-//! work: the password is always verified, against a dummy hash when there is no user.
+//! The resource owner password credentials grant (RFC 6749 §4.3). The password is checked by
+//! [`crate::oauth::login::LoginGuard::password`], as on the sign-in page.
 
 use std::net::IpAddr;
 
@@ -9,9 +7,8 @@ use super::{Grants, Issued, resolve_scope};
 use crate::{
     error::Error,
     oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens},
-    password::Verified,
     ports::{NewSession, later},
-    value::{account::User, grant_type::GrantType, scope::Scope},
+    value::{grant_type::GrantType, scope::Scope},
 };
 
 /// Only admin users may hold this scope.
@@ -33,26 +30,7 @@ impl Grants {
             return Err(Error::InvalidScope);
         }
         let now = self.clock.now();
-        self.login.check(username, ip, now).await?;
-        let user = self.users.find_by_username(username).await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self.hasher.verify(password.clone(), stored).await?;
-        let refusal = match (&user, &verified) {
-            (Some(user), Verified::Match { .. }) if user.is_active => None,
-            (None, _) => Some("unknown user"),
-            (Some(user), Verified::Mismatch) if user.is_active => Some("wrong password"),
-            (Some(_), _) => Some("disabled user"),
-        };
-        self.login
-            .record(username, ip, now, refusal.is_none())
-            .await;
-        let Some(user) = user.filter(|_| refusal.is_none()) else {
-            return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
-        };
-        if verified == (Verified::Match { needs_rehash: true }) {
-            self.rehash(&user, password).await;
-        }
-
+        let user = self.login.password(username, password, ip, now).await?;
         let grantable = if user.is_admin {
             client.scopes.clone()
         } else {
@@ -94,22 +72,8 @@ impl Grants {
         Ok(Issued {
             access,
             refresh_token,
+            id_token: None,
             scope,
         })
-    }
-
-    /// Stores a hash with current parameters; the login succeeds even if this fails.
-    async fn rehash(&self, user: &User, password: String) {
-        let result = match self.hasher.hash(password).await {
-            Ok(phc) => {
-                self.users
-                    .update_hash(user.id, user.password_changed_at, phc)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::warn!(user = %user.id, error = %e, "could not rehash a password with current parameters");
-        }
     }
 }

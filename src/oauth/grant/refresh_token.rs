@@ -90,6 +90,7 @@ impl Grants {
         Ok(Issued {
             access,
             refresh_token: Some(successor),
+            id_token: None,
             scope,
         })
     }

@@ -1,0 +1,110 @@
+//! The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636 §4.6): a code is redeemed once, by
+//! the client it was issued to, with the verifier of its challenge and the redirect URI it was asked
+//! with; a code presented again revokes the session its first redemption started (RFC 6749 §4.1.2).
+//! With `openid` in the scope an ID token comes too.
+
+use super::{Grants, Issued};
+use crate::{
+    error::Error,
+    oauth::{
+        authorize,
+        client::AuthenticatedClient,
+        issuer::{SignedIn, Subject},
+        refresh::RefreshTokens,
+    },
+    ports::{NewSession, Redeemed, later},
+    value::grant_type::GrantType,
+};
+
+/// What the token request presents with a code.
+pub struct CodeRedemption {
+    pub code: String,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: String,
+}
+
+impl Grants {
+    pub(super) async fn authorization_code(
+        &self,
+        client: &AuthenticatedClient,
+        presented: CodeRedemption,
+    ) -> Result<Issued, Error> {
+        let now = self.clock.now();
+        let hash = authorize::hash(&presented.code);
+        let grant = match self.codes.redeem(&hash, now).await? {
+            None => return Err(Error::InvalidGrant("unknown or expired code")),
+            Some(Redeemed::Again { session }) => {
+                if let Some(session) = session {
+                    self.revoker.session(session, "code_reuse").await?;
+                }
+                tracing::warn!(client = %client.id, "authorization code presented twice");
+                return Err(Error::InvalidGrant("code used twice"));
+            }
+            Some(Redeemed::Fresh(grant)) => grant,
+        };
+        if grant.client_id != client.id {
+            return Err(Error::InvalidGrant("another client's code"));
+        }
+        if grant.redirect_uri.is_some() && grant.redirect_uri != presented.redirect_uri {
+            return Err(Error::InvalidGrant(
+                "redirect_uri differs from the request's",
+            ));
+        }
+        if !authorize::verifies(&presented.code_verifier, &grant.code_challenge) {
+            return Err(Error::InvalidGrant("code_verifier does not match"));
+        }
+        // The user as they are now, who must be as they were when they signed in.
+        let user = self
+            .users
+            .find(grant.user_id)
+            .await?
+            .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
+            .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
+        let refresh_token = client
+            .may_use(GrantType::RefreshToken)
+            .then(RefreshTokens::generate);
+        let session = self
+            .sessions
+            .start(NewSession {
+                user: &user,
+                client_id: &client.id,
+                scope: &grant.scope,
+                now,
+                expires_at: later(now, self.lifetimes.session),
+                refresh: refresh_token.as_deref().map(|t| {
+                    (
+                        RefreshTokens::hash(t),
+                        later(now, self.lifetimes.refresh_idle),
+                    )
+                }),
+            })
+            .await?
+            .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
+        self.codes.started(&hash, session.id).await?;
+        let access = self.issuer.access_token(
+            Subject::User {
+                id: user.id,
+                username: &user.username,
+                session: session.id,
+            },
+            &client.id,
+            &grant.scope,
+        )?;
+        let id_token = if grant.scope.contains("openid") {
+            let signed_in = SignedIn {
+                auth_time: grant.auth_time,
+                nonce: grant.nonce.as_deref(),
+            };
+            Some(self.issuer.id_token(&user, &signed_in, &access)?)
+        } else {
+            None
+        };
+        tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "authorization code grant");
+        Ok(Issued {
+            access,
+            refresh_token,
+            id_token,
+            scope: grant.scope,
+        })
+    }
+}

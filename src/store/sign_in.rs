@@ -1,0 +1,142 @@
+//! Authorization codes and browser sign-in sessions, as [`ports::Codes`] and [`ports::SignInSessions`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::Unique;
+use crate::{
+    entity::{authorization_code, sign_in_session, user},
+    error::Error,
+    ports::{self, CodeGrant, NewCode, Redeemed, SignInSession},
+    value::scope::Scope,
+};
+
+#[derive(Clone)]
+pub struct SignInStore {
+    db: DatabaseConnection,
+}
+
+impl SignInStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl ports::Codes for SignInStore {
+    async fn create(&self, new: NewCode<'_>) -> Result<(), Error> {
+        let g = new.grant;
+        authorization_code::ActiveModel {
+            code_hash: Set(new.hash),
+            client_id: Set(g.client_id.clone()),
+            user_id: Set(g.user_id),
+            sign_in_session_id: Set(g.sign_in_session),
+            redirect_uri: Set(g.redirect_uri.clone()),
+            code_challenge: Set(g.code_challenge.clone()),
+            scope: Set(g.scope.to_string()),
+            nonce: Set(g.nonce.clone()),
+            auth_time: Set(g.auth_time),
+            expires_at: Set(new.expires_at),
+            used_at: Set(None),
+            session_id: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// One conditional update marks the code used, so of concurrent redemptions exactly one is fresh.
+    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
+        use authorization_code::Column as C;
+        let marked = authorization_code::Entity::update_many()
+            .col_expr(C::UsedAt, Expr::value(now))
+            .filter(C::CodeHash.eq(hash.to_vec()))
+            .filter(C::UsedAt.is_null())
+            .filter(C::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        let Some(row) = authorization_code::Entity::find_by_id(hash.to_vec())
+            .unique(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if marked {
+            return Ok(Some(Redeemed::Fresh(CodeGrant {
+                client_id: row.client_id,
+                user_id: row.user_id,
+                sign_in_session: row.sign_in_session_id,
+                redirect_uri: row.redirect_uri,
+                code_challenge: row.code_challenge,
+                scope: Scope::parse(&row.scope).unwrap_or_default(),
+                nonce: row.nonce,
+                auth_time: row.auth_time,
+            })));
+        }
+        Ok(row.used_at.map(|_| Redeemed::Again {
+            session: row.session_id,
+        }))
+    }
+
+    async fn started(&self, hash: &[u8], session: Uuid) -> Result<(), Error> {
+        authorization_code::Entity::update_many()
+            .col_expr(authorization_code::Column::SessionId, Expr::value(session))
+            .filter(authorization_code::Column::CodeHash.eq(hash.to_vec()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ports::SignInSessions for SignInStore {
+    async fn create(
+        &self,
+        hash: Vec<u8>,
+        user_id: Uuid,
+        auth_time: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Uuid, Error> {
+        let id = Uuid::new_v4();
+        sign_in_session::ActiveModel {
+            id: Set(id),
+            token_hash: Set(hash),
+            user_id: Set(user_id),
+            auth_time: Set(auth_time),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(id)
+    }
+
+    async fn find(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<SignInSession>, Error> {
+        use sign_in_session::Column as S;
+        let Some(session) = sign_in_session::Entity::find()
+            .filter(S::TokenHash.eq(hash.to_vec()))
+            .filter(S::RevokedAt.is_null())
+            .filter(S::ExpiresAt.gt(now))
+            .unique(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = user::Entity::find_by_id(session.user_id)
+            .unique(&self.db)
+            .await?
+            .filter(|u| u.is_active && u.password_changed_at <= session.auth_time);
+        Ok(user.map(|user| SignInSession {
+            id: session.id,
+            user: user.into(),
+            auth_time: session.auth_time,
+        }))
+    }
+}

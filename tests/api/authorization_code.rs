@@ -1,0 +1,496 @@
+//! Browser sign-in: `/oauth/authorize`, its sign-in page, and the authorization code grant with PKCE,
+//! driven as a browser would (the page's form, its cookies) by an HTTP client.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use portcullis::{
+    ports::NewClient,
+    value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
+};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{TestApp, TestUser, assert_error, claims_of, spawn_app};
+
+const REDIRECT: &str = "https://app.example.com/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// A public client of the code flow, registered for [`REDIRECT`] and a loopback URI.
+async fn app_client(app: &TestApp) -> String {
+    let id = format!("spa-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    app.state
+        .clients
+        .create(NewClient {
+            id: &id,
+            secret_hash: None,
+            grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: &Scope::parse("openid profile email").unwrap(),
+            redirect_uris: &[
+                RedirectUri::parse(REDIRECT).unwrap(),
+                RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
+            ],
+            post_logout_redirect_uris: &[],
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The parameters of an authorization request of `client`, with `changes` applied (a `None` value
+/// removes one).
+fn request(client: &str, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+    let challenge = challenge(VERIFIER);
+    let mut params: Vec<(String, String)> = [
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid profile"),
+        ("state", "st4te"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("nonce", "n0nce"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (name, value) in changes {
+        params.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            params.push((name.to_string(), value.to_string()));
+        }
+    }
+    params
+}
+
+/// A browser: the cookies the server set, sent back on every request.
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookies: Vec<(String, String)>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, resp: &Response) {
+        for set in resp.headers().get_all("set-cookie") {
+            let (pair, _) = set.to_str().unwrap().split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(k, _)| k != name);
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    async fn get(&mut self, params: &[(String, String)]) -> Response {
+        let resp = self
+            .app
+            .http
+            .get(self.app.url("/oauth/authorize"))
+            .query(params)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        resp
+    }
+
+    async fn post(&mut self, params: &[(String, String)]) -> Response {
+        let resp = self
+            .app
+            .http
+            .post(self.app.url("/oauth/authorize"))
+            .form(params)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        resp
+    }
+
+    /// Opens the sign-in page for `params` and submits it with `user`'s credentials; the answer to the
+    /// submission.
+    async fn sign_in(
+        &mut self,
+        params: &[(String, String)],
+        user: &TestUser,
+        password: &str,
+    ) -> Response {
+        let page = self.get(params).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        let mut form = hidden_fields(&html);
+        form.push(("username".into(), user.username.clone()));
+        form.push(("password".into(), password.into()));
+        self.post(&form).await
+    }
+}
+
+/// The hidden inputs of the page's form, as a browser would submit them.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|input| {
+            let attr = |name: &str| {
+                let start = input.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                let end = start + input[start..].find('"').unwrap();
+                unescape(&input[start..end])
+            };
+            (attr("name"), attr("value"))
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The query of a `303`'s `Location` at the client's redirect URI.
+fn redirected(resp: &Response) -> Vec<(String, String)> {
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "a redirect");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        format!(
+            "{}://{}{}",
+            location.scheme(),
+            location.host_str().unwrap(),
+            location.path()
+        ),
+        REDIRECT
+    );
+    location.query_pairs().into_owned().collect()
+}
+
+fn param<'p>(pairs: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn redeem(app: &TestApp, client: &str, code: &str, verifier: &str) -> Response {
+    app.token(&[
+        ("grant_type", "authorization_code"),
+        ("client_id", client),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier),
+    ])
+    .await
+}
+
+on_both_databases! {
+    async fn a_browser_signs_in_and_the_client_redeems_the_code_for_tokens_and_an_id_token(backend: Backend) {
+        // Arrange
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+
+        // Act: the sign-in page, then its form.
+        let page = browser.get(&request(&client, &[])).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let headers = page.headers().clone();
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["cache-control"], "no-store");
+        let html = page.text().await.unwrap();
+        assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""), "{html}");
+        let mut form = hidden_fields(&html);
+        form.push(("username".into(), user.username.clone()));
+        form.push(("password".into(), user.password.clone()));
+        let answer = browser.post(&form).await;
+
+        // Assert: the code comes back with state and iss; the session cookie is HttpOnly and Lax.
+        let cookie = answer.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("portcullis_session=")).unwrap();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+        let query = redirected(&answer);
+        assert_eq!(param(&query, "state"), Some("st4te"));
+        assert_eq!(param(&query, "iss"), Some(app.settings.issuer().as_str()));
+        let code = param(&query, "code").unwrap().to_owned();
+
+        let resp = redeem(&app, &client, &code, VERIFIER).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let tokens: Value = resp.json().await.unwrap();
+        let access = claims_of(tokens["access_token"].as_str().unwrap());
+        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        assert!(tokens["refresh_token"].is_string());
+        assert_eq!(id["aud"], client.as_str());
+        assert_eq!(id["iss"], app.settings.issuer());
+        assert_eq!(id["sub"], access["sub"]);
+        assert_eq!(id["sid"], access["sid"]);
+        assert_eq!(id["nonce"], "n0nce");
+        assert_eq!(id["preferred_username"], user.username.as_str());
+        assert!(id.get("email").is_none(), "no email scope, no email claim");
+        let digest = Sha256::digest(tokens["access_token"].as_str().unwrap().as_bytes());
+        assert_eq!(id["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
+        assert!(id["auth_time"].as_i64().unwrap() <= id["iat"].as_i64().unwrap());
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(tokens["id_token"].as_str().unwrap().split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::OK);
+    }
+
+    async fn a_code_works_once_and_presented_again_revokes_its_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        let answer = browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        let code = param(&redirected(&answer), "code").unwrap().to_owned();
+        let tokens: Value = redeem(&app, &client, &code, VERIFIER).await.json().await.unwrap();
+
+        assert_error(redeem(&app, &client, &code, VERIFIER).await, 400, "invalid_grant").await;
+
+        // The first redemption's tokens are revoked with its session.
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        assert_error(app.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client)]).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    async fn a_code_needs_its_verifier_its_client_and_its_redirect_uri(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let other = app_client(&app).await;
+        let user = app.seed_user().await;
+        let code = || async {
+            let answer = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
+            param(&redirected(&answer), "code").unwrap().to_owned()
+        };
+
+        let wrong_verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj";
+        assert_error(redeem(&app, &client, &code().await, wrong_verifier).await, 400, "invalid_grant").await;
+        assert_error(redeem(&app, &client, &code().await, "short").await, 400, "invalid_grant").await;
+        assert_error(redeem(&app, &other, &code().await, VERIFIER).await, 400, "invalid_grant").await;
+        let elsewhere = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", &code().await), ("redirect_uri", "http://127.0.0.1/cb"), ("code_verifier", VERIFIER)]).await;
+        assert_error(elsewhere, 400, "invalid_grant").await;
+        assert_error(redeem(&app, &client, "no-such-code", VERIFIER).await, 400, "invalid_grant").await;
+        let missing = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", "x")]).await;
+        assert_error(missing, 400, "invalid_request").await;
+    }
+
+    async fn a_wrong_password_and_an_unknown_user_get_the_same_page_and_no_code(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let nobody = TestUser { username: "nobody-here".into(), password: "whatever it is".into() };
+
+        let mut pages = Vec::new();
+        for (who, password) in [(&user, "not the password"), (&nobody, "whatever it is")] {
+            let mut browser = Browser::new(&app);
+            let resp = browser.sign_in(&request(&client, &[]), who, password).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+            assert!(resp.headers().get("location").is_none());
+            let html = resp.text().await.unwrap();
+            assert!(html.contains("Wrong username or password."), "{html}");
+            // Everything from the username field on (the anti-CSRF value before it is each browser's own).
+            pages.push(html.replace(&who.username, "USERNAME").split("<label for=\"username\">").nth(1).unwrap().to_owned());
+        }
+        assert_eq!(pages[0], pages[1]);
+    }
+
+    async fn a_sign_in_without_the_anti_csrf_token_signs_nobody_in(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        let html = browser.get(&request(&client, &[])).await.text().await.unwrap();
+        let form: Vec<(String, String)> = hidden_fields(&html)
+            .into_iter()
+            .filter(|(k, _)| k != "csrf")
+            .chain([("username".to_owned(), user.username.clone()), ("password".to_owned(), user.password.clone())])
+            .collect();
+
+        // A forged token, and none at all: refused, no cookie, no redirect.
+        for forged in [Some("forged-token-forged-token-forged-token-123"), None] {
+            let mut form = form.clone();
+            if let Some(forged) = forged {
+                form.push(("csrf".into(), forged.into()));
+            }
+            let resp = browser.post(&form).await;
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+            assert!(resp.headers().get("location").is_none());
+            assert!(!browser.cookies.iter().any(|(k, _)| k == "portcullis_session"));
+        }
+        // The right token from another browser (no cookie) is refused too.
+        let mut stranger = Browser::new(&app);
+        let mut with_token = hidden_fields(&html);
+        with_token.push(("username".into(), user.username.clone()));
+        with_token.push(("password".into(), user.password.clone()));
+        assert_eq!(stranger.post(&with_token).await.status(), StatusCode::FORBIDDEN);
+    }
+
+    async fn a_signed_in_browser_gets_a_code_at_once_unless_the_client_asks_to_sign_in_again(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+
+        // Single sign-on: straight back with a code, for this client or another.
+        let again = browser.get(&request(&client, &[("state", Some("two"))])).await;
+        assert_eq!(param(&redirected(&again), "state"), Some("two"));
+        assert!(param(&redirected(&again), "code").is_some());
+        let silent = browser.get(&request(&client, &[("prompt", Some("none"))])).await;
+        assert!(param(&redirected(&silent), "code").is_some());
+        // prompt=login and an exceeded max_age show the page again.
+        assert_eq!(browser.get(&request(&client, &[("prompt", Some("login"))])).await.status(), StatusCode::OK);
+        app.clock.advance(std::time::Duration::from_secs(120));
+        assert_eq!(browser.get(&request(&client, &[("max_age", Some("60"))])).await.status(), StatusCode::OK);
+
+        // A browser without a session asking prompt=none hears login_required.
+        let stranger = Browser::new(&app).get(&request(&client, &[("prompt", Some("none"))])).await;
+        let query = redirected(&stranger);
+        assert_eq!(param(&query, "error"), Some("login_required"));
+        assert_eq!(param(&query, "state"), Some("st4te"));
+    }
+
+    async fn a_password_change_ends_the_sign_in_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        let token = app.login(&user).await.access_token;
+
+        let changed = app.change_password(&token, &user.password, "a brand new passphrase").await;
+        assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
+    }
+
+    async fn housekeeping_deletes_codes_and_sign_in_sessions_past_their_lifetime(backend: Backend) {
+        use portcullis::store::housekeeping::purge;
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        let ttl = app.state.settings.access_ttl();
+
+        let now = purge(&app.state.db, chrono::Utc::now(), ttl).await.unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::seconds(app.settings.login.session_ttl as i64 + 1);
+        let after = purge(&app.state.db, later, ttl).await.unwrap();
+
+        assert_eq!((now.authorization_codes, now.sign_in_sessions), (0, 0), "both still live");
+        assert_eq!((after.authorization_codes, after.sign_in_sessions), (1, 1));
+    }
+
+    async fn logging_out_everywhere_ends_the_sign_in_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::SEE_OTHER);
+        let token = app.login(&user).await.access_token;
+
+        let resp = app.http.delete(app.url("/users/me/sessions")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
+    }
+}
+
+on_both_databases! {
+    async fn an_unknown_client_or_redirect_uri_gets_a_page_and_never_a_redirect(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let mut browser = Browser::new(&app);
+        for (case, params) in [
+            ("unknown client", request("no-such-client", &[])),
+            ("no client", request(&client, &[("client_id", None)])),
+            ("unregistered", request(&client, &[("redirect_uri", Some("https://evil.example/cb"))])),
+            ("extra slash", request(&client, &[("redirect_uri", Some("https://app.example.com/callback/"))])),
+            ("other case", request(&client, &[("redirect_uri", Some("https://APP.example.com/callback"))])),
+            ("fragment", request(&client, &[("redirect_uri", Some("https://app.example.com/callback#x"))])),
+            ("userinfo", request(&client, &[("redirect_uri", Some("https://u@app.example.com/callback"))])),
+            ("other scheme", request(&client, &[("redirect_uri", Some("http://app.example.com/callback"))])),
+            ("other port", request(&client, &[("redirect_uri", Some("https://app.example.com:8443/callback"))])),
+            ("two registered, none named", request(&client, &[("redirect_uri", None)])),
+        ] {
+            let resp = browser.get(&params).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{case}");
+            assert!(resp.headers().get("location").is_none(), "{case}");
+            assert_eq!(resp.headers()["x-frame-options"], "DENY", "{case}");
+        }
+        let mut repeated = request(&client, &[]);
+        repeated.push(("redirect_uri".into(), "https://evil.example/cb".into()));
+        assert_eq!(browser.get(&repeated).await.status(), StatusCode::BAD_REQUEST);
+        // A loopback redirect URI matches on any port (RFC 8252 §7.3).
+        let loopback = browser.get(&request(&client, &[("redirect_uri", Some("http://127.0.0.1:53117/cb"))])).await;
+        assert_eq!(loopback.status(), StatusCode::OK);
+    }
+
+    async fn every_other_error_goes_back_to_the_client_with_state_and_iss(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let long = "s".repeat(4000);
+        let mut browser = Browser::new(&app);
+        for (case, params, error) in [
+            ("no PKCE", request(&client, &[("code_challenge", None), ("code_challenge_method", None)]), "invalid_request"),
+            ("plain", request(&client, &[("code_challenge_method", Some("plain"))]), "invalid_request"),
+            ("no method", request(&client, &[("code_challenge_method", None)]), "invalid_request"),
+            ("bad challenge", request(&client, &[("code_challenge", Some("abc"))]), "invalid_request"),
+            ("no response_type", request(&client, &[("response_type", None)]), "invalid_request"),
+            ("token", request(&client, &[("response_type", Some("token"))]), "unsupported_response_type"),
+            ("scope", request(&client, &[("scope", Some("openid admin"))]), "invalid_scope"),
+            ("prompt", request(&client, &[("prompt", Some("consent"))]), "invalid_request"),
+            ("max_age", request(&client, &[("max_age", Some("-1"))]), "invalid_request"),
+            ("long nonce", request(&client, &[("nonce", Some(long.as_str()))]), "invalid_request"),
+        ] {
+            let query = redirected(&browser.get(&params).await);
+            assert_eq!(param(&query, "error"), Some(error), "{case}");
+            assert_eq!(param(&query, "state"), Some("st4te"), "{case}");
+            assert_eq!(param(&query, "iss"), Some(app.settings.issuer().as_str()), "{case}");
+            assert!(param(&query, "code").is_none(), "{case}");
+        }
+        // A 4,000-character state is refused, and not echoed.
+        let query = redirected(&browser.get(&request(&client, &[("state", Some(long.as_str()))])).await);
+        assert_eq!(param(&query, "error"), Some("invalid_request"));
+        assert_eq!(param(&query, "state"), None);
+        let mut repeated = request(&client, &[]);
+        repeated.push(("scope".into(), "openid".into()));
+        assert_eq!(param(&redirected(&browser.get(&repeated).await), "error"), Some("invalid_request"));
+        // A client registered without the grant hears it at its own redirect URI.
+        let password_only = "password-only";
+        app.state
+            .clients
+            .create(NewClient {
+                id: password_only,
+                secret_hash: None,
+                grant_types: &[GrantType::Password],
+                scopes: &Scope::parse("openid profile").unwrap(),
+                redirect_uris: &[RedirectUri::parse(REDIRECT).unwrap()],
+                post_logout_redirect_uris: &[],
+            })
+            .await
+            .unwrap();
+        let query = redirected(&browser.get(&request(password_only, &[])).await);
+        assert_eq!(param(&query, "error"), Some("unauthorized_client"));
+    }
+}
