@@ -126,6 +126,8 @@ struct MetadataDoc {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
+    /// OpenID Connect: `GET|POST /oauth/userinfo`.
+    userinfo_endpoint: String,
     jwks_uri: String,
     revocation_endpoint: String,
     introspection_endpoint: String,

@@ -16,6 +16,7 @@ mod revoke;
 mod sessions;
 pub(crate) mod timeouts;
 mod token;
+mod userinfo;
 mod users;
 
 use std::sync::{Arc, LazyLock};
@@ -60,6 +61,7 @@ type Operations = (
     feed::FeedApi,
     discovery::DiscoveryApi,
     users::UsersApi,
+    userinfo::UserInfoApi,
     sessions::SessionsApi,
     admin::AdminApi,
     ops::OpsApi,
@@ -346,9 +348,11 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The routes a browser may call from another origin (the contract's `server.cors_origins`): the token,
 /// revocation, users and sessions endpoints, by their labels in [`ROUTES`].
-const CORS_ROUTES: [&str; 7] = [
+const CORS_ROUTES: [&str; 8] = [
     "/oauth/token",
     "/oauth/revoke",
+    // Single-page apps ask who signed in from the browser.
+    "/oauth/userinfo",
     "/users",
     "/users/me",
     "/users/me/password",

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{
     error::Error,
     keys::{Key, KeyStore},
+    oauth::userinfo::UserClaims,
     ports::Clock,
     value::{account::User, claims::AccessClaims, scope::Scope},
 };
@@ -111,11 +112,9 @@ impl Issuer {
     ) -> Result<String, Error> {
         let now = self.clock.now().timestamp();
         let scope = Scope::parse(&access.claims.scope).unwrap_or_default();
-        let email = user.email.clone().filter(|_| scope.contains("email"));
         let digest = sha2::Sha256::digest(access.token.as_bytes());
         let claims = IdClaims {
             iss: &self.issuer,
-            sub: user.id.to_string(),
             aud: &access.claims.client_id,
             exp: now + self.id_ttl.as_secs() as i64,
             iat: now,
@@ -123,10 +122,7 @@ impl Issuer {
             nonce: signed_in.nonce,
             sid: access.claims.sid.as_deref(),
             at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
-            preferred_username: scope.contains("profile").then_some(user.username.as_str()),
-            // Nothing verifies an address yet (account recovery by email will): false until then.
-            email_verified: email.as_ref().map(|_| false),
-            email,
+            user: UserClaims::of(user, &scope),
         };
         jws("JWT", &claims, self.keys.current().signing())
     }
@@ -141,7 +137,6 @@ pub struct SignedIn<'a> {
 #[derive(Serialize)]
 struct IdClaims<'a> {
     iss: &'a str,
-    sub: String,
     aud: &'a str,
     exp: i64,
     iat: i64,
@@ -151,12 +146,9 @@ struct IdClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sid: Option<&'a str>,
     at_hash: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    preferred_username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email_verified: Option<bool>,
+    /// `sub` and the claims of the scope.
+    #[serde(flatten)]
+    user: UserClaims,
 }
 
 /// `claims` as an access token signed by `key`: a JWT in the JWS compact serialisation (RFC 7515 §7.1),

@@ -10,4 +10,5 @@ pub mod metadata;
 pub mod refresh;
 pub mod revocation;
 pub mod tokens;
+pub mod userinfo;
 pub mod verifier;

@@ -253,6 +253,39 @@ on_both_databases! {
         assert_eq!(header["typ"], "JWT");
         assert_eq!(header["alg"], "RS256");
         assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::OK);
+
+        // Userinfo says what the ID token says, by GET and by POST.
+        let access_token = tokens["access_token"].as_str().unwrap();
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let resp = app.http.request(method, app.url("/oauth/userinfo")).bearer_auth(access_token).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let info: Value = resp.json().await.unwrap();
+            assert_eq!(info, serde_json::json!({"sub": id["sub"], "preferred_username": user.username}));
+        }
+    }
+
+    async fn userinfo_needs_the_openid_scope_and_says_only_what_the_scope_grants(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let userinfo = |token: String| {
+            let req = app.http.get(app.url("/oauth/userinfo")).bearer_auth(token);
+            async move { req.send().await.unwrap() }
+        };
+
+        // A password-grant token has no openid scope.
+        let password_token = app.login(&user).await.access_token;
+        assert_error(userinfo(password_token).await, 403, "insufficient_scope").await;
+        assert_error(userinfo("not-a-token".into()).await, 401, "invalid_token").await;
+
+        // openid alone: only sub.
+        let answer = Browser::new(&app).sign_in(&request(&client, &[("scope", Some("openid"))]), &user, &user.password).await;
+        let code = param(&redirected(&answer), "code").unwrap().to_owned();
+        let tokens: Value = redeem(&app, &client, &code, VERIFIER).await.json().await.unwrap();
+        let info: Value = userinfo(tokens["access_token"].as_str().unwrap().to_owned()).await.json().await.unwrap();
+        assert_eq!(info.as_object().unwrap().keys().collect::<Vec<_>>(), ["sub"]);
+        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        assert!(id.get("preferred_username").is_none() && id.get("email").is_none());
     }
 
     async fn a_code_works_once_and_presented_again_revokes_its_session(backend: Backend) {

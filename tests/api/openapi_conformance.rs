@@ -532,6 +532,43 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
     )
     .await;
 
+    // Userinfo: with the openid scope (a client may be granted it at the password grant too), without
+    // it, and without a token.
+    let oidc = app
+        .seed_client(true, &[GrantType::Password], "openid profile email")
+        .await;
+    let mut form = password_form("mailed", PASSWORD).to_vec();
+    form.push(("client_id", oidc.id.as_str()));
+    let openid = api
+        .expect(
+            "POST",
+            "/oauth/token",
+            http.post(url("/oauth/token")).form(&form),
+            200,
+        )
+        .await;
+    let openid = openid["access_token"].as_str().unwrap();
+    for method in ["GET", "POST"] {
+        let userinfo = || http.request(method.parse().unwrap(), url("/oauth/userinfo"));
+        let info = api
+            .expect(
+                method,
+                "/oauth/userinfo",
+                userinfo().bearer_auth(openid),
+                200,
+            )
+            .await;
+        assert_eq!(info["email"], "mailed@example.com");
+        api.expect(
+            method,
+            "/oauth/userinfo",
+            userinfo().bearer_auth(&user_token),
+            403,
+        )
+        .await;
+        api.expect(method, "/oauth/userinfo", userinfo(), 401).await;
+    }
+
     // Sessions.
     let sessions = api
         .expect(
