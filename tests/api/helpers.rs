@@ -711,3 +711,104 @@ pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
     assert_eq!(cache.as_deref(), Some("no-store"), "{text}");
     body
 }
+
+/// A browser at `/oauth/authorize`: the cookies the server set, sent back on every request.
+pub struct Browser<'a> {
+    app: &'a TestApp,
+    pub cookies: Vec<(String, String)>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, resp: &Response) {
+        for set in resp.headers().get_all("set-cookie") {
+            let (pair, _) = set.to_str().unwrap().split_once(';').unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(k, _)| k != name);
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    pub async fn get(&mut self, params: &[(String, String)]) -> Response {
+        let resp = self
+            .app
+            .http
+            .get(self.app.url("/oauth/authorize"))
+            .query(params)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        resp
+    }
+
+    pub async fn post(&mut self, params: &[(String, String)]) -> Response {
+        let resp = self
+            .app
+            .http
+            .post(self.app.url("/oauth/authorize"))
+            .form(params)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        resp
+    }
+
+    /// Opens the sign-in page for `params` and submits it with `user`'s credentials; the answer to the
+    /// submission.
+    pub async fn sign_in(
+        &mut self,
+        params: &[(String, String)],
+        user: &TestUser,
+        password: &str,
+    ) -> Response {
+        let page = self.get(params).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        let mut form = hidden_fields(&html);
+        form.push(("username".into(), user.username.clone()));
+        form.push(("password".into(), password.into()));
+        self.post(&form).await
+    }
+}
+
+/// The hidden inputs of the page's form, as a browser would submit them.
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|input| {
+            let attr = |name: &str| {
+                let start = input.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                let end = start + input[start..].find('"').unwrap();
+                unescape(&input[start..end])
+            };
+            (attr("name"), attr("value"))
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}

@@ -21,6 +21,7 @@ mod keys;
 mod login_protection;
 mod migrations;
 mod openapi_conformance;
+mod openid_connect;
 mod operations;
 mod redis_failure;
 mod refresh;
