@@ -91,5 +91,14 @@ on_both_databases! {
             id_token.claims(&verifier, &Nonce::new("another request's nonce".into())).is_err(),
             "the nonce is checked"
         );
+
+        // Userinfo, found by discovery, says who the ID token says.
+        let info: openidconnect::core::CoreUserInfoClaims = client
+            .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
+            .expect("a userinfo endpoint")
+            .request_async(&http)
+            .await
+            .expect("userinfo");
+        assert_eq!(info.preferred_username().map(|u| u.as_str()), Some(user.username.as_str()));
     }
 }
