@@ -11,11 +11,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    Browser, TestApp, TestUser, assert_error, claims_of, hidden_fields, spawn_app,
+    Browser, TestApp, TestUser, VERIFIER, assert_error, challenge, claims_of, hidden_fields,
+    spawn_app,
 };
 
 const REDIRECT: &str = "https://app.example.com/callback";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 /// A public client of the code flow, registered for [`REDIRECT`] and a loopback URI.
 async fn app_client(app: &TestApp) -> String {
@@ -36,10 +36,6 @@ async fn app_client(app: &TestApp) -> String {
         .await
         .unwrap();
     id
-}
-
-fn challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// The parameters of an authorization request of `client`, with `changes` applied (a `None` value

@@ -686,6 +686,16 @@ pub async fn eventually<F: Future<Output = bool>>(
     }
 }
 
+/// A PKCE verifier (RFC 7636's example) for the code flow's tests.
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// The S256 challenge of `verifier`.
+pub fn challenge(verifier: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()))
+}
+
 /// A JWT's claims, read without checking anything: for asserting what a token says.
 pub fn claims_of(token: &str) -> Value {
     use base64::Engine;

@@ -7,6 +7,7 @@ mod authorization_code;
 mod bad_input;
 mod bearer;
 mod browser;
+mod browser_sign_in;
 mod cli;
 mod client_auth;
 mod client_credentials;
