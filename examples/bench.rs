@@ -473,7 +473,7 @@ impl Target {
             clients
                 .create(portcullis::ports::NewClient {
                     id,
-                    secret_hash: Some(portcullis::oauth::client::hash_secret(SECRET)),
+                    secret_hash: Some(portcullis::oauth::secret::hash(SECRET)),
                     grant_types: &grants,
                     scopes: &Scope::parse("orders.read").unwrap(),
                     redirect_uris: &[],

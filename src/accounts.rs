@@ -4,15 +4,11 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore;
 use uuid::Uuid;
 
 use crate::{
     error::Error,
-    oauth::{
-        client::hash_secret, grant::password::ADMIN_SCOPE, login::LoginGuard, revocation::Revoker,
-    },
+    oauth::{grant::password::ADMIN_SCOPE, login::LoginGuard, revocation::Revoker, secret},
     password::{self, Hasher, Verified},
     ports::{Clients, Clock, CreateClientError, CreateUserError, NewClient, NewUser, Users},
     value::{
@@ -194,9 +190,7 @@ impl Accounts {
             }
             ClientSecret::Given(s) => (Some(s), None),
             ClientSecret::Generate => {
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let s = URL_SAFE_NO_PAD.encode(bytes);
+                let s = secret::generate();
                 (Some(s.clone()), Some(s))
             }
         };
@@ -204,7 +198,7 @@ impl Accounts {
             .clients
             .create(NewClient {
                 id,
-                secret_hash: secret.as_deref().map(hash_secret),
+                secret_hash: secret.as_deref().map(secret::hash),
                 grant_types: &new.grant_types,
                 scopes: new.scopes,
                 redirect_uris: &redirect_uris,

@@ -5,18 +5,19 @@
 use std::{borrow::Cow, net::IpAddr};
 
 use askama::Template;
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use poem::{
     Request, Response,
     http::{HeaderValue, Method, StatusCode, header},
 };
-use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use super::client_ip::client_ip;
 use crate::{
     error::Error,
-    oauth::authorize::{Authorization, AuthorizationRequest, Refused},
+    oauth::{
+        authorize::{Authorization, AuthorizationRequest, Refused},
+        secret,
+    },
     state::AppState,
 };
 
@@ -206,11 +207,11 @@ fn sign_in_page(
 ) -> Response {
     // The browser's anti-CSRF value: kept while it has one of ours, made when it has none.
     let existing = cookies.get(CSRF_COOKIE).filter(|c| {
-        c.len() == 43
+        c.len() == secret::LENGTH
             && c.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
-    let csrf = existing.map_or_else(random, str::to_owned);
+    let csrf = existing.map_or_else(secret::generate, str::to_owned);
     let page = SignInPage {
         site,
         client_id: &authorization.client.id,
@@ -309,12 +310,6 @@ fn site(state: &AppState) -> String {
         .host_str()
         .unwrap_or("Portcullis")
         .to_owned()
-}
-
-fn random() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The authorization request and the sign-in form's fields, each parameter at most once; a repeated

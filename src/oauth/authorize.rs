@@ -7,11 +7,10 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::grant::password::ADMIN_SCOPE;
+use super::{grant::password::ADMIN_SCOPE, secret};
 use crate::{
     error::Error,
     ports::{Clients, Clock, CodeGrant, Codes, NewCode, SignInSession, SignInSessions, later},
@@ -236,7 +235,9 @@ impl Authorizer {
         let Some(cookie) = cookie.filter(|c| c.len() <= 128) else {
             return Ok(None);
         };
-        self.sign_ins.find(&hash(cookie), self.clock.now()).await
+        self.sign_ins
+            .find(&secret::hash(cookie), self.clock.now())
+            .await
     }
 
     /// Whether `session` may answer `authorization` without signing in again; `login_required` when it
@@ -266,11 +267,16 @@ impl Authorizer {
     /// Starts a sign-in session for `user`, who has just proven their password; returns the cookie's
     /// value, which is stored only as its hash.
     pub async fn sign_in(&self, user: &User) -> Result<(String, SignInSession), Error> {
-        let cookie = secret();
+        let cookie = secret::generate();
         let now = self.clock.now();
         let id = self
             .sign_ins
-            .create(hash(&cookie), user.id, now, later(now, self.sign_in_ttl))
+            .create(
+                secret::hash(&cookie),
+                user.id,
+                now,
+                later(now, self.sign_in_ttl),
+            )
             .await?;
         let session = SignInSession {
             id,
@@ -293,7 +299,7 @@ impl Authorizer {
         } else {
             authorization.scope.without(ADMIN_SCOPE)
         };
-        let code = secret();
+        let code = secret::generate();
         let grant = CodeGrant {
             client_id: authorization.client.id.clone(),
             user_id: user.id,
@@ -307,7 +313,7 @@ impl Authorizer {
         let created = self
             .codes
             .create(NewCode {
-                hash: hash(&code),
+                hash: secret::hash(&code),
                 grant: &grant,
                 expires_at: later(self.clock.now(), self.code_ttl),
             })
@@ -353,18 +359,6 @@ impl Authorizer {
         }
         url.into()
     }
-}
-
-/// The SHA-256 of a code or a cookie's value: what the database holds instead of it.
-pub fn hash(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-/// 256 random bits, base64url.
-fn secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Whether `verifier` is the PKCE verifier (RFC 7636 §4.1: 43 to 128 unreserved characters) whose S256

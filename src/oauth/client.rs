@@ -1,11 +1,11 @@
 //! Client authentication (RFC 6749 §2.3): `client_secret_basic`, `client_secret_post`, or a public
 //! client's `client_id` alone. A request that names no client at all is the default public client.
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
     error::Error,
+    oauth::secret,
     ports::Clients,
     value::{account::Client, grant_type::GrantType, scope::Scope},
 };
@@ -32,12 +32,6 @@ impl AuthenticatedClient {
     pub fn may_use(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }
-}
-
-/// SHA-256 of a client secret: secrets are 256 random bits, so a fast hash is enough to keep the stored
-/// value useless to a thief, and it can be compared in constant time.
-pub fn hash_secret(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
 }
 
 /// Where a client's row may come from.
@@ -67,7 +61,7 @@ pub async fn authenticate(
         Presented::Basic { id, secret } | Presented::Post { id, secret } => (id, Some(secret)),
     };
     // Hashed before the lookup, so an unknown client costs what a known one does.
-    let presented = secret.as_deref().map(hash_secret);
+    let presented = secret.as_deref().map(secret::hash);
     let found = match lookup {
         Lookup::Fresh => store.find(&id).await?,
         Lookup::Recent => {

@@ -9,6 +9,7 @@ pub mod login;
 pub mod metadata;
 pub mod refresh;
 pub mod revocation;
+pub mod secret;
 pub mod tokens;
 pub mod userinfo;
 pub mod verifier;

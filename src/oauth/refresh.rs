@@ -1,4 +1,4 @@
-//! The opaque refresh-token format: 256 random bits, base64url, stored only as a SHA-256 hash.
+//! The opaque refresh-token format: a [`crate::oauth::secret`], stored only as its hash.
 //!
 //! A token's successor is not random but `HMAC-SHA256(server secret, token)`: a client retrying a
 //! rotation within `refresh.reuse_grace` can be handed the same successor again without the server
@@ -6,8 +6,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Refresh tokens are 43 characters; anything much longer is not one and is not hashed.
 pub const MAX_LENGTH: usize = 512;
@@ -21,13 +20,6 @@ impl RefreshTokens {
         Self { successor_key }
     }
 
-    /// A new token that starts a family.
-    pub fn generate() -> String {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
     /// The token that replaces `presented` when it is rotated.
     pub fn successor(&self, presented: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.successor_key)
@@ -35,11 +27,6 @@ impl RefreshTokens {
         mac.update(b"portcullis refresh successor\0");
         mac.update(presented.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    }
-
-    /// What the database holds: looking a token up is by this hash only.
-    pub fn hash(token: &str) -> Vec<u8> {
-        Sha256::digest(token.as_bytes()).to_vec()
     }
 }
 
@@ -49,9 +36,9 @@ mod tests {
 
     #[test]
     fn tokens_are_256_bits_and_successors_are_stable_per_key() {
-        let token = RefreshTokens::generate();
+        let token = crate::oauth::secret::generate();
         assert_eq!(URL_SAFE_NO_PAD.decode(&token).unwrap().len(), 32);
-        assert_ne!(token, RefreshTokens::generate());
+        assert_ne!(token, crate::oauth::secret::generate());
         let a = RefreshTokens::new(vec![1; 32]);
         let b = RefreshTokens::new(vec![2; 32]);
         assert_eq!(a.successor(&token), a.successor(&token));

@@ -4,10 +4,7 @@
 use std::sync::Arc;
 
 use super::{
-    client::AuthenticatedClient,
-    refresh::{self, RefreshTokens},
-    revocation::Revoker,
-    verifier::Verifier,
+    client::AuthenticatedClient, refresh, revocation::Revoker, secret, verifier::Verifier,
 };
 use crate::{
     error::Error,
@@ -35,10 +32,7 @@ impl Tokens {
                 tracing::info!(jti = %claims.jti, client = %client.id, "access token revoked");
             }
         } else if token.len() <= refresh::MAX_LENGTH
-            && let Some(found) = self
-                .sessions
-                .refresh_token(&RefreshTokens::hash(token))
-                .await?
+            && let Some(found) = self.sessions.refresh_token(&secret::hash(token)).await?
             && found.session.client_id == client.id
         {
             let sid = found.session.id;

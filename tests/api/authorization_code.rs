@@ -19,23 +19,12 @@ const REDIRECT: &str = "https://app.example.com/callback";
 
 /// A public client of the code flow, registered for [`REDIRECT`] and a loopback URI.
 async fn app_client(app: &TestApp) -> String {
-    let id = format!("spa-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    app.state
-        .clients
-        .create(NewClient {
-            id: &id,
-            secret_hash: None,
-            grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
-            scopes: &Scope::parse("openid profile email").unwrap(),
-            redirect_uris: &[
-                RedirectUri::parse(REDIRECT).unwrap(),
-                RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
-            ],
-            post_logout_redirect_uris: &[],
-        })
-        .await
-        .unwrap();
-    id
+    app.seed_code_client(
+        "spa",
+        "openid profile email",
+        &[REDIRECT, "http://127.0.0.1/cb"],
+    )
+    .await
 }
 
 /// The parameters of an authorization request of `client`, with `changes` applied (a `None` value

@@ -11,10 +11,6 @@ use std::{
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use portcullis::{
-    ports::NewClient,
-    value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
-};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{
@@ -23,9 +19,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::helpers::{
-    Backend, TestApp, VERIFIER, challenge, claims_of, eventually, free_port, spawn_app,
-};
+use crate::helpers::{Backend, VERIFIER, challenge, claims_of, eventually, free_port, spawn_app};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -131,30 +125,14 @@ async fn loopback_receiver() -> (u16, mpsc::UnboundedReceiver<String>) {
     (port, rx)
 }
 
-/// A public client of the code flow registered for the loopback URI, any port.
-async fn native_app(app: &TestApp) -> String {
-    let id = format!("native-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    app.state
-        .clients
-        .create(NewClient {
-            id: &id,
-            secret_hash: None,
-            grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
-            scopes: &Scope::parse("openid profile").unwrap(),
-            redirect_uris: &[RedirectUri::parse("http://127.0.0.1/cb").unwrap()],
-            post_logout_redirect_uris: &[],
-        })
-        .await
-        .unwrap();
-    id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_sign_in_page_signs_in_and_follows_the_redirect() {
     // Arrange
     let driver = ChromeDriver::start().await;
     let app = spawn_app(Backend::Sqlite).await;
-    let client = native_app(&app).await;
+    let client = app
+        .seed_code_client("native", "openid profile", &["http://127.0.0.1/cb"])
+        .await;
     let user = app.seed_user().await;
     let (port, mut requests) = loopback_receiver().await;
     let redirect_uri = format!("http://127.0.0.1:{port}/cb");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use portcullis::{
-    oauth::client::hash_secret,
+    oauth::secret,
     ports::NewClient,
     store::clients::CACHE_TTL,
     value::{grant_type::GrantType, scope::Scope},
@@ -93,7 +93,7 @@ on_both_databases! {
         let second = TestClient { id: first.id.clone(), secret: Some(format!("secret-{}", uuid::Uuid::new_v4().simple())) };
         app.state.clients.create(NewClient {
             id: &second.id,
-            secret_hash: second.secret.as_deref().map(hash_secret),
+            secret_hash: second.secret.as_deref().map(secret::hash),
             grant_types: &[GrantType::ClientCredentials],
             scopes: &Scope::parse("orders.read").unwrap(),
             redirect_uris: &[],

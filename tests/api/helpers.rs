@@ -13,11 +13,11 @@ use portcullis::{
     accounts::NewAccount,
     config::Settings,
     entity::user,
-    oauth::client::hash_secret,
+    oauth::secret,
     ports::{Clock, NewClient},
     startup::App,
     state::AppState,
-    value::{grant_type::GrantType, scope::Scope},
+    value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
 };
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -460,6 +460,36 @@ impl TestApp {
         }
     }
 
+    /// A public client of the authorization code flow (with refresh), registered for `redirect_uris`.
+    pub async fn seed_code_client(
+        &self,
+        prefix: &str,
+        scopes: &str,
+        redirect_uris: &[&str],
+    ) -> String {
+        let id = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let redirect_uris: Vec<RedirectUri> = redirect_uris
+            .iter()
+            .map(|u| RedirectUri::parse(u).unwrap())
+            .collect();
+        self.state
+            .clients
+            .create(NewClient {
+                id: &id,
+                secret_hash: None,
+                grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+                scopes: &Scope::parse(scopes).unwrap(),
+                redirect_uris: &redirect_uris,
+                post_logout_redirect_uris: &[],
+            })
+            .await
+            .unwrap();
+        id
+    }
+
     /// A client created as the CLI creates one; confidential clients get a secret.
     pub async fn seed_client(
         &self,
@@ -476,7 +506,7 @@ impl TestApp {
             .clients
             .create(NewClient {
                 id: &id,
-                secret_hash: secret.as_deref().map(hash_secret),
+                secret_hash: secret.as_deref().map(secret::hash),
                 grant_types: grants,
                 scopes: &Scope::parse(scopes).unwrap(),
                 redirect_uris: &[],
@@ -754,25 +784,26 @@ impl<'a> Browser<'a> {
     }
 
     pub async fn get(&mut self, params: &[(String, String)]) -> Response {
-        let resp = self
+        let request = self
             .app
             .http
             .get(self.app.url("/oauth/authorize"))
-            .query(params)
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&resp);
-        resp
+            .query(params);
+        self.send(request).await
     }
 
     pub async fn post(&mut self, params: &[(String, String)]) -> Response {
-        let resp = self
+        let request = self
             .app
             .http
             .post(self.app.url("/oauth/authorize"))
-            .form(params)
+            .form(params);
+        self.send(request).await
+    }
+
+    /// Sends `request` with this browser's cookies and keeps the ones the answer sets.
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Response {
+        let resp = request
             .header("cookie", self.cookie_header())
             .send()
             .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use portcullis::{
     entity::refresh_token,
-    oauth::refresh::RefreshTokens,
+    oauth::secret,
     store::housekeeping::{BATCH, Purged, purge},
 };
 use reqwest::StatusCode;
@@ -37,7 +37,7 @@ async fn chain(app: &TestApp, refreshes: usize) -> Vec<String> {
 async fn expire_at(app: &TestApp, token: &str, at: chrono::DateTime<Utc>) {
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::ExpiresAt, Expr::value(at))
-        .filter(refresh_token::Column::TokenHash.eq(RefreshTokens::hash(token)))
+        .filter(refresh_token::Column::TokenHash.eq(secret::hash(token)))
         .exec(&app.state.db)
         .await
         .unwrap();
@@ -45,7 +45,7 @@ async fn expire_at(app: &TestApp, token: &str, at: chrono::DateTime<Utc>) {
 
 async fn exists(app: &TestApp, token: &str) -> bool {
     refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(RefreshTokens::hash(token)))
+        .filter(refresh_token::Column::TokenHash.eq(secret::hash(token)))
         .one(&app.state.db)
         .await
         .unwrap()
@@ -119,7 +119,7 @@ on_both_databases! {
         let user = app.seed_user().await;
         let live = app.login(&user).await.refresh_token.unwrap();
         let first = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(RefreshTokens::hash(&live)))
+            .filter(refresh_token::Column::TokenHash.eq(secret::hash(&live)))
             .one(&app.state.db)
             .await
             .unwrap()
@@ -130,7 +130,7 @@ on_both_databases! {
             .map(|i| refresh_token::ActiveModel {
                 id: Set(uuid::Uuid::new_v4()),
                 session_id: Set(first.session_id),
-                token_hash: Set(RefreshTokens::hash(&format!("spent-{i}"))),
+                token_hash: Set(secret::hash(&format!("spent-{i}"))),
                 scope: Set(first.scope.clone()),
                 created_at: Set(first.created_at - chrono::Duration::seconds((spent - i) as i64)),
                 expires_at: Set(expired),

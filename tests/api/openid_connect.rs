@@ -6,37 +6,15 @@ use openidconnect::{
     OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
     core::{CoreClient, CoreProviderMetadata, CoreResponseType},
 };
-use portcullis::{
-    ports::NewClient,
-    value::{grant_type::GrantType, redirect_uri::RedirectUri, scope},
-};
 use reqwest::StatusCode;
 
-use crate::helpers::{Browser, TestApp, claims_of, listen_at_issuer, spawn_app_with};
-
-/// A native app's registration (RFC 8252 §7.3): the loopback redirect matches on any port.
-async fn native_client(app: &TestApp) -> String {
-    let id = format!("native-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    app.state
-        .clients
-        .create(NewClient {
-            id: &id,
-            secret_hash: None,
-            grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
-            scopes: &scope::Scope::parse("openid profile").unwrap(),
-            redirect_uris: &[RedirectUri::parse("http://127.0.0.1/callback").unwrap()],
-            post_logout_redirect_uris: &[],
-        })
-        .await
-        .unwrap();
-    id
-}
+use crate::helpers::{Browser, claims_of, listen_at_issuer, spawn_app_with};
 
 on_both_databases! {
     async fn the_openidconnect_crate_discovers_signs_in_and_verifies_the_id_token(backend: Backend) {
         // Arrange
         let app = spawn_app_with(backend, listen_at_issuer).await;
-        let client_id = native_client(&app).await;
+        let client_id = app.seed_code_client("native", "openid profile", &["http://127.0.0.1/callback"]).await;
         let user = app.seed_user().await;
         let http = openidconnect::reqwest::Client::builder()
             .redirect(openidconnect::reqwest::redirect::Policy::none())

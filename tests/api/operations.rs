@@ -385,7 +385,7 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
     portcullis::store::clients::ClientStore::new(state_db.clone())
         .create(portcullis::ports::NewClient {
             id: "logged-client",
-            secret_hash: Some(portcullis::oauth::client::hash_secret(secret)),
+            secret_hash: Some(portcullis::oauth::secret::hash(secret)),
             grant_types: &[
                 portcullis::value::grant_type::GrantType::Password,
                 portcullis::value::grant_type::GrantType::RefreshToken,

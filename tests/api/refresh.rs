@@ -13,7 +13,7 @@ use crate::helpers::{
 };
 
 async fn session_of(app: &TestApp, refresh: &str) -> session::Model {
-    let hash = portcullis::oauth::refresh::RefreshTokens::hash(refresh);
+    let hash = portcullis::oauth::secret::hash(refresh);
     let token = refresh_token::Entity::find()
         .filter(refresh_token::Column::TokenHash.eq(hash))
         .one(&app.state.db)
@@ -270,7 +270,7 @@ on_both_databases! {
         let stale = app.login(&admin).await.refresh_token.unwrap();
         app.refreshed(&stale).await;
         let row = refresh_token::Entity::find()
-            .filter(refresh_token::Column::TokenHash.eq(portcullis::oauth::refresh::RefreshTokens::hash(&stale)))
+            .filter(refresh_token::Column::TokenHash.eq(portcullis::oauth::secret::hash(&stale)))
             .one(&app.state.db).await.unwrap().unwrap();
         refresh_token::ActiveModel { id: Set(row.id), expires_at: Set(Utc::now() - chrono::Duration::seconds(1)), ..Default::default() }
             .update(&app.state.db).await.unwrap();
@@ -382,7 +382,7 @@ on_both_databases! {
         let rt = app.login(&user).await.refresh_token.unwrap();
         let s = session_of(&app, &rt).await;
         let successor = app.refreshed(&rt).await.refresh_token.unwrap();
-        let hash = portcullis::oauth::refresh::RefreshTokens::hash(&successor);
+        let hash = portcullis::oauth::secret::hash(&successor);
         let row = refresh_token::Entity::find().filter(refresh_token::Column::TokenHash.eq(hash)).one(&app.state.db).await.unwrap().unwrap();
         assert!(row.expires_at <= s.expires_at);
     }

@@ -3,17 +3,11 @@
 //! with; a code presented again revokes the session its first redemption started (RFC 6749 §4.1.2).
 //! With `openid` in the scope an ID token comes too.
 
-use super::{Grants, Issued};
+use super::{Grants, Issued, Started};
 use crate::{
     error::Error,
-    oauth::{
-        authorize,
-        client::AuthenticatedClient,
-        issuer::{SignedIn, Subject},
-        refresh::RefreshTokens,
-    },
-    ports::{NewSession, Redeemed, later},
-    value::grant_type::GrantType,
+    oauth::{authorize, client::AuthenticatedClient, issuer::SignedIn, secret},
+    ports::Redeemed,
 };
 
 /// What the token request presents with a code.
@@ -30,7 +24,7 @@ impl Grants {
         presented: CodeRedemption,
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
-        let hash = authorize::hash(&presented.code);
+        let hash = secret::hash(&presented.code);
         let grant = match self.codes.redeem(&hash, now).await? {
             None => return Err(Error::InvalidGrant("unknown or expired code")),
             Some(Redeemed::Again { session }) => {
@@ -60,36 +54,15 @@ impl Grants {
             .await?
             .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
-        let refresh_token = client
-            .may_use(GrantType::RefreshToken)
-            .then(RefreshTokens::generate);
-        let session = self
-            .sessions
-            .start(NewSession {
-                user: &user,
-                client_id: &client.id,
-                scope: &grant.scope,
-                now,
-                expires_at: later(now, self.lifetimes.session),
-                refresh: refresh_token.as_deref().map(|t| {
-                    (
-                        RefreshTokens::hash(t),
-                        later(now, self.lifetimes.refresh_idle),
-                    )
-                }),
-            })
+        let Started {
+            session,
+            access,
+            refresh_token,
+        } = self
+            .start_session(&user, client, &grant.scope, now)
             .await?
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
-        self.codes.started(&hash, session.id).await?;
-        let access = self.issuer.access_token(
-            Subject::User {
-                id: user.id,
-                username: &user.username,
-                session: session.id,
-            },
-            &client.id,
-            &grant.scope,
-        )?;
+        self.codes.started(&hash, session).await?;
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {
                 auth_time: grant.auth_time,
@@ -99,7 +72,7 @@ impl Grants {
         } else {
             None
         };
-        tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "authorization code grant");
+        tracing::info!(user = %user.id, client = %client.id, sid = %session, jti = %access.claims.jti, "authorization code grant");
         Ok(Issued {
             access,
             refresh_token,

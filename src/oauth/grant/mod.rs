@@ -4,6 +4,9 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod password;
@@ -11,16 +14,17 @@ pub mod refresh_token;
 
 use super::{
     client::AuthenticatedClient,
-    issuer::{AccessToken, Issuer},
+    issuer::{AccessToken, Issuer, Subject},
     login::LoginGuard,
     refresh::RefreshTokens,
     revocation::Revoker,
+    secret,
 };
 use crate::{
     error::Error,
     metrics::Metrics,
-    ports::{Clock, Codes, Sessions, Users},
-    value::{grant_type::GrantType, scope::Scope},
+    ports::{Clock, Codes, NewSession, Sessions, Users, later},
+    value::{account::User, grant_type::GrantType, scope::Scope},
 };
 
 /// How long what a login starts may live.
@@ -110,6 +114,60 @@ impl Grants {
                 self.authorization_code(client, presented).await
             }
         }
+    }
+}
+
+/// A login's first tokens: its session, an access token in it, and the refresh token that starts the
+/// family when the client may refresh.
+struct Started {
+    session: Uuid,
+    access: AccessToken,
+    refresh_token: Option<String>,
+}
+
+impl Grants {
+    /// Starts a session for `user` as they were verified, and issues its first tokens; `None` when the
+    /// user was disabled or changed their password since.
+    async fn start_session(
+        &self,
+        user: &User,
+        client: &AuthenticatedClient,
+        scope: &Scope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Started>, Error> {
+        let refresh_token = client
+            .may_use(GrantType::RefreshToken)
+            .then(secret::generate);
+        let session = self
+            .sessions
+            .start(NewSession {
+                user,
+                client_id: &client.id,
+                scope,
+                now,
+                expires_at: later(now, self.lifetimes.session),
+                refresh: refresh_token
+                    .as_deref()
+                    .map(|t| (secret::hash(t), later(now, self.lifetimes.refresh_idle))),
+            })
+            .await?;
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let access = self.issuer.access_token(
+            Subject::User {
+                id: user.id,
+                username: &user.username,
+                session: session.id,
+            },
+            &client.id,
+            scope,
+        )?;
+        Ok(Some(Started {
+            session: session.id,
+            access,
+            refresh_token,
+        }))
     }
 }
 

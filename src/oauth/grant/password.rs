@@ -4,12 +4,7 @@
 use std::net::IpAddr;
 
 use super::{Grants, Issued, resolve_scope};
-use crate::{
-    error::Error,
-    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens},
-    ports::{NewSession, later},
-    value::{grant_type::GrantType, scope::Scope},
-};
+use crate::{error::Error, oauth::client::AuthenticatedClient, value::scope::Scope};
 
 /// Only admin users may hold this scope.
 pub const ADMIN_SCOPE: &str = "admin";
@@ -37,41 +32,16 @@ impl Grants {
             client.scopes.without(ADMIN_SCOPE)
         };
         let scope = resolve_scope(requested, &grantable)?;
-        // A refresh token only for a client that may use it.
-        let refresh_token = client
-            .may_use(GrantType::RefreshToken)
-            .then(RefreshTokens::generate);
-        let session = self
-            .sessions
-            .start(NewSession {
-                user: &user,
-                client_id: &client.id,
-                scope: &scope,
-                now,
-                expires_at: later(now, self.lifetimes.session),
-                refresh: refresh_token.as_deref().map(|t| {
-                    (
-                        RefreshTokens::hash(t),
-                        later(now, self.lifetimes.refresh_idle),
-                    )
-                }),
-            })
+        let started = self
+            .start_session(&user, client, &scope, now)
             .await?
             // The password was checked against a user who has since changed it or been disabled.
             .ok_or(Error::InvalidGrant("the user changed during the login"))?;
-        let access = self.issuer.access_token(
-            Subject::User {
-                id: user.id,
-                username: &user.username,
-                session: session.id,
-            },
-            &client.id,
-            &scope,
-        )?;
-        tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "password grant");
+        let (session, access) = (started.session, started.access);
+        tracing::info!(user = %user.id, client = %client.id, sid = %session, jti = %access.claims.jti, "password grant");
         Ok(Issued {
             access,
-            refresh_token,
+            refresh_token: started.refresh_token,
             id_token: None,
             scope,
         })

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{Grants, Issued};
 use crate::{
     error::Error,
-    oauth::{client::AuthenticatedClient, issuer::Subject, refresh::RefreshTokens},
+    oauth::{client::AuthenticatedClient, issuer::Subject, secret},
     ports::{Spend, Spent, later},
     value::scope::Scope,
 };
@@ -104,8 +104,8 @@ impl Grants {
         requested: Option<Scope>,
     ) -> Result<Rotated, Refused> {
         let now = self.clock.now();
-        let presented = RefreshTokens::hash(presented);
-        let successor_hash = RefreshTokens::hash(successor);
+        let presented = secret::hash(presented);
+        let successor_hash = secret::hash(successor);
         let spend = || Spend {
             presented: &presented,
             successor: &successor_hash,
@@ -199,7 +199,7 @@ impl Grants {
 
     /// Whether `token` has been rotated: its successor exists.
     async fn is_spent(&self, token: &str) -> Result<bool, Error> {
-        let next = RefreshTokens::hash(&self.refresh_tokens.successor(token));
+        let next = secret::hash(&self.refresh_tokens.successor(token));
         Ok(self.sessions.successor(&next).await?.is_some())
     }
 }
