@@ -7,7 +7,8 @@
 //! concurrent connections, reading the server's CPU time from `/proc/PID/stat` and its peak RSS from
 //! `/proc/PID/status` (reset between scenarios). A scenario bounded by a limit is judged against that limit
 //! measured again just before and just after it. It prints one table: each scenario's requests per server
-//! CPU-second next to the limit that bounds it.
+//! CPU-second next to the limit that bounds it. The browser flow's rows (a whole sign-in round, a signed-in
+//! authorize, and one with the code's redemption) run on builds that have it.
 //!
 //! On PostgreSQL it then seeds the tables with what months of logins leave without housekeeping
 //! (500,000 sessions, 5,000,000 refresh tokens), measures refresh and introspection again beside their
@@ -100,8 +101,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 12] = [
     "password grant",
+    "sign-in round (code flow)",
+    "authorize, signed in (SSO)",
+    "SSO authorize + code redemption",
     "refresh (rotation)",
     "client_credentials",
     "introspection",
@@ -229,7 +233,11 @@ impl Machine {
     fn verify(&self) -> f64 {
         per_second(LIMIT_BUDGET, || {
             jsonwebtoken::decode_header(&self.token).unwrap();
-            portcullis::oauth::verifier::decode(&self.token, &self.key).unwrap();
+            portcullis::oauth::verifier::decode::<portcullis::value::claims::AccessClaims>(
+                &self.token,
+                &self.key,
+            )
+            .unwrap();
         })
     }
 }
@@ -420,6 +428,8 @@ struct Api {
     etag: String,
     /// Per connection, the newest refresh token of one login's chain.
     chains: Vec<tokio::sync::Mutex<String>>,
+    /// Per connection, a browser sign-in session's cookie; empty for a build without the code flow.
+    sign_ins: Vec<String>,
 }
 
 impl Target {
@@ -482,6 +492,22 @@ impl Target {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        // The code flow's client, on a build whose schema has redirect URIs.
+        if build.label != "baseline" {
+            clients
+                .create(portcullis::ports::NewClient {
+                    id: CODE_CLIENT,
+                    secret_hash: None,
+                    grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+                    scopes: &Scope::parse("openid profile").unwrap(),
+                    redirect_uris: &[portcullis::value::redirect_uri::RedirectUri::parse(
+                        CODE_REDIRECT,
+                    )?],
+                    post_logout_redirect_uris: &[],
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         db.close().await?;
         let keys = dir.path().join("keys");
         portcullis::keys::generate(&keys, 2048)?;
@@ -496,6 +522,7 @@ impl Target {
             access: String::new(),
             etag: String::new(),
             chains: Vec::new(),
+            sign_ins: Vec::new(),
         };
         for user in &api.users {
             let resp = http
@@ -520,6 +547,14 @@ impl Target {
             ));
         }
         api.chains = chains;
+        if build.label != "baseline" {
+            for user in &api.users {
+                let (_, cookie) = sign_in(&api, user)
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("the sign-in page did not sign {user} in"))?;
+                api.sign_ins.push(cookie);
+            }
+        }
         api.etag = http
             .get(format!("{}/.well-known/jwks.json", api.base))
             .send()
@@ -564,6 +599,8 @@ async fn run_backend(
     with_large: bool,
 ) -> anyhow::Result<(Vec<Row>, Option<LargeTables>)> {
     let http = reqwest::Client::builder()
+        // The code flow's redirects are answers to read, not to follow.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -580,6 +617,8 @@ async fn run_backend(
         rows.push(row(name, target.build, scenario, bound, result, length));
     };
 
+    // Each build's password grant, per server CPU-second: what a browser sign-in is held to.
+    let mut password_rates: Vec<(&'static str, f64)> = Vec::new();
     if on("password grant") {
         for t in in_turn(&mut targets) {
             let (limit, result) = bracketed(
@@ -587,10 +626,67 @@ async fn run_backend(
                 drive(t, length, CONNECTIONS, password_grant),
             )
             .await;
+            password_rates.push((t.build, result.0 as f64 / result.2));
             record(
                 t,
                 "password grant",
                 Bound::Fraction("argon2id/core", limit, 0.9),
+                result,
+            );
+        }
+    }
+
+    // The code flow, on the builds that have it.
+    if on("sign-in round (code flow)") {
+        for t in in_turn(&mut targets)
+            .iter()
+            .filter(|t| !t.api.sign_ins.is_empty())
+        {
+            let (limit, result) = bracketed(
+                || machine.argon2(),
+                drive(t, length, CONNECTIONS, sign_in_round),
+            )
+            .await;
+            // 85 % of the password grant's rate, or of its target when that row was not run.
+            let bound = match password_rates.iter().find(|(build, _)| *build == t.build) {
+                Some(&(_, rate)) => Bound::Fraction("password grant", rate, 0.85),
+                None => Bound::Fraction("argon2id/core", limit, 0.9 * 0.85),
+            };
+            record(t, "sign-in round (code flow)", bound, result);
+        }
+    }
+    if on("authorize, signed in (SSO)") {
+        for t in in_turn(&mut targets)
+            .iter()
+            .filter(|t| !t.api.sign_ins.is_empty())
+        {
+            let (limit, result) = bracketed(
+                || machine.sign(),
+                drive(t, length, CONNECTIONS, sso_authorize),
+            )
+            .await;
+            record(
+                t,
+                "authorize, signed in (SSO)",
+                Bound::Fraction("RS256 sign/core", limit, 0.7),
+                result,
+            );
+        }
+    }
+    if on("SSO authorize + code redemption") {
+        for t in in_turn(&mut targets)
+            .iter()
+            .filter(|t| !t.api.sign_ins.is_empty())
+        {
+            let (limit, result) = bracketed(
+                || machine.sign(),
+                drive(t, length, CONNECTIONS, sso_and_redemption),
+            )
+            .await;
+            record(
+                t,
+                "SSO authorize + code redemption",
+                Bound::Fraction("RS256 sign/core", limit, 0.7),
                 result,
             );
         }
@@ -793,6 +889,135 @@ async fn introspection(api: Arc<Api>, _: usize, _: usize) -> bool {
         .basic_auth("bench-rs", Some(SECRET))
         .form(&[("token", api.access.as_str())]);
     answered(req, StatusCode::OK).await
+}
+
+/// The code flow's client, a public one like an SPA's.
+const CODE_CLIENT: &str = "bench-app";
+const CODE_REDIRECT: &str = "http://127.0.0.1/cb";
+/// The PKCE verifier of every authorization request (RFC 7636 appendix B's).
+const CODE_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CODE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// The authorization request of the code flow's client, with `openid` for an ID token.
+fn authorization_request() -> [(&'static str, &'static str); 7] {
+    [
+        ("response_type", "code"),
+        ("client_id", CODE_CLIENT),
+        ("redirect_uri", CODE_REDIRECT),
+        ("scope", "openid profile"),
+        ("state", "bench"),
+        ("code_challenge", CODE_CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// The value of the cookie `name` that `resp` sets.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers().get_all("set-cookie").iter().find_map(|c| {
+        let (pair, _) = c.to_str().ok()?.split_once(';')?;
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then(|| v.to_owned())
+    })
+}
+
+/// The `code` of a `303` to the client's redirect URI.
+fn code_of(resp: &reqwest::Response) -> Option<String> {
+    if resp.status() != StatusCode::SEE_OTHER {
+        return None;
+    }
+    let location = url::Url::parse(resp.headers().get("location")?.to_str().ok()?).ok()?;
+    location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A browser without cookies signs in as `user`: the page (its anti-CSRF cookie), then the form with
+/// the password. The code and the sign-in session's cookie.
+async fn sign_in(api: &Api, user: &str) -> Option<(String, String)> {
+    let authorize = format!("{}/oauth/authorize", api.base);
+    let page = api
+        .http
+        .get(&authorize)
+        .query(&authorization_request())
+        .send()
+        .await
+        .ok()?;
+    let csrf = set_cookie(&page, "portcullis_csrf")?;
+    let mut form = authorization_request().to_vec();
+    form.extend([("username", user), ("password", PASSWORD), ("csrf", &csrf)]);
+    let signed_in = api
+        .http
+        .post(&authorize)
+        .header("cookie", format!("portcullis_csrf={csrf}"))
+        .form(&form)
+        .send()
+        .await
+        .ok()?;
+    Some((
+        code_of(&signed_in)?,
+        set_cookie(&signed_in, "portcullis_session")?,
+    ))
+}
+
+/// The code redeemed for tokens, an ID token among them.
+async fn redeem(api: &Api, code: &str) -> bool {
+    let resp = api
+        .http
+        .post(format!("{}/oauth/token", api.base))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", CODE_CLIENT),
+            ("code", code),
+            ("redirect_uri", CODE_REDIRECT),
+            ("code_verifier", CODE_VERIFIER),
+        ])
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status() == StatusCode::OK => r
+            .json::<Value>()
+            .await
+            .is_ok_and(|body| body["id_token"].is_string()),
+        _ => false,
+    }
+}
+
+/// argon2-bound: a whole browser sign-in, from the page to the tokens.
+async fn sign_in_round(api: Arc<Api>, i: usize, _: usize) -> bool {
+    let user = &api.users[i % api.users.len()];
+    match sign_in(&api, user).await {
+        Some((code, _)) => redeem(&api, &code).await,
+        None => false,
+    }
+}
+
+/// A signed-in browser's authorization request: a code at once, no password.
+async fn sso_code(api: &Api, worker: usize) -> Option<String> {
+    let resp = api
+        .http
+        .get(format!("{}/oauth/authorize", api.base))
+        .query(&authorization_request())
+        .header(
+            "cookie",
+            format!("portcullis_session={}", api.sign_ins[worker]),
+        )
+        .send()
+        .await
+        .ok()?;
+    code_of(&resp)
+}
+
+async fn sso_authorize(api: Arc<Api>, _: usize, worker: usize) -> bool {
+    sso_code(&api, worker).await.is_some()
+}
+
+/// A code, then its redemption: the pair's rate is a lower bound of the redemption's own.
+async fn sso_and_redemption(api: Arc<Api>, _: usize, worker: usize) -> bool {
+    match sso_code(&api, worker).await {
+        Some(code) => redeem(&api, &code).await,
+        None => false,
+    }
 }
 
 async fn users_me(api: Arc<Api>, _: usize, _: usize) -> bool {

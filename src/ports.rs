@@ -102,6 +102,8 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     /// The first refresh token's hash and its idle expiry, when the client may refresh.
     pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
+    /// The browser sign-in session it was started through, whose logout ends it too.
+    pub sign_in_session: Option<Uuid>,
 }
 
 /// A refresh token to spend: presented by hash, replaced by the successor whose hash is given.
@@ -143,7 +145,8 @@ pub struct SuccessorToken {
 #[async_trait]
 pub trait Sessions: Send + Sync {
     /// Inserts the session and its first refresh token, both or neither; `None` when the user was
-    /// disabled or changed their password since `new.user` was read.
+    /// disabled or changed their password since `new.user` was read, or the browser sign-in it was
+    /// started through has ended.
     async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error>;
     /// Spends a live token by inserting its successor, only if the token, its session (of this client)
     /// and its user are all live; of concurrent spends of one token exactly one succeeds. `None` when
@@ -158,6 +161,13 @@ pub trait Sessions: Send + Sync {
     async fn list_live(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Session>, Error>;
     /// Revokes one session and records it; nothing is recorded when it was revoked already.
     async fn revoke(
+        &self,
+        id: Uuid,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, Error>;
+    /// Ends a browser's sign-in session and revokes every session started through it, and records it.
+    async fn revoke_sign_in(
         &self,
         id: Uuid,
         reason: &str,

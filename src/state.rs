@@ -15,6 +15,7 @@ use crate::{
         grant::Grants,
         issuer::Issuer,
         login::LoginGuard,
+        logout::SignOut,
         metadata::Metadata,
         refresh::RefreshTokens,
         revocation::{Revoker, RevokerPorts},
@@ -41,6 +42,7 @@ pub struct AppState {
     pub keys: Arc<KeyStore>,
     pub grants: Grants,
     pub authorizer: Authorizer,
+    pub sign_out: SignOut,
     pub accounts: Accounts,
     pub verifier: Arc<Verifier>,
     pub tokens: Tokens,
@@ -229,8 +231,14 @@ impl AppState {
             code_ttl: Duration::from_secs(settings.login.code_ttl),
             sign_in_ttl: Duration::from_secs(settings.login.session_ttl),
         };
+        let sign_out = SignOut {
+            clients: stores.clients.clone(),
+            verifier: verifier.clone(),
+            revoker: stores.revoker.clone(),
+        };
         Ok(Self {
             authorizer,
+            sign_out,
             accounts: stores.accounts(&settings, hasher, login.clone(), clock.clone()),
             tokens: Tokens {
                 verifier: verifier.clone(),

@@ -15,6 +15,8 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
     pub revoked_reason: Option<String>,
+    /// The browser sign-in session it was started through (the authorization code flow).
+    pub sign_in_session_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -128,6 +128,8 @@ struct MetadataDoc {
     token_endpoint: String,
     /// OpenID Connect: `GET|POST /oauth/userinfo`.
     userinfo_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout: `GET|POST /oauth/logout`.
+    end_session_endpoint: String,
     jwks_uri: String,
     revocation_endpoint: String,
     introspection_endpoint: String,

@@ -47,7 +47,7 @@ pub fn status(e: &Error) -> StatusCode {
 }
 
 /// The public description: fixed per kind, or built from values the client itself sent.
-fn description(e: &Error) -> Option<Cow<'static, str>> {
+pub(super) fn description(e: &Error) -> Option<Cow<'static, str>> {
     let fixed = |s: &'static str| Some(Cow::Borrowed(s));
     match e {
         Error::InvalidRequest(d) => Some(d.clone()),

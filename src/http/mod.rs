@@ -11,9 +11,12 @@ pub mod error;
 mod feed;
 mod form;
 mod json;
+mod logout;
 mod ops;
+mod page;
 mod revoke;
 mod sessions;
+mod signup;
 pub(crate) mod timeouts;
 mod token;
 mod userinfo;
@@ -143,6 +146,12 @@ impl Endpoint for Edge {
                 (_, "/openapi.json" | "/docs") => self.documents.call(req).await,
                 (&Method::GET | &Method::POST, "/oauth/authorize") => {
                     Ok(authorize::answer(&self.state, req).await)
+                }
+                (&Method::GET | &Method::POST, "/oauth/logout") => {
+                    Ok(logout::answer(&self.state, req).await)
+                }
+                (&Method::GET | &Method::POST, "/signup") => {
+                    Ok(signup::answer(&self.state, req).await)
                 }
                 (_, p) if p.starts_with("/docs/") => self.documents.call(req).await,
                 _ => {
@@ -298,7 +307,13 @@ static ROUTES: LazyLock<Box<[String]>> = LazyLock::new(|| {
 
 /// The documents and pages [`routes`] serves beside the operations; everything under `/docs` counts as
 /// `/docs`.
-const DOCUMENTS: [&str; 3] = ["/openapi.json", "/docs", "/oauth/authorize"];
+const DOCUMENTS: [&str; 5] = [
+    "/openapi.json",
+    "/docs",
+    "/oauth/authorize",
+    "/oauth/logout",
+    "/signup",
+];
 
 /// The index in [`ROUTES`] of the route a path belongs to: the one it equals, else the first whose
 /// template it fits, else `other`.

@@ -38,6 +38,26 @@ pub struct AuthorizationRequest {
     pub repeated: Vec<String>,
 }
 
+impl AuthorizationRequest {
+    /// Where the parameter `name` goes; `None` for one the endpoint does not know.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "response_type" => &mut self.response_type,
+            "client_id" => &mut self.client_id,
+            "redirect_uri" => &mut self.redirect_uri,
+            "scope" => &mut self.scope,
+            "state" => &mut self.state,
+            "code_challenge" => &mut self.code_challenge,
+            "code_challenge_method" => &mut self.code_challenge_method,
+            "nonce" => &mut self.nonce,
+            "prompt" => &mut self.prompt,
+            "max_age" => &mut self.max_age,
+            "login_hint" => &mut self.login_hint,
+            _ => return None,
+        })
+    }
+}
+
 /// A request the endpoint will not act on.
 #[derive(Debug)]
 pub enum Refused {

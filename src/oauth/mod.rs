@@ -6,6 +6,7 @@ pub mod client;
 pub mod grant;
 pub mod issuer;
 pub mod login;
+pub mod logout;
 pub mod metadata;
 pub mod refresh;
 pub mod revocation;

@@ -94,6 +94,17 @@ impl Revoker {
         Ok(())
     }
 
+    /// Ends a browser's sign-in session and revokes every session started through it.
+    pub async fn sign_in(&self, id: Uuid) -> Result<(), Error> {
+        let recorded = self
+            .sessions
+            .revoke_sign_in(id, "signed_out", self.until())
+            .await?;
+        self.count("signed_out", &recorded);
+        self.list(&recorded).await;
+        Ok(())
+    }
+
     /// Sets a user's new password (its hash) and revokes everything issued to them before it.
     pub async fn change_password(&self, user_id: Uuid, password_hash: String) -> Result<(), Error> {
         let recorded = self

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
 use quick_cache::sync::Cache;
+use serde::{Deserialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -128,7 +129,7 @@ impl Verifier {
         let kid = header.kid.ok_or(Error::InvalidToken("no kid"))?;
         let keys = self.keys.current();
         let key = keys.find(&kid).ok_or(Error::InvalidToken("unknown kid"))?;
-        let claims = decode(token, key)?;
+        let claims: AccessClaims = decode(token, key)?;
         if claims.iss != self.issuer || claims.aud != self.audience {
             return Err(Error::InvalidToken("issuer or audience"));
         }
@@ -145,6 +146,28 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// An ID token this server issued, presented back as logout's `id_token_hint`: RS256, `typ` `JWT`,
+    /// a published `kid`, the signature and `iss`. Its expiry is not checked: a hint is still a hint
+    /// once expired (RP-Initiated Logout 1.0 §2), and it grants nothing but a logout without asking.
+    pub fn id_token_hint(&self, token: &str) -> Result<IdTokenHint, Error> {
+        if token.len() > MAX_TOKEN_LENGTH {
+            return Err(Error::InvalidToken("too long"));
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
+        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("JWT") {
+            return Err(Error::InvalidToken("not an RS256 ID token"));
+        }
+        let kid = header.kid.ok_or(Error::InvalidToken("no kid"))?;
+        let keys = self.keys.current();
+        let key = keys.find(&kid).ok_or(Error::InvalidToken("unknown kid"))?;
+        let hint: IdTokenHint = decode(token, key)?;
+        if hint.iss != self.issuer {
+            return Err(Error::InvalidToken("issuer"));
+        }
+        Ok(hint)
+    }
+
     /// What may have changed since a token was verified: the time, and whether its key is still
     /// published (a key removed from the folder stops verifying at the next rescan, remembered tokens
     /// included).
@@ -159,10 +182,18 @@ impl Verifier {
     }
 }
 
+/// What logout reads of an ID token: who it was issued for, to which client.
+#[derive(Debug, Deserialize)]
+pub struct IdTokenHint {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+}
+
 /// The claims of `token` if `key` signed it: the RS256 signature over the JWS signing input (RFC 7515
-/// §5.2), then the payload parsed. `AccessClaims` requires every claim but `sid` and `username`; the
-/// header and what the claims say are the caller's to check.
-pub fn decode(token: &str, key: &Key) -> Result<AccessClaims, Error> {
+/// §5.2), then the payload parsed as `T`, whose required fields must all be there. The header and what
+/// the claims say are the caller's to check.
+pub fn decode<T: DeserializeOwned>(token: &str, key: &Key) -> Result<T, Error> {
     let parts = token
         .rsplit_once('.')
         .and_then(|(signing_input, signature)| {
@@ -220,7 +251,7 @@ mod tests {
         flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
 
-        let outcome = |token: &str, key: &Key| match decode(token, key) {
+        let outcome = |token: &str, key: &Key| match decode::<AccessClaims>(token, key) {
             Ok(got) => Ok(got.scope),
             Err(Error::InvalidToken(detail)) => Err(detail),
             Err(e) => panic!("{e}"),

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, Func, OnConflict, Query, UnionType},
+    sea_query::{Expr, Func, IntoCondition, OnConflict, Query, UnionType},
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -113,6 +113,7 @@ impl ports::Sessions for SessionStore {
             now,
             expires_at,
             refresh,
+            sign_in_session,
         } = new;
         let txn = self.db.begin().await?;
         let session = Session {
@@ -128,7 +129,8 @@ impl ports::Sessions for SessionStore {
         // Inserted only from the user's row as it was verified. On PostgreSQL that row is share-locked,
         // so a password change or a disable either commits first (and this inserts nothing) or waits
         // for this session and then revokes it; SQLite has one writer at a time.
-        let verified = Query::select()
+        let mut verified = Query::select();
+        verified
             .exprs([
                 Expr::value(session.id),
                 Expr::value(session.user_id),
@@ -137,13 +139,24 @@ impl ports::Sessions for SessionStore {
                 Expr::value(now),
                 Expr::value(now),
                 Expr::value(expires_at),
+                Expr::value(sign_in_session),
             ])
             .from(user::Entity)
             .and_where(Expr::col(user::Column::Id).eq(user.id))
             .and_where(Expr::col(user::Column::IsActive).eq(true))
             .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
-            .lock_shared()
-            .to_owned();
+            .lock_shared();
+        // Started through a browser sign-in, only while that is live: a logout in between ends it.
+        if let Some(sign_in) = sign_in_session {
+            verified.and_where(Expr::exists(
+                Query::select()
+                    .expr(Expr::value(1))
+                    .from(sign_in_session::Entity)
+                    .and_where(Expr::col(sign_in_session::Column::Id).eq(sign_in))
+                    .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
+                    .to_owned(),
+            ));
+        }
         let insert = Query::insert()
             .into_table(session::Entity)
             .columns([
@@ -154,6 +167,7 @@ impl ports::Sessions for SessionStore {
                 S::CreatedAt,
                 S::LastUsedAt,
                 S::ExpiresAt,
+                S::SignInSessionId,
             ])
             .select_from(verified)
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
@@ -280,6 +294,22 @@ impl ports::Sessions for SessionStore {
         Ok(recorded)
     }
 
+    async fn revoke_sign_in(
+        &self,
+        id: Uuid,
+        reason: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Revocation>, Error> {
+        let now = Utc::now();
+        let txn = super::begin_write(&self.db).await?;
+        end_sign_ins(&txn, sign_in_session::Column::Id.eq(id), now).await?;
+        let ids = revoke_live(&txn, session::Column::SignInSessionId.eq(id), reason, now).await?;
+        let recorded = Revocation::sessions(ids, until);
+        append(&txn, &recorded).await?;
+        txn.commit().await?;
+        Ok(recorded)
+    }
+
     async fn revoke_all_of_user(
         &self,
         user_id: Uuid,
@@ -302,10 +332,26 @@ pub(crate) async fn revoke_all_in(
     until: DateTime<Utc>,
 ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
     let now = Utc::now();
+    let ids = revoke_live(txn, session::Column::UserId.eq(user_id), reason, now).await?;
+    // The browser's sign-in sessions end with the rest.
+    end_sign_ins(txn, sign_in_session::Column::UserId.eq(user_id), now).await?;
+    let recorded =
+        Revocation::subject_and_sessions(user_id.to_string(), now.timestamp(), ids, until);
+    append(txn, &recorded).await?;
+    Ok(recorded)
+}
+
+/// Inside `txn`: revokes the live sessions `which` selects; their ids.
+async fn revoke_live(
+    txn: &impl ConnectionTrait,
+    which: impl IntoCondition,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sea_orm::DbErr> {
     let ids: Vec<Uuid> = session::Entity::find()
         .select_only()
         .column(session::Column::Id)
-        .filter(session::Column::UserId.eq(user_id))
+        .filter(which)
         .filter(session::Column::RevokedAt.is_null())
         .into_tuple()
         .all(txn)
@@ -318,17 +364,22 @@ pub(crate) async fn revoke_all_in(
             .exec(txn)
             .await?;
     }
-    // The browser's sign-in sessions end with the rest.
+    Ok(ids)
+}
+
+/// Inside `txn`: ends the live browser sign-in sessions `which` selects.
+async fn end_sign_ins(
+    txn: &impl ConnectionTrait,
+    which: impl IntoCondition,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
     sign_in_session::Entity::update_many()
         .col_expr(sign_in_session::Column::RevokedAt, Expr::value(now))
-        .filter(sign_in_session::Column::UserId.eq(user_id))
+        .filter(which)
         .filter(sign_in_session::Column::RevokedAt.is_null())
         .exec(txn)
         .await?;
-    let recorded =
-        Revocation::subject_and_sessions(user_id.to_string(), now.timestamp(), ids, until);
-    append(txn, &recorded).await?;
-    Ok(recorded)
+    Ok(())
 }
 
 fn new_token(
@@ -531,6 +582,7 @@ mod tests {
                     now,
                     expires_at: later(now, TTL),
                     refresh: Some((vec![i; 32], later(now, TTL))),
+                    sign_in_session: None,
                 })
                 .await
                 .unwrap()

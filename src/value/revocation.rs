@@ -55,11 +55,21 @@ impl Revocation {
         sessions: Vec<uuid::Uuid>,
         until: DateTime<Utc>,
     ) -> Vec<Self> {
-        let subject = Entry::SubjectBefore { sub, not_before };
+        let subject = Self {
+            entry: Entry::SubjectBefore { sub, not_before },
+            expires_at: until,
+        };
         std::iter::once(subject)
-            .chain(sessions.iter().map(|id| Entry::Session(id.to_string())))
-            .map(|entry| Self {
-                entry,
+            .chain(Self::sessions(sessions, until))
+            .collect()
+    }
+
+    /// Every token of these sessions, each listed until `until`.
+    pub fn sessions(sessions: Vec<uuid::Uuid>, until: DateTime<Utc>) -> Vec<Self> {
+        sessions
+            .iter()
+            .map(|id| Self {
+                entry: Entry::Session(id.to_string()),
                 expires_at: until,
             })
             .collect()

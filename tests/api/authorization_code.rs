@@ -15,10 +15,10 @@ use crate::helpers::{
     spawn_app,
 };
 
-const REDIRECT: &str = "https://app.example.com/callback";
+pub(crate) const REDIRECT: &str = "https://app.example.com/callback";
 
 /// A public client of the code flow, registered for [`REDIRECT`] and a loopback URI.
-async fn app_client(app: &TestApp) -> String {
+pub(crate) async fn app_client(app: &TestApp) -> String {
     app.seed_code_client(
         "spa",
         "openid profile email",
@@ -29,7 +29,7 @@ async fn app_client(app: &TestApp) -> String {
 
 /// The parameters of an authorization request of `client`, with `changes` applied (a `None` value
 /// removes one).
-fn request(client: &str, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+pub(crate) fn request(client: &str, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
     let challenge = challenge(VERIFIER);
     let mut params: Vec<(String, String)> = [
         ("response_type", "code"),
@@ -54,7 +54,7 @@ fn request(client: &str, changes: &[(&str, Option<&str>)]) -> Vec<(String, Strin
 }
 
 /// The query of a `303`'s `Location` at the client's redirect URI.
-fn redirected(resp: &Response) -> Vec<(String, String)> {
+pub(crate) fn redirected(resp: &Response) -> Vec<(String, String)> {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER, "a redirect");
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
@@ -70,14 +70,14 @@ fn redirected(resp: &Response) -> Vec<(String, String)> {
     location.query_pairs().into_owned().collect()
 }
 
-fn param<'p>(pairs: &'p [(String, String)], name: &str) -> Option<&'p str> {
+pub(crate) fn param<'p>(pairs: &'p [(String, String)], name: &str) -> Option<&'p str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-async fn redeem(app: &TestApp, client: &str, code: &str, verifier: &str) -> Response {
+pub(crate) async fn redeem(app: &TestApp, client: &str, code: &str, verifier: &str) -> Response {
     app.token(&[
         ("grant_type", "authorization_code"),
         ("client_id", client),

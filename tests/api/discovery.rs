@@ -91,6 +91,8 @@ async fn the_metadata_has_the_rfc_8414_fields_and_every_url_resolves() {
             ("revocation_endpoint", "POST"),
             ("introspection_endpoint", "POST"),
             ("service_documentation", "GET"),
+            ("userinfo_endpoint", "GET"),
+            ("end_session_endpoint", "GET"),
             ("revocation_feed_endpoint", "GET"),
         ] {
             let url = meta[field].as_str().unwrap();

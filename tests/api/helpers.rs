@@ -467,14 +467,27 @@ impl TestApp {
         scopes: &str,
         redirect_uris: &[&str],
     ) -> String {
+        self.seed_logout_client(prefix, scopes, redirect_uris, &[])
+            .await
+    }
+
+    /// [`TestApp::seed_code_client`], with post-logout redirect URIs.
+    pub async fn seed_logout_client(
+        &self,
+        prefix: &str,
+        scopes: &str,
+        redirect_uris: &[&str],
+        post_logout_redirect_uris: &[&str],
+    ) -> String {
         let id = format!(
             "{prefix}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let redirect_uris: Vec<RedirectUri> = redirect_uris
-            .iter()
-            .map(|u| RedirectUri::parse(u).unwrap())
-            .collect();
+        let parsed = |uris: &[&str]| -> Vec<RedirectUri> {
+            uris.iter()
+                .map(|u| RedirectUri::parse(u).unwrap())
+                .collect()
+        };
         self.state
             .clients
             .create(NewClient {
@@ -482,8 +495,8 @@ impl TestApp {
                 secret_hash: None,
                 grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
                 scopes: &Scope::parse(scopes).unwrap(),
-                redirect_uris: &redirect_uris,
-                post_logout_redirect_uris: &[],
+                redirect_uris: &parsed(redirect_uris),
+                post_logout_redirect_uris: &parsed(post_logout_redirect_uris),
             })
             .await
             .unwrap();
@@ -783,21 +796,29 @@ impl<'a> Browser<'a> {
         }
     }
 
+    /// The same cookies, at another instance.
+    pub fn at<'b>(&self, app: &'b TestApp) -> Browser<'b> {
+        Browser {
+            app,
+            cookies: self.cookies.clone(),
+        }
+    }
+
     pub async fn get(&mut self, params: &[(String, String)]) -> Response {
-        let request = self
-            .app
-            .http
-            .get(self.app.url("/oauth/authorize"))
-            .query(params);
-        self.send(request).await
+        self.get_at("/oauth/authorize", params).await
     }
 
     pub async fn post(&mut self, params: &[(String, String)]) -> Response {
-        let request = self
-            .app
-            .http
-            .post(self.app.url("/oauth/authorize"))
-            .form(params);
+        self.post_to("/oauth/authorize", params).await
+    }
+
+    pub async fn get_at(&mut self, path: &str, params: &[(String, String)]) -> Response {
+        let request = self.app.http.get(self.app.url(path)).query(params);
+        self.send(request).await
+    }
+
+    pub async fn post_to(&mut self, path: &str, params: &[(String, String)]) -> Response {
+        let request = self.app.http.post(self.app.url(path)).form(params);
         self.send(request).await
     }
 
@@ -845,8 +866,10 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn unescape(text: &str) -> String {
+/// Text of an HTML attribute as the browser reads it.
+pub fn unescape(text: &str) -> String {
     text.replace("&#34;", "\"")
+        .replace("&#38;", "&")
         .replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&lt;", "<")

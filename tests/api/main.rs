@@ -20,6 +20,7 @@ mod introspection;
 mod jwks;
 mod keys;
 mod login_protection;
+mod logout;
 mod migrations;
 mod openapi_conformance;
 mod openid_connect;

@@ -59,9 +59,11 @@ impl Grants {
             access,
             refresh_token,
         } = self
-            .start_session(&user, client, &grant.scope, now)
+            .start_session(&user, client, &grant.scope, now, grant.sign_in_session)
             .await?
-            .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
+            .ok_or(Error::InvalidGrant(
+                "the user changed or signed out since signing in",
+            ))?;
         self.codes.started(&hash, session).await?;
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {

@@ -126,14 +126,16 @@ struct Started {
 }
 
 impl Grants {
-    /// Starts a session for `user` as they were verified, and issues its first tokens; `None` when the
-    /// user was disabled or changed their password since.
+    /// Starts a session for `user` as they were verified (through the browser sign-in session
+    /// `sign_in`, in the code flow), and issues its first tokens; `None` when the user was disabled or
+    /// changed their password since.
     async fn start_session(
         &self,
         user: &User,
         client: &AuthenticatedClient,
         scope: &Scope,
         now: DateTime<Utc>,
+        sign_in: Option<Uuid>,
     ) -> Result<Option<Started>, Error> {
         let refresh_token = client
             .may_use(GrantType::RefreshToken)
@@ -149,6 +151,7 @@ impl Grants {
                 refresh: refresh_token
                     .as_deref()
                     .map(|t| (secret::hash(t), later(now, self.lifetimes.refresh_idle))),
+                sign_in_session: sign_in,
             })
             .await?;
         let Some(session) = session else {

@@ -33,7 +33,7 @@ impl Grants {
         };
         let scope = resolve_scope(requested, &grantable)?;
         let started = self
-            .start_session(&user, client, &scope, now)
+            .start_session(&user, client, &scope, now, None)
             .await?
             // The password was checked against a user who has since changed it or been disabled.
             .ok_or(Error::InvalidGrant("the user changed during the login"))?;

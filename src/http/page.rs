@@ -1,0 +1,238 @@
+//! What every server-rendered page shares: rendering with the page headers, the `400` and `503` pages,
+//! the flow's `303`, the request's cookies, the sign-in session's cookie, and the anti-CSRF token (a
+//! double-submit cookie: the form carries the value of a `SameSite=Strict` cookie, which another site
+//! can neither read nor send).
+
+use std::borrow::Cow;
+
+use askama::Template;
+use poem::{
+    Request, Response,
+    http::{HeaderValue, StatusCode, header},
+};
+use subtle::ConstantTimeEq;
+
+use crate::{error::Error, oauth::secret, state::AppState};
+
+/// The sign-in session's cookie: opaque, stored server-side only as a hash.
+pub const SESSION_COOKIE: &str = "portcullis_session";
+/// The anti-CSRF cookie, one per browser for every form.
+const CSRF_COOKIE: &str = "portcullis_csrf";
+
+/// Pages load nothing and may be framed by no one.
+pub const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    site: &'a str,
+    message: &'a str,
+}
+
+/// A rendered page with the headers every page carries; a page that fails to render says so plainly.
+pub fn html(status: StatusCode, rendered: askama::Result<String>) -> Response {
+    let body = rendered.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a page did not render");
+        "<!doctype html><title>Error</title><p>Something went wrong.".to_owned()
+    });
+    let mut resp = Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body);
+    super::protect_page(resp.headers_mut(), PAGE_CSP);
+    resp
+}
+
+/// The `400` page: the request cannot be answered, and nothing redirects anywhere.
+pub fn error(site: &str, message: &str) -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        ErrorPage { site, message }.render(),
+    )
+}
+
+/// The `403` page for a form posted without this browser's anti-CSRF token.
+pub fn forged(site: &str) -> Response {
+    tracing::warn!("a form without a valid anti-CSRF token");
+    let mut resp = error(site, "This form has expired. Go back and try again.");
+    resp.set_status(StatusCode::FORBIDDEN);
+    resp
+}
+
+/// The `503` page when storage cannot answer.
+pub fn unavailable(site: &str, e: Error) -> Response {
+    tracing::warn!(error = %e, "a page is unavailable");
+    let mut resp = html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorPage {
+            site,
+            message: "This is not possible right now. Try again in a moment.",
+        }
+        .render(),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// A `303` to where the flow goes next; not to be cached.
+pub fn redirect(location: &str) -> Response {
+    let mut resp = Response::builder().status(StatusCode::SEE_OTHER).finish();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, value);
+    }
+    resp
+}
+
+/// The name the pages go by: the issuer's host.
+pub fn site(state: &AppState) -> String {
+    state
+        .settings
+        .server
+        .issuer
+        .host_str()
+        .unwrap_or("Portcullis")
+        .to_owned()
+}
+
+/// A form body's or a query's parameters: each one's first value, and the names of those that came more
+/// than once.
+#[derive(Default)]
+pub struct Parameters {
+    pub first: Vec<(String, String)>,
+    pub repeated: Vec<String>,
+}
+
+/// The parameters of a form body or a query. `Err` for text that is not UTF-8 or holds a NUL.
+pub fn parameters(body: &[u8]) -> Result<Parameters, ()> {
+    let mut parameters = Parameters::default();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if name.contains('\0') || value.contains('\0') || value.contains('\u{FFFD}') {
+            return Err(());
+        }
+        if parameters.first.iter().any(|(n, _)| *n == name) {
+            parameters.repeated.push(name.into_owned());
+        } else {
+            parameters
+                .first
+                .push((name.into_owned(), Cow::into_owned(value)));
+        }
+    }
+    Ok(parameters)
+}
+
+/// The form body of a `POST`, or the query of any other request.
+pub async fn body_or_query(req: &mut Request) -> bytes::Bytes {
+    if req.method() == poem::http::Method::POST {
+        req.take_body().into_bytes().await.unwrap_or_default()
+    } else {
+        bytes::Bytes::copy_from_slice(req.uri().query().unwrap_or_default().as_bytes())
+    }
+}
+
+/// The request's cookies, by name.
+pub struct Cookies<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Cookies<'a> {
+    pub fn of(req: &'a Request) -> Self {
+        Self(
+            req.headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// The browser's sign-in session cookie, if it sent one.
+    pub fn session(&self) -> Option<&'a str> {
+        self.get(SESSION_COOKIE)
+    }
+
+    /// Whether a form's anti-CSRF value is this browser's, compared in constant time.
+    pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
+        let presented = presented.unwrap_or_default();
+        self.get(CSRF_COOKIE)
+            .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(presented.as_bytes())))
+    }
+
+    /// The anti-CSRF value a form carries: the browser's own while it has one of ours, else a new one,
+    /// which [`Csrf::set_on`] gives the browser with the page.
+    pub fn csrf(&self) -> Csrf {
+        let existing = self.get(CSRF_COOKIE).filter(|c| {
+            c.len() == secret::LENGTH
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        match existing {
+            Some(value) => Csrf {
+                value: value.to_owned(),
+                new: false,
+            },
+            None => Csrf {
+                value: secret::generate(),
+                new: true,
+            },
+        }
+    }
+}
+
+/// A form's anti-CSRF value.
+pub struct Csrf {
+    pub value: String,
+    new: bool,
+}
+
+impl Csrf {
+    /// Gives the browser the cookie when the value is new. `Path=/`: every form of the server checks it.
+    pub fn set_on(&self, resp: &mut Response) {
+        if self.new {
+            let cookie = format!(
+                "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                self.value
+            );
+            set_cookie(resp, &cookie);
+        }
+    }
+}
+
+/// Gives the browser the sign-in session's cookie, for `ttl` seconds.
+pub fn set_session(state: &AppState, resp: &mut Response, value: &str) {
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        state.settings.login.session_ttl,
+        secure(state)
+    );
+    set_cookie(resp, &cookie);
+}
+
+/// Removes the sign-in session's cookie from the browser.
+pub fn clear_session(state: &AppState, resp: &mut Response) {
+    let cookie = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        secure(state)
+    );
+    set_cookie(resp, &cookie);
+}
+
+/// Cookies of an `https` issuer travel only over TLS.
+fn secure(state: &AppState) -> &'static str {
+    if state.settings.server.issuer.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(resp: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
