@@ -31,7 +31,28 @@ pub struct Settings {
     pub clients: ClientSettings,
     pub maintenance: MaintenanceSettings,
     pub login: LoginSettings,
+    pub mail: MailSettings,
+    pub password_reset: LinkSettings,
+    pub email_verification: LinkSettings,
     pub log: LogSettings,
+}
+
+/// Where messages go: SMTP when `smtp_url` is set, else `.eml` files in `dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    pub dir: PathBuf,
+    pub from: String,
+}
+
+/// A mailed link's lifetime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    /// Seconds the link works.
+    pub ttl: u64,
 }
 
 /// Browser sign-in at the authorization endpoint.
@@ -155,6 +176,10 @@ pub struct RateLimitSettings {
     pub login_per_ip: NonZeroU32,
     pub login_per_user: NonZeroU32,
     pub register_per_ip: NonZeroU32,
+    /// Password-reset and verification requests per minute per client address.
+    pub mail_per_ip: NonZeroU32,
+    /// Messages per hour about one account.
+    pub mail_per_account: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +195,8 @@ pub struct ThrottleSettings {
 #[serde(deny_unknown_fields)]
 pub struct RegistrationSettings {
     pub enabled: bool,
+    /// Refuse sign-in to a user whose email is not verified.
+    pub require_verified_email: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

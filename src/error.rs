@@ -27,6 +27,13 @@ pub enum Error {
     /// RFC 6750 `invalid_token`; the detail is logged only.
     #[error("invalid_token ({0})")]
     InvalidToken(&'static str),
+    /// The token of a mailed link is unknown, expired, used or of the other purpose: `400 invalid_token`,
+    /// with no challenge (it is not a Bearer token). The detail is logged only.
+    #[error("invalid_token ({0})")]
+    InvalidLinkToken(&'static str),
+    /// The password was right, but `registration.require_verified_email` wants a verified address first.
+    #[error("invalid_grant (email not verified)")]
+    EmailNotVerified,
     /// RFC 6750 §3.1: a request with no credentials gets a bare challenge.
     #[error("missing bearer token")]
     MissingToken,
@@ -74,11 +81,13 @@ impl Error {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient { .. } => "invalid_client",
-            Self::InvalidGrant(_) => "invalid_grant",
+            Self::InvalidGrant(_) | Self::EmailNotVerified => "invalid_grant",
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
-            Self::InvalidToken(_) | Self::MissingToken => "invalid_token",
+            Self::InvalidToken(_) | Self::MissingToken | Self::InvalidLinkToken(_) => {
+                "invalid_token"
+            }
             Self::InsufficientScope => "insufficient_scope",
             Self::NotFound => "not_found",
             Self::Conflict(code) => code,

@@ -6,8 +6,9 @@
 //!   headers and bodies into domain values, calls the domain, and renders results and errors
 //!   ([`http::error`]: RFC 6749 / RFC 6750 answers).
 //! - The domain: [`oauth`] (client authentication, one module per grant, the access-token format,
-//!   revocation, login protection) and [`accounts`] (registration, password change, disable and
-//!   enable, clients), shared by the API and the command line. It returns [`error::Error`], reads the
+//!   revocation, login protection), [`accounts`] (registration, password change, disable and
+//!   enable, clients), shared by the API and the command line, and [`recovery`] (password reset and
+//!   verified addresses by mailed links). It returns [`error::Error`], reads the
 //!   time from a [`ports::Clock`], and reaches storage only through the traits of [`ports`], which it
 //!   owns; it never sees HTTP, sea-orm, the configuration or [`state::AppState`].
 //! - [`value`]: leaf value types (scopes, usernames, grant types, claims, the user, session and client
@@ -18,8 +19,8 @@
 //!   [`cli`] the commands.
 //! - [`keys`]: the signing keys in `keys.dir`, each kept parsed for aws-lc-rs, and their JWKS.
 //!   [`password`]: the password policy and argon2id on a bounded pool. [`throttle`], [`ratelimit`]:
-//!   login protection's counters and the per-address limits. [`config`], [`metrics`], [`telemetry`]:
-//!   settings, Prometheus metrics, logs.
+//!   login protection's counters and the per-address limits. [`mail`]: the outbox, over SMTP or into a
+//!   folder. [`config`], [`metrics`], [`telemetry`]: settings, Prometheus metrics, logs.
 
 pub mod accounts;
 pub mod cli;
@@ -28,11 +29,13 @@ pub mod entity;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod mail;
 pub mod metrics;
 pub mod oauth;
 pub mod password;
 pub mod ports;
 pub mod ratelimit;
+pub mod recovery;
 pub mod startup;
 pub mod state;
 pub mod store;
@@ -82,7 +85,7 @@ mod layers {
 
     #[test]
     fn the_domain_knows_no_web_no_orm_no_wiring_and_no_storage() {
-        for domain in ["oauth", "accounts", "ports", "value", "error"] {
+        for domain in ["oauth", "accounts", "recovery", "ports", "value", "error"] {
             assert_no_use_of(domain, &WEB_AND_WIRING);
             assert_no_use_of(
                 domain,

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub key_set_changes: Counter,
     /// Rows removed by this instance's housekeeping passes, by table.
     pub purged_rows: Family<TableLabels, Counter>,
+    /// Label `name`: `sent`, `retried` (an attempt failed, another follows) or `failed` (given up, or
+    /// the queue was full).
+    pub mail: Family<Labels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +81,7 @@ impl Metrics {
             redis_errors: Counter::default(),
             key_set_changes: Counter::default(),
             purged_rows: Family::default(),
+            mail: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +138,11 @@ impl Metrics {
             "key_set_changes",
             "Changes of the published key set or the signing key",
             m.key_set_changes.clone(),
+        );
+        registry.register(
+            "mail_messages",
+            "Messages by outcome: sent, retried, failed",
+            m.mail.clone(),
         );
         registry.register(
             "purged_rows",

@@ -44,6 +44,8 @@ pub fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 pub struct NewUser<'a> {
     pub username: &'a Username,
     pub email: Option<&'a str>,
+    /// The operator vouches for the address (`portcullis users create --email`).
+    pub email_verified: bool,
     pub password_hash: String,
     pub is_admin: bool,
 }
@@ -63,6 +65,13 @@ pub trait Users: Send + Sync {
     async fn find(&self, id: Uuid) -> Result<Option<User>, Error>;
     /// By username, compared as [`Username::key`] does.
     async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error>;
+    /// By email address, regardless of case.
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>, Error>;
+    /// Gives the user a new, unverified address; the unique index decides whether it is taken. `None`
+    /// when there is no such user.
+    async fn set_email(&self, id: Uuid, email: &str) -> Result<Option<User>, CreateUserError>;
+    /// Marks the user's address verified, if it is still `email`; whether it was.
+    async fn verify_email(&self, id: Uuid, email: &str) -> Result<bool, Error>;
     /// Oldest first; every user when `limit` is `None`.
     async fn list(&self, limit: Option<u64>, offset: u64) -> Result<Vec<User>, Error>;
     /// The unique indexes, not a prior read, decide what is taken.
@@ -312,4 +321,96 @@ pub trait SignInSessions: Send + Sync {
     /// The session whose cookie hashes to `hash`, if it is live at `now` and its user is active and
     /// has not changed their password since it began.
     async fn find(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<SignInSession>, Error>;
+}
+
+/// What a mailed link's token is for; a token of one purpose is nothing to the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPurpose {
+    PasswordReset,
+    EmailVerification,
+}
+
+impl LinkPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
+        }
+    }
+}
+
+/// A mailed link's token, by what storage knows of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkToken {
+    pub user_id: Uuid,
+    /// The address a verification link proves.
+    pub email: Option<String>,
+}
+
+/// The single-use tokens of mailed links, stored by hash.
+#[async_trait]
+pub trait LinkTokens: Send + Sync {
+    /// Stores a new token and voids the user's earlier unused ones of the same purpose.
+    async fn issue(
+        &self,
+        hash: Vec<u8>,
+        purpose: LinkPurpose,
+        token: &LinkToken,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), Error>;
+    /// The token, if it is unused and unexpired at `now`; nothing is changed.
+    async fn find(
+        &self,
+        hash: &[u8],
+        purpose: LinkPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LinkToken>, Error>;
+    /// Uses the token, once: of concurrent uses exactly one gets it.
+    async fn spend(
+        &self,
+        hash: &[u8],
+        purpose: LinkPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LinkToken>, Error>;
+    /// Voids every unused token of the user of that purpose.
+    async fn void(
+        &self,
+        user_id: Uuid,
+        purpose: LinkPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error>;
+    /// Counts one message about the user, unless `per_hour` were sent in the hour before `now`; whether
+    /// it may be sent.
+    async fn allow_message(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+        per_hour: u32,
+    ) -> Result<bool, Error>;
+}
+
+/// A message to a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The address it goes to.
+    pub to: String,
+    pub username: String,
+    pub kind: MessageKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A link to choose a new password, working for `minutes`.
+    PasswordReset { link: String, minutes: u64 },
+    /// A link that proves the address, working for `minutes`.
+    VerifyEmail { link: String, minutes: u64 },
+    /// To the old address: the account's address is now `new_email`.
+    EmailChanged { new_email: String },
+}
+
+/// Where messages go. Sending never waits for delivery: the message is queued, and delivered (with
+/// retries) after the request that caused it has been answered.
+pub trait Outbox: Send + Sync {
+    fn send(&self, message: Message);
 }

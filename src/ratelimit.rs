@@ -1,5 +1,5 @@
 //! Per-instance rate limits (governor): password grants per client address and per username,
-//! registrations per client address. Over a limit the answer is `429` with the limiter's own
+//! registrations per client address, password-reset and verification requests per client address. Over a limit the answer is `429` with the limiter's own
 //! `Retry-After`. Old keys are dropped on a timer ([`Limits::housekeeping`]), so memory stays bounded
 //! however many addresses or usernames appear. Addresses are counted by [`address_key`].
 
@@ -38,6 +38,7 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     /// Keyed by a hash of the lowercased username: eight bytes a key, whatever an attacker sends.
     login_per_user: Keyed<u64, C>,
     register_per_ip: Keyed<IpAddr, C>,
+    mail_per_ip: Keyed<IpAddr, C>,
     username_hasher: RandomState,
     metrics: Arc<Metrics>,
 }
@@ -62,6 +63,10 @@ impl<C: Clock + Clone> Limits<C> {
             ),
             register_per_ip: RateLimiter::dashmap_with_clock(
                 per_minute(settings.register_per_ip),
+                clock.clone(),
+            ),
+            mail_per_ip: RateLimiter::dashmap_with_clock(
+                per_minute(settings.mail_per_ip),
                 clock.clone(),
             ),
             username_hasher: RandomState::new(),
@@ -89,6 +94,12 @@ impl<C: Clock + Clone> Limits<C> {
         )
     }
 
+    /// One request from `ip` that may send mail (a password reset, a verification link): one budget.
+    pub fn mail(&self, ip: IpAddr) -> Result<(), Error> {
+        let key = address_key(ip);
+        self.check(&self.mail_per_ip, &key, "rate_limit.mail_per_ip", ip)
+    }
+
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
         limiter: &Keyed<K, C>,
@@ -108,7 +119,7 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Drops the keys whose buckets are full again (they would behave exactly like absent keys).
     pub fn housekeeping(&self) {
-        for limiter in [&self.login_per_ip, &self.register_per_ip] {
+        for limiter in [&self.login_per_ip, &self.register_per_ip, &self.mail_per_ip] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -118,7 +129,10 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// How many keys the limiters hold.
     pub fn len(&self) -> usize {
-        self.login_per_ip.len() + self.login_per_user.len() + self.register_per_ip.len()
+        self.login_per_ip.len()
+            + self.login_per_user.len()
+            + self.register_per_ip.len()
+            + self.mail_per_ip.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,6 +154,8 @@ mod tests {
             login_per_ip: n,
             login_per_user: n,
             register_per_ip: n,
+            mail_per_ip: n,
+            mail_per_account: per_minute,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::{
     accounts::Accounts,
     config::Settings,
     keys::KeyStore,
+    mail::Mailer,
     metrics::Metrics,
     oauth::{
         authorize::Authorizer,
@@ -25,9 +26,11 @@ use crate::{
     password::Hasher,
     ports::{self, Clock},
     ratelimit::Limits,
+    recovery::Recovery,
     store::{
-        clients::ClientStore, deny_list::DenyList, revocation_feed::RevocationFeed,
-        sessions::SessionStore, sign_in::SignInStore, users::UserStore,
+        clients::ClientStore, deny_list::DenyList, links::LinkStore,
+        revocation_feed::RevocationFeed, sessions::SessionStore, sign_in::SignInStore,
+        users::UserStore,
     },
     throttle::Throttle,
     value::scope::Scope,
@@ -43,6 +46,7 @@ pub struct AppState {
     pub grants: Grants,
     pub authorizer: Authorizer,
     pub sign_out: SignOut,
+    pub recovery: Arc<Recovery>,
     pub accounts: Accounts,
     pub verifier: Arc<Verifier>,
     pub tokens: Tokens,
@@ -70,6 +74,7 @@ pub struct Stores {
     pub clients: Arc<ClientStore>,
     pub feed: Arc<RevocationFeed>,
     pub sign_in: Arc<SignInStore>,
+    pub links: Arc<LinkStore>,
     pub deny_list: Arc<DenyList>,
     pub revoker: Arc<Revoker>,
 }
@@ -97,6 +102,7 @@ impl Stores {
         let clients = Arc::new(ClientStore::new(db.clone()));
         let feed = Arc::new(RevocationFeed::new(db.clone()));
         let sign_in = Arc::new(SignInStore::new(db.clone()));
+        let links = Arc::new(LinkStore::new(db.clone()));
         let revoker = Arc::new(Revoker::new(
             RevokerPorts {
                 sessions: sessions.clone(),
@@ -116,6 +122,7 @@ impl Stores {
             clients,
             feed,
             sign_in,
+            links,
             deny_list,
             revoker,
         })
@@ -191,6 +198,7 @@ impl AppState {
             metrics.clone(),
             stores.users.clone(),
             hasher.clone(),
+            settings.registration.require_verified_email,
         ));
         let issuer = Arc::new(Issuer::new(
             keys.clone(),
@@ -231,6 +239,25 @@ impl AppState {
             code_ttl: Duration::from_secs(settings.login.code_ttl),
             sign_in_ttl: Duration::from_secs(settings.login.session_ttl),
         };
+        let site = settings
+            .server
+            .issuer
+            .host_str()
+            .unwrap_or("Portcullis")
+            .to_owned();
+        let recovery = Arc::new(Recovery {
+            users: stores.users.clone(),
+            links: stores.links.clone(),
+            outbox: Arc::new(Mailer::start(&settings.mail, &site, metrics.clone())?),
+            revoker: stores.revoker.clone(),
+            hasher: hasher.clone(),
+            clock: clock.clone(),
+            issuer: issuer_url.clone(),
+            reset_ttl: Duration::from_secs(settings.password_reset.ttl),
+            verification_ttl: Duration::from_secs(settings.email_verification.ttl),
+            per_account: settings.rate_limit.mail_per_account,
+            min_password_length: settings.password.min_length,
+        });
         let sign_out = SignOut {
             clients: stores.clients.clone(),
             verifier: verifier.clone(),
@@ -239,6 +266,7 @@ impl AppState {
         Ok(Self {
             authorizer,
             sign_out,
+            recovery,
             accounts: stores.accounts(&settings, hasher, login.clone(), clock.clone()),
             tokens: Tokens {
                 verifier: verifier.clone(),

@@ -11,6 +11,7 @@ mod m20261206_000006_email_unique_ignoring_case;
 mod m20261206_000007_client_redirect_uris;
 mod m20261206_000008_authorization_codes_and_sign_in_sessions;
 mod m20261206_000009_sessions_through_sign_in;
+mod m20261206_000010_account_email;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_client_redirect_uris::Migration),
             Box::new(m20261206_000008_authorization_codes_and_sign_in_sessions::Migration),
             Box::new(m20261206_000009_sessions_through_sign_in::Migration),
+            Box::new(m20261206_000010_account_email::Migration),
         ]
     }
 }

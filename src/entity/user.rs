@@ -15,6 +15,8 @@ pub struct Model {
     /// The lowercased email: addresses are unique regardless of case.
     #[sea_orm(unique)]
     pub email_key: Option<String>,
+    /// Whether a link mailed to `email` was opened (or the operator vouched for it).
+    pub email_verified: bool,
     pub password_hash: String,
     pub is_active: bool,
     pub is_admin: bool,
@@ -43,6 +45,7 @@ impl From<Model> for crate::value::account::User {
             id: m.id,
             username: m.username,
             email: m.email,
+            email_verified: m.email_verified,
             password_hash: m.password_hash,
             is_active: m.is_active,
             is_admin: m.is_admin,

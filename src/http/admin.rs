@@ -31,6 +31,8 @@ pub struct AdminUserView {
     /// `null` when the user has none.
     #[oai(nullable)]
     email: Option<String>,
+    /// Whether a mailed link proved the address; `false` without one.
+    email_verified: bool,
     is_active: bool,
     is_admin: bool,
     created_at: DateTime<Utc>,
@@ -42,6 +44,7 @@ impl From<User> for AdminUserView {
             id: u.id,
             username: u.username,
             email: u.email,
+            email_verified: u.email_verified,
             is_active: u.is_active,
             is_admin: u.is_admin,
             created_at: u.created_at,

@@ -134,6 +134,13 @@ async fn sign_in(
                 StatusCode::BAD_REQUEST,
             );
         }
+        Err(Error::EmailNotVerified) => {
+            return form.show(
+                &username,
+                Some("Confirm your email address first: open the link we sent you."),
+                StatusCode::BAD_REQUEST,
+            );
+        }
         Err(Error::RateLimited { retry_after }) => {
             let mut resp = form.show(
                 &username,

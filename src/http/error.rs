@@ -57,6 +57,12 @@ pub(super) fn description(e: &Error) -> Option<Cow<'static, str>> {
         Error::UnsupportedGrantType => fixed("unsupported grant_type"),
         Error::InvalidScope => fixed("the requested scope is invalid or not allowed"),
         Error::InvalidToken(_) => fixed("the access token is invalid"),
+        Error::InvalidLinkToken(_) => {
+            fixed("the link is invalid, expired or used; ask for a new one")
+        }
+        Error::EmailNotVerified => fixed(
+            "the email address is not verified: open the link sent to it, or ask for a new one",
+        ),
         Error::MissingToken => fixed("a bearer access token is required"),
         Error::InsufficientScope => fixed("the access token lacks the scope this needs"),
         Error::NotFound => fixed("no such resource"),
@@ -197,6 +203,41 @@ error_sets! {
         422 => "a username or password rule failed; `error` names the rule",
         429 => "rate_limited, with `Retry-After` in seconds",
         503 => "temporarily_unavailable (the password-hashing pool is saturated), with `Retry-After`",
+    }
+    /// `POST /users/password-reset`.
+    ResetRequestErrors {
+        400 => "invalid_request: a malformed body, or neither email nor username",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
+        413 => "the body is larger than 64 KiB",
+        429 => "rate_limited: too many requests from this address, with `Retry-After` in seconds",
+    }
+    /// `POST /users/password-reset/confirm` and `POST /users/email-verification/confirm`.
+    LinkConfirmErrors {
+        400 => "invalid_token: the link's token is unknown, expired, used or for the other purpose; or invalid_request",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
+        413 => "the body is larger than 64 KiB",
+        422 => "the new password breaks a rule; `error` names it (the token stays usable)",
+        503 => "the deny list or the hashing pool is unavailable",
+    }
+    /// `POST /users/me/email-verification`.
+    VerificationErrors {
+        401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
+        403 => "RFC 6750 insufficient_scope",
+        409 => "email_already_verified",
+        422 => "no_email: the user has no address to verify",
+        429 => "rate_limited: too many requests from this address, with `Retry-After` in seconds",
+        503 => "the deny list cannot be read, so the token cannot be checked",
+    }
+    /// `PATCH /users/me`.
+    EmailChangeErrors {
+        400 => "invalid_request: a malformed body",
+        401 => "RFC 6750 invalid_token, with `WWW-Authenticate: Bearer`",
+        403 => "RFC 6750 insufficient_scope",
+        408 => "the body did not arrive within `server.read_timeout`; the connection is closed",
+        409 => "email_taken",
+        413 => "the body is larger than 64 KiB",
+        422 => "invalid_email: the address is missing, null or not valid",
+        503 => "the deny list cannot be read, so the token cannot be checked",
     }
 }
 

@@ -14,6 +14,7 @@ mod json;
 mod logout;
 mod ops;
 mod page;
+mod recovery;
 mod revoke;
 mod sessions;
 mod signup;
@@ -152,6 +153,12 @@ impl Endpoint for Edge {
                 }
                 (&Method::GET | &Method::POST, "/signup") => {
                     Ok(signup::answer(&self.state, req).await)
+                }
+                (&Method::GET | &Method::POST, "/password-reset") => {
+                    Ok(recovery::password_reset(&self.state, req).await)
+                }
+                (&Method::GET | &Method::POST, "/verify-email") => {
+                    Ok(recovery::verify_email(&self.state, req).await)
                 }
                 (_, p) if p.starts_with("/docs/") => self.documents.call(req).await,
                 _ => {
@@ -307,12 +314,14 @@ static ROUTES: LazyLock<Box<[String]>> = LazyLock::new(|| {
 
 /// The documents and pages [`routes`] serves beside the operations; everything under `/docs` counts as
 /// `/docs`.
-const DOCUMENTS: [&str; 5] = [
+const DOCUMENTS: [&str; 7] = [
     "/openapi.json",
     "/docs",
     "/oauth/authorize",
     "/oauth/logout",
     "/signup",
+    "/password-reset",
+    "/verify-email",
 ];
 
 /// The index in [`ROUTES`] of the route a path belongs to: the one it equals, else the first whose

@@ -33,6 +33,13 @@ struct SignUpPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "check_mail.html")]
+struct CheckMailPage<'a> {
+    site: &'a str,
+    email: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "signed_up.html")]
 struct SignedUpPage<'a> {
     site: &'a str,
@@ -83,6 +90,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
                     username: &username,
                     password: fields.password.unwrap_or_default(),
                     email: Some(&email),
+                    email_verified: false,
                     is_admin: false,
                 })
                 .await
@@ -111,6 +119,14 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         }
     };
     tracing::info!(user = %user.id, "signed up on the sign-up page");
+    state.recovery.welcome(&user).await;
+    if state.settings.registration.require_verified_email {
+        let page = CheckMailPage {
+            site: &site,
+            email: &email,
+        };
+        return page::html(StatusCode::OK, page.render());
+    }
     if request.client_id.is_none() {
         // Not on the way to an app: signed in here, and told so.
         let (cookie, _) = match state.authorizer.sign_in(&user).await {

@@ -1,4 +1,5 @@
-//! `POST /users` (registration) and `GET /users/me`.
+//! `POST /users` (registration), `GET` and `PATCH /users/me`, and account recovery by email: password
+//! reset and email verification (the JSON half; the pages are [`super::recovery`]'s).
 
 use std::sync::Arc;
 
@@ -12,7 +13,11 @@ use super::{Tag, bearer::Auth, client_ip::client_ip, json::StrictJson};
 use crate::{
     accounts::NewAccount,
     error::Error,
-    http::error::{BearerErrors, Failure, RegisterErrors},
+    http::error::{
+        BearerErrors, EmailChangeErrors, Failure, LinkConfirmErrors, RegisterErrors,
+        ResetRequestErrors, VerificationErrors,
+    },
+    recovery::{Recovery, ResetFor},
     state::AppState,
     value::account::User,
 };
@@ -35,6 +40,8 @@ pub struct UserView {
     /// `null` when the user has none.
     #[oai(nullable)]
     email: Option<String>,
+    /// Whether a mailed link proved the address; `false` without one.
+    email_verified: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -44,6 +51,7 @@ impl From<User> for UserView {
             id: u.id,
             username: u.username,
             email: u.email,
+            email_verified: u.email_verified,
             created_at: u.created_at,
         }
     }
@@ -86,9 +94,11 @@ impl UsersApi {
                 username: &username,
                 password,
                 email: email.as_deref(),
+                email_verified: false,
                 is_admin: false,
             })
             .await?;
+        state.recovery.welcome(&created).await;
         Ok(Registered::Created(Json(created.into())))
     }
 
@@ -102,4 +112,179 @@ impl UsersApi {
         let user = state.accounts.user_for(auth.claims()).await?;
         Ok(Json(user.into()))
     }
+
+    /// Ask for a password-reset link
+    ///
+    /// Mails a link to `{issuer}/password-reset?token=…` when a user with that email or username exists
+    /// and has an address. The answer is the same `202`, in the same time, either way.
+    #[oai(path = "/users/password-reset", method = "post", tag = "Tag::Users")]
+    async fn password_reset(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+        body: StrictJson<ResetRequest>,
+    ) -> Result<Accepted, Failure<ResetRequestErrors>> {
+        let ResetRequest { email, username } = body.0;
+        if email.is_none() && username.is_none() {
+            return Err(Error::invalid_request("email or username is required").into());
+        }
+        state
+            .limits
+            .mail(client_ip(req, &state.settings.server.trusted_proxies))?;
+        request_reset(state.recovery.clone(), email, username);
+        Ok(Accepted::now())
+    }
+
+    /// Set a new password with a reset link
+    ///
+    /// Ends every session, sign-in session and access token of the user, and voids their other reset
+    /// links. A password the policy refuses is a `422` and leaves the link working.
+    #[oai(
+        path = "/users/password-reset/confirm",
+        method = "post",
+        tag = "Tag::Users"
+    )]
+    async fn password_reset_confirm(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: StrictJson<ResetConfirm>,
+    ) -> Result<NoContent, Failure<LinkConfirmErrors>> {
+        let ResetConfirm {
+            token,
+            new_password,
+        } = body.0;
+        state.recovery.confirm_reset(&token, new_password).await?;
+        Ok(NoContent::Done)
+    }
+
+    /// Confirm an email address with a verification link
+    #[oai(
+        path = "/users/email-verification/confirm",
+        method = "post",
+        tag = "Tag::Users"
+    )]
+    async fn email_verification_confirm(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: StrictJson<VerificationConfirm>,
+    ) -> Result<NoContent, Failure<LinkConfirmErrors>> {
+        state.recovery.confirm_verification(&body.0.token).await?;
+        Ok(NoContent::Done)
+    }
+
+    /// Send the verification link again
+    #[oai(
+        path = "/users/me/email-verification",
+        method = "post",
+        tag = "Tag::Users"
+    )]
+    async fn email_verification(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+        auth: Auth,
+    ) -> Result<Accepted, Failure<VerificationErrors>> {
+        let user = state.accounts.user_for(auth.claims()).await?;
+        state
+            .limits
+            .mail(client_ip(req, &state.settings.server.trusted_proxies))?;
+        state.recovery.send_verification(&user).await?;
+        Ok(Accepted::now())
+    }
+
+    /// Change the caller's email address
+    ///
+    /// The new address is unverified and receives a verification link; the old one, if any, a notice.
+    #[oai(path = "/users/me", method = "patch", tag = "Tag::Users")]
+    async fn change_email(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: Auth,
+        body: StrictJson<EmailChange>,
+    ) -> Result<Json<UserView>, Failure<EmailChangeErrors>> {
+        let user = state.accounts.user_for(auth.claims()).await?;
+        let Some(email) = body.0.email else {
+            return Err(Error::Policy {
+                code: "invalid_email",
+                description: "email is required".into(),
+            }
+            .into());
+        };
+        let changed = state.recovery.change_email(&user, &email).await?;
+        Ok(Json(changed.into()))
+    }
+}
+
+/// Starts a reset request in the background, so that the answer takes the same time whether or not the
+/// user exists (the lookup, the link and the message happen after it).
+pub fn request_reset(recovery: Arc<Recovery>, email: Option<String>, username: Option<String>) {
+    tokio::spawn(async move {
+        let who = match (&email, &username) {
+            (Some(email), _) => ResetFor::Email(email),
+            (None, Some(username)) => ResetFor::Username(username),
+            (None, None) => return,
+        };
+        if let Err(e) = recovery.request_reset(who).await {
+            tracing::warn!(error = %e, "a password-reset request failed");
+        }
+    });
+}
+
+#[derive(Object, Deserialize)]
+pub struct ResetRequest {
+    /// The account's address, regardless of case.
+    email: Option<String>,
+    /// Or its username.
+    username: Option<String>,
+}
+
+#[derive(Object, Deserialize)]
+pub struct ResetConfirm {
+    /// The `token` of the link.
+    #[oai(write_only)]
+    token: String,
+    #[oai(write_only)]
+    new_password: String,
+}
+
+#[derive(Object, Deserialize)]
+pub struct VerificationConfirm {
+    /// The `token` of the link.
+    #[oai(write_only)]
+    token: String,
+}
+
+#[derive(Object, Deserialize)]
+pub struct EmailChange {
+    /// The new address.
+    email: Option<String>,
+}
+
+/// The same answer whether or not anything was sent.
+#[derive(Object)]
+pub struct AcceptedBody {
+    /// Always `accepted`.
+    status: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// Taken; if there is anything to send, it is on its way.
+    #[oai(status = 202)]
+    Accepted(Json<AcceptedBody>),
+}
+
+impl Accepted {
+    fn now() -> Self {
+        Self::Accepted(Json(AcceptedBody {
+            status: "accepted".into(),
+        }))
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    Done,
 }

@@ -21,6 +21,8 @@ pub struct LoginGuard {
     metrics: Arc<Metrics>,
     users: Arc<dyn Users>,
     hasher: Arc<Hasher>,
+    /// `registration.require_verified_email`.
+    require_verified_email: bool,
 }
 
 impl LoginGuard {
@@ -29,12 +31,14 @@ impl LoginGuard {
         metrics: Arc<Metrics>,
         users: Arc<dyn Users>,
         hasher: Arc<Hasher>,
+        require_verified_email: bool,
     ) -> Self {
         Self {
             throttle,
             metrics,
             users,
             hasher,
+            require_verified_email,
         }
     }
 
@@ -63,6 +67,10 @@ impl LoginGuard {
         };
         if verified == (Verified::Match { needs_rehash: true }) {
             self.rehash(&user, password).await;
+        }
+        // Said only to whoever knows the password, so it reveals nothing about the account.
+        if self.require_verified_email && !user.email_verified {
+            return Err(Error::EmailNotVerified);
         }
         Ok(user)
     }

@@ -26,8 +26,7 @@ impl UserClaims {
         Self {
             sub: user.id.to_string(),
             preferred_username: scope.contains("profile").then(|| user.username.clone()),
-            // Nothing verifies an address yet (account recovery by email will): false until then.
-            email_verified: email.as_ref().map(|_| false),
+            email_verified: email.as_ref().map(|_| user.email_verified),
             email,
         }
     }

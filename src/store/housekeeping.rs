@@ -26,17 +26,21 @@ pub struct Purged {
     pub revocations: u64,
     pub authorization_codes: u64,
     pub sign_in_sessions: u64,
+    pub account_tokens: u64,
+    pub account_mail: u64,
 }
 
 impl Purged {
     /// Each table's name and count, in the order `portcullis purge` prints them.
-    pub fn tables(&self) -> [(&'static str, u64); 5] {
+    pub fn tables(&self) -> [(&'static str, u64); 7] {
         [
             ("sessions", self.sessions),
             ("refresh_tokens", self.refresh_tokens),
             ("revocations", self.revocations),
             ("authorization_codes", self.authorization_codes),
             ("sign_in_sessions", self.sign_in_sessions),
+            ("account_tokens", self.account_tokens),
+            ("account_mail", self.account_mail),
         ]
     }
 }
@@ -78,44 +82,66 @@ pub async fn purge(
         }
         tokio::task::yield_now().await;
     }
-    // A code or a sign-in session past its lifetime can do nothing more.
-    loop {
-        let doomed = authorization_code::Entity::find()
-            .select_only()
-            .column(authorization_code::Column::CodeHash)
-            .filter(authorization_code::Column::ExpiresAt.lte(now))
-            .limit(BATCH)
-            .into_query();
-        let codes = authorization_code::Entity::delete_many()
-            .filter(authorization_code::Column::CodeHash.in_subquery(doomed))
-            .exec(db)
-            .await?
-            .rows_affected;
-        purged.authorization_codes += codes;
-        if codes < BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    loop {
-        let doomed = sign_in_session::Entity::find()
-            .select_only()
-            .column(sign_in_session::Column::Id)
-            .filter(sign_in_session::Column::ExpiresAt.lte(now))
-            .limit(BATCH)
-            .into_query();
-        let ended = sign_in_session::Entity::delete_many()
-            .filter(sign_in_session::Column::Id.in_subquery(doomed))
-            .exec(db)
-            .await?
-            .rows_affected;
-        purged.sign_in_sessions += ended;
-        if ended < BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    // A code, a sign-in session or a mailed link past its lifetime can do nothing more, and a message
+    // older than an hour no longer counts against its account's budget.
+    use crate::entity::{account_mail, account_token};
+    purged.authorization_codes = delete_before::<authorization_code::Entity>(
+        db,
+        authorization_code::Column::CodeHash,
+        authorization_code::Column::ExpiresAt,
+        now,
+    )
+    .await?;
+    purged.sign_in_sessions = delete_before::<sign_in_session::Entity>(
+        db,
+        sign_in_session::Column::Id,
+        sign_in_session::Column::ExpiresAt,
+        now,
+    )
+    .await?;
+    purged.account_tokens = delete_before::<account_token::Entity>(
+        db,
+        account_token::Column::TokenHash,
+        account_token::Column::ExpiresAt,
+        now,
+    )
+    .await?;
+    purged.account_mail = delete_before::<account_mail::Entity>(
+        db,
+        account_mail::Column::Id,
+        account_mail::Column::SentAt,
+        now - chrono::Duration::hours(1),
+    )
+    .await?;
     Ok(purged)
+}
+
+/// Deletes, a batch at a time, the rows of `E` (by its key `key`) whose `until` is at or before `before`.
+async fn delete_before<E: EntityTrait>(
+    db: &DatabaseConnection,
+    key: E::Column,
+    until: E::Column,
+    before: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let mut deleted = 0;
+    loop {
+        let doomed = E::find()
+            .select_only()
+            .column(key)
+            .filter(until.lte(before))
+            .limit(BATCH)
+            .into_query();
+        let batch = E::delete_many()
+            .filter(key.in_subquery(doomed))
+            .exec(db)
+            .await?
+            .rows_affected;
+        deleted += batch;
+        if batch < BATCH {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Deletes up to a batch of sessions that ended before `cutoff`, with their refresh tokens. A session

@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod deny_list;
 pub mod housekeeping;
+pub mod links;
 pub mod redis;
 pub mod revocation_feed;
 pub mod secrets;

@@ -565,6 +565,7 @@ mod tests {
             .create(NewUser {
                 username: &Username::parse("alice").unwrap(),
                 email: None,
+                email_verified: false,
                 password_hash: "not a hash".into(),
                 is_admin: false,
             })

@@ -47,6 +47,45 @@ impl ports::Users for UserStore {
             .map(Into::into))
     }
 
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>, Error> {
+        Ok(user::Entity::find()
+            .filter(user::Column::EmailKey.eq(email.to_lowercase()))
+            .unique(&self.db)
+            .await?
+            .map(Into::into))
+    }
+
+    async fn set_email(&self, id: Uuid, email: &str) -> Result<Option<User>, CreateUserError> {
+        let changed = user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email))
+            .col_expr(user::Column::EmailKey, Expr::value(email.to_lowercase()))
+            .col_expr(user::Column::EmailVerified, Expr::value(false))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(user::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| match super::unique_violation(&e) {
+                Some(_) => CreateUserError::EmailTaken,
+                None => CreateUserError::Failed(e.into()),
+            })?;
+        if changed.rows_affected == 0 {
+            return Ok(None);
+        }
+        ports::Users::find(self, id)
+            .await
+            .map_err(CreateUserError::Failed)
+    }
+
+    async fn verify_email(&self, id: Uuid, email: &str) -> Result<bool, Error> {
+        let marked = user::Entity::update_many()
+            .col_expr(user::Column::EmailVerified, Expr::value(true))
+            .filter(user::Column::Id.eq(id))
+            .filter(user::Column::EmailKey.eq(email.to_lowercase()))
+            .exec(&self.db)
+            .await?;
+        Ok(marked.rows_affected == 1)
+    }
+
     /// Users in creation order; `None` lists them all.
     async fn list(&self, limit: Option<u64>, offset: u64) -> Result<Vec<User>, Error> {
         let mut query = user::Entity::find()
@@ -75,6 +114,7 @@ impl ports::Users for UserStore {
             email: Set(new.email.map(str::to_owned)),
             // Computed as migration m20261206_000006 computed the existing rows' keys.
             email_key: Set(new.email.map(str::to_lowercase)),
+            email_verified: Set(new.email_verified),
             password_hash: Set(new.password_hash),
             is_active: Set(true),
             is_admin: Set(new.is_admin),

@@ -11,6 +11,8 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub email: Option<String>,
+    /// Whether `email` was proven by a mailed link (or vouched for by the operator).
+    pub email_verified: bool,
     /// The PHC string of the password's argon2id hash.
     pub password_hash: String,
     pub is_active: bool,

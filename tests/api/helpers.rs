@@ -207,22 +207,22 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A database for one test.
+/// A database for one test, and a folder of its own (the SQLite file, the mail drop folder).
 pub struct TestDatabase {
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    pub dir: tempfile::TempDir,
     pg_name: Option<String>,
 }
 
 impl TestDatabase {
     pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         match backend {
             Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
                 Self {
                     url,
-                    _dir: Some(dir),
+                    dir,
                     pg_name: None,
                 }
             }
@@ -241,7 +241,7 @@ impl TestDatabase {
                 url.set_path(&name);
                 Self {
                     url: url.to_string(),
-                    _dir: None,
+                    dir,
                     pg_name: Some(name),
                 }
             }
@@ -286,7 +286,7 @@ pub struct TestApp {
     pub settings: Settings,
     server: tokio::task::JoinHandle<()>,
     // Dropped last: the database outlives the server.
-    db: Arc<TestDatabase>,
+    pub db: Arc<TestDatabase>,
 }
 
 impl Drop for TestApp {
@@ -319,6 +319,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     init_logs();
     let db = Arc::new(TestDatabase::new(backend).await);
     let mut settings = test_settings(&db.url);
+    // Messages go into the test's own folder unless the test points them at an SMTP server.
+    settings.mail.dir = db.dir.path().join("mail");
     configure(&mut settings);
     start(settings, db).await
 }
@@ -450,6 +452,7 @@ impl TestApp {
                 username: &username,
                 password: PASSWORD.into(),
                 email: None,
+                email_verified: false,
                 is_admin: true,
             })
             .await
@@ -875,4 +878,134 @@ pub fn unescape(text: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+/// A real SMTP server for the test: Python's aiosmtpd, storing every message it accepts in a Maildir.
+pub struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start() -> Self {
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| {
+                std::process::Command::new(p)
+                    .args(["-c", "import aiosmtpd"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .expect(
+                "the SMTP sink needs Python's aiosmtpd: apt-get install python3-aiosmtpd (.ci/run does)",
+            );
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("maildir"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let sink = Self { child, port, dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return sink;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("aiosmtpd did not listen on 127.0.0.1:{port}");
+    }
+
+    /// `mail.smtp_url` for it.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message it holds.
+    pub fn messages(&self) -> Vec<Mail> {
+        read_messages(&self.dir.path().join("maildir").join("new"))
+    }
+
+    /// Waits until it holds `n` messages (delivery follows the request that caused it) and returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{n} messages"),
+            || async { self.messages().len() >= n },
+        )
+        .await;
+        self.messages()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The messages stored as files in `dir` (a Maildir's `new`, or the drop folder), oldest first.
+pub fn read_messages(dir: &Path) -> Vec<Mail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|(_, path)| Mail::parse(&std::fs::read_to_string(path).unwrap()))
+        .collect()
+}
+
+/// One message as the recipient gets it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    /// The whole message, quoted-printable soft breaks joined and `=3D` decoded.
+    pub text: String,
+}
+
+impl Mail {
+    fn parse(raw: &str) -> Self {
+        let header = |name: &str| {
+            raw.lines()
+                .take_while(|l| !l.is_empty())
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        Self {
+            to: header("To"),
+            subject: header("Subject"),
+            text: raw
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "="),
+        }
+    }
+
+    /// The token of the first link to `{issuer}{path}?token=…` in the message.
+    pub fn token(&self, issuer: &str, path: &str) -> Option<String> {
+        let prefix = format!("{issuer}{path}?token=");
+        let start = self.text.find(&prefix)? + prefix.len();
+        Some(
+            self.text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
+        )
+    }
 }

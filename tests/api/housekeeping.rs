@@ -153,7 +153,7 @@ on_both_databases! {
     async fn portcullis_purge_prints_one_line_per_table(backend: Backend) {
         let app = spawn_app_with(backend, |_| {}).await;
         let out = ok(&portcullis(&app.settings.database.url, &["purge"], None));
-        assert_eq!(out, "sessions: 0\nrefresh_tokens: 0\nrevocations: 0\nauthorization_codes: 0\nsign_in_sessions: 0\n");
+        assert_eq!(out, "sessions: 0\nrefresh_tokens: 0\nrevocations: 0\nauthorization_codes: 0\nsign_in_sessions: 0\naccount_tokens: 0\naccount_mail: 0\n");
     }
 }
 

@@ -25,6 +25,7 @@ mod migrations;
 mod openapi_conformance;
 mod openid_connect;
 mod operations;
+mod recovery;
 mod redis_failure;
 mod refresh;
 mod resource_server;

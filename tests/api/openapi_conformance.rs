@@ -667,6 +667,60 @@ async fn every_answer_of_every_operation_is_what_the_openapi_document_says() {
         }
     }
 
+    // Account recovery by email: the answers of each operation (the messages themselves are the
+    // recovery tests' subject).
+    let me_patch = |body: Value| {
+        http.patch(url("/users/me"))
+            .bearer_auth(&user_token)
+            .json(&body)
+    };
+    api.expect(
+        "PATCH",
+        "/users/me",
+        me_patch(json!({"email": "conformance@example.com"})),
+        200,
+    )
+    .await;
+    api.expect(
+        "PATCH",
+        "/users/me",
+        me_patch(json!({"email": "not an address"})),
+        422,
+    )
+    .await;
+    let resend = || {
+        http.post(url("/users/me/email-verification"))
+            .bearer_auth(&user_token)
+    };
+    api.expect("POST", "/users/me/email-verification", resend(), 202)
+        .await;
+    for (body, expected) in [
+        (json!({"username": "nobody"}), 202),
+        (json!({"email": "nobody@example.com"}), 202),
+        (json!({}), 400),
+    ] {
+        api.expect(
+            "POST",
+            "/users/password-reset",
+            http.post(url("/users/password-reset")).json(&body),
+            expected,
+        )
+        .await;
+    }
+    for path in [
+        "/users/password-reset/confirm",
+        "/users/email-verification/confirm",
+    ] {
+        api.expect(
+            "POST",
+            path,
+            http.post(url(path))
+                .json(&json!({"token": "unknown", "new_password": "a long new passphrase"})),
+            400,
+        )
+        .await;
+    }
+
     // The password, then logging out everywhere; the second of each is refused, its token revoked.
     let change = |current: &str, new: &str| {
         http.post(url("/users/me/password"))

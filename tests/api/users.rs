@@ -19,7 +19,7 @@ on_both_databases! {
         let user: Value = serde_json::from_str(&text).unwrap();
         let mut names: Vec<&str> = user.as_object().unwrap().keys().map(String::as_str).collect();
         names.sort();
-        assert_eq!(names, ["created_at", "email", "id", "username"]);
+        assert_eq!(names, ["created_at", "email", "email_verified", "id", "username"]);
         assert_eq!(user["username"], "Alice.Liddell");
         assert_eq!(user["email"], "alice@example.com");
         // The caller sees the same through /users/me.

@@ -1,0 +1,226 @@
+//! Account recovery and verified addresses, against a real SMTP server (aiosmtpd) and the drop folder:
+//! each message's recipient, subject and link; the reset and verification flows over HTTP and through
+//! their pages; the limits; tokens of every shape.
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Browser, SmtpSink, TestApp, assert_error, hidden_fields, read_messages, spawn_app_with,
+};
+
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+/// A server mailing through `sink`.
+async fn app_with_mail(backend: crate::helpers::Backend, sink: &SmtpSink) -> TestApp {
+    let url = sink.url();
+    spawn_app_with(backend, move |s| {
+        s.mail.smtp_url = Some(url);
+        s.registration.enabled = true;
+    })
+    .await
+}
+
+async fn register(app: &TestApp, username: &str, email: &str) -> Value {
+    let resp = app
+        .http
+        .post(app.url("/users"))
+        .json(&json!({"username": username, "password": PASSWORD, "email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json().await.unwrap()
+}
+
+async fn post_json(app: &TestApp, path: &str, body: Value) -> Response {
+    app.http
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn login(app: &TestApp, username: &str, password: &str) -> Response {
+    app.token(&[
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+    ])
+    .await
+}
+
+on_both_databases! {
+    async fn a_password_reset_by_mail_sets_the_new_password_and_ends_every_session(backend: Backend) {
+        // Arrange: a user with an address and a live session.
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        register(&app, "alice", "alice@example.com").await;
+        let session: Value = login(&app, "alice", PASSWORD).await.json().await.unwrap();
+        sink.wait_for(1).await; // the verification link sent at registration
+
+        // Act: ask for a reset, by address and for an address nobody has: the same answer.
+        let known = post_json(&app, "/users/password-reset", json!({"email": "ALICE@example.com"})).await;
+        let unknown = post_json(&app, "/users/password-reset", json!({"email": "nobody@example.com"})).await;
+
+        // Assert: one message, to alice, with a link to the reset page.
+        assert_eq!(known.status(), StatusCode::ACCEPTED);
+        assert_eq!(unknown.status(), StatusCode::ACCEPTED);
+        assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
+        let mails = sink.wait_for(2).await;
+        let reset = &mails[1];
+        assert_eq!(reset.to, "alice@example.com");
+        assert!(reset.subject.starts_with("Reset your password on "), "{}", reset.subject);
+        assert!(reset.text.contains("text/html"), "an HTML alternative");
+        let issuer = app.settings.issuer();
+        let token = reset.token(&issuer, "/password-reset").expect("a reset link");
+        assert_eq!(token.len(), 43, "256 bits");
+
+        // Opening the link uses nothing up; a refused password leaves it working.
+        let page = app.get(&format!("/password-reset?token={token}")).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()["x-frame-options"], "DENY");
+        let weak = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "short"})).await;
+        assert_eq!(weak.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let done = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": NEW_PASSWORD})).await;
+        assert_eq!(done.status(), StatusCode::NO_CONTENT);
+
+        // The new password works, the old does not, the old session is over, the link is spent.
+        assert_eq!(login(&app, "alice", NEW_PASSWORD).await.status(), StatusCode::OK);
+        assert_error(login(&app, "alice", PASSWORD).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(session["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+        assert_error(app.refresh(session["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        let again = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "another fine passphrase"})).await;
+        assert_error(again, 400, "invalid_token").await;
+    }
+
+    async fn an_address_is_verified_by_its_link_and_a_change_tells_the_old_one(backend: Backend) {
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        let issuer = app.settings.issuer();
+        let created = register(&app, "bob", "bob@example.com").await;
+        assert_eq!(created["email_verified"], false);
+        let token = login(&app, "bob", PASSWORD).await.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+
+        // The link sent at registration, through its page: the GET shows a button, the POST confirms.
+        let mails = sink.wait_for(1).await;
+        assert_eq!(mails[0].to, "bob@example.com");
+        assert!(mails[0].subject.starts_with("Confirm your email address on "));
+        let link = mails[0].token(&issuer, "/verify-email").expect("a verification link");
+        let mut browser = Browser::new(&app);
+        let page = browser.get_at("/verify-email", &[("token".into(), link.clone())]).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let form = hidden_fields(&page.text().await.unwrap());
+        let me: Value = app.me(&token).await.json().await.unwrap();
+        assert_eq!(me["email_verified"], false, "opening the link changed nothing");
+        assert_eq!(browser.post_to("/verify-email", &form).await.status(), StatusCode::OK);
+        let me: Value = app.me(&token).await.json().await.unwrap();
+        assert_eq!(me["email_verified"], true);
+        let resend = app.http.post(app.url("/users/me/email-verification")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resend.status(), StatusCode::CONFLICT);
+        // A verification token is nothing at the reset endpoint, and a used one nothing anywhere.
+        let crossed = post_json(&app, "/users/password-reset/confirm", json!({"token": link, "new_password": NEW_PASSWORD})).await;
+        assert_error(crossed, 400, "invalid_token").await;
+        assert_error(post_json(&app, "/users/email-verification/confirm", json!({"token": link})).await, 400, "invalid_token").await;
+
+        // A new address: unverified, a link to it and a notice to the old one.
+        let patch = |body: Value| app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&body).send();
+        let changed = patch(json!({"email": "robert@example.com"})).await.unwrap();
+        assert_eq!(changed.status(), StatusCode::OK);
+        let changed: Value = changed.json().await.unwrap();
+        assert_eq!((changed["email"].as_str(), changed["email_verified"].as_bool()), (Some("robert@example.com"), Some(false)));
+        let mails = sink.wait_for(3).await;
+        let recipients: Vec<&str> = mails[1..].iter().map(|m| m.to.as_str()).collect();
+        assert!(recipients.contains(&"bob@example.com") && recipients.contains(&"robert@example.com"), "{recipients:?}");
+        let notice = mails[1..].iter().find(|m| m.to == "bob@example.com").unwrap();
+        assert!(notice.text.contains("robert@example.com") && notice.token(&issuer, "/verify-email").is_none());
+        let new_link = mails[1..].iter().find(|m| m.to == "robert@example.com").unwrap().token(&issuer, "/verify-email").unwrap();
+        assert_eq!(post_json(&app, "/users/email-verification/confirm", json!({"token": new_link})).await.status(), StatusCode::NO_CONTENT);
+
+        // Refused addresses: taken, invalid, an attempt at header injection, missing.
+        register(&app, "carol", "carol@example.com").await;
+        assert_eq!(patch(json!({"email": "Carol@Example.com"})).await.unwrap().status(), StatusCode::CONFLICT);
+        for bad in [json!({"email": "not an address"}), json!({"email": "x@example.com\r\nBcc: eve@example.com"}), json!({"email": null}), json!({}), json!({"email": format!("{}@example.com", "a".repeat(10_000))})] {
+            assert_eq!(patch(bad.clone()).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        }
+    }
+
+    async fn tokens_of_every_shape_are_refused_with_invalid_token(backend: Backend) {
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        let long = "a".repeat(5000);
+        for token in ["", "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "é".repeat(43).as_str(), "../../etc/passwd", long.as_str(), "AAAA AAAA"] {
+            for path in ["/users/password-reset/confirm", "/users/email-verification/confirm"] {
+                let resp = post_json(&app, path, json!({"token": token, "new_password": NEW_PASSWORD})).await;
+                assert_error(resp, 400, "invalid_token").await;
+            }
+            let page = app.http.get(app.url("/password-reset")).query(&[("token", token)]).send().await.unwrap();
+            assert!(page.status() == StatusCode::BAD_REQUEST || (token.is_empty() && page.status() == StatusCode::OK), "{token:.20}: {}", page.status());
+        }
+        assert!(sink.messages().is_empty());
+    }
+
+    async fn the_limits_hold_per_address_and_per_account_without_telling(backend: Backend) {
+        let sink = SmtpSink::start();
+        let url = sink.url();
+        let app = spawn_app_with(backend, move |s| {
+            s.mail.smtp_url = Some(url);
+            s.rate_limit.mail_per_ip = std::num::NonZeroU32::new(3).unwrap();
+            s.rate_limit.mail_per_account = 3;
+        })
+        .await;
+        register(&app, "dave", "dave@example.com").await; // message 1 of 3 this hour
+
+        // Per account: two more resets are sent, the third is not; every answer is the same 202.
+        for _ in 0..3 {
+            assert_eq!(post_json(&app, "/users/password-reset", json!({"username": "dave"})).await.status(), StatusCode::ACCEPTED);
+        }
+        // Per address: the fourth request from here in a minute is refused, with the wait.
+        let refused = post_json(&app, "/users/password-reset", json!({"username": "dave"})).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_error(refused, 429, "rate_limited").await;
+
+        sink.wait_for(3).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(sink.messages().len(), 3, "the account's budget is spent");
+    }
+
+    async fn without_an_smtp_url_messages_land_in_the_drop_folder(backend: Backend) {
+        let app = spawn_app_with(backend, |s| s.registration.enabled = true).await;
+        register(&app, "erin", "erin@example.com").await;
+        let dir = app.settings.mail.dir.clone();
+        crate::helpers::eventually(std::time::Duration::from_secs(10), "a message in the folder", || {
+            let dir = dir.clone();
+            async move { !read_messages(&dir).is_empty() }
+        })
+        .await;
+        let mail = &read_messages(&dir)[0];
+        assert_eq!(mail.to, "erin@example.com");
+        assert!(mail.token(&app.settings.issuer(), "/verify-email").is_some());
+        assert!(std::fs::read_dir(&dir).unwrap().all(|e| e.unwrap().path().extension().is_some_and(|x| x == "eml")));
+    }
+
+    async fn with_verified_email_required_an_unverified_user_cannot_sign_in(backend: Backend) {
+        let sink = SmtpSink::start();
+        let url = sink.url();
+        let app = spawn_app_with(backend, move |s| {
+            s.mail.smtp_url = Some(url);
+            s.registration.require_verified_email = true;
+        })
+        .await;
+        register(&app, "frank", "frank@example.com").await;
+
+        let refused = assert_error(login(&app, "frank", PASSWORD).await, 400, "invalid_grant").await;
+        assert!(refused["error_description"].as_str().unwrap().contains("not verified"), "{refused}");
+        // A wrong password still hears only the usual answer.
+        let wrong = assert_error(login(&app, "frank", "wrong password here").await, 400, "invalid_grant").await;
+        assert!(!wrong["error_description"].as_str().unwrap().contains("verified"));
+
+        let link = sink.wait_for(1).await[0].token(&app.settings.issuer(), "/verify-email").unwrap();
+        assert_eq!(post_json(&app, "/users/email-verification/confirm", json!({"token": link})).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(login(&app, "frank", PASSWORD).await.status(), StatusCode::OK);
+    }
+}
