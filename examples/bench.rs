@@ -35,7 +35,6 @@ use std::{
 };
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use portcullis::value::{grant_type::GrantType, scope::Scope};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 use serde_json::{Value, json};
@@ -471,44 +470,39 @@ impl Target {
                 (url.to_string(), Some(redis))
             }
         };
-        run_command(&build.binary, "migrate", &db_url).await?;
-        // The clients the scenarios use, made as the CLI makes them.
-        let db = portcullis::store::connect(&db_url, 2).await?;
-        let clients = portcullis::store::clients::ClientStore::new(db.clone());
-        use portcullis::ports::Clients as _;
-        for (id, grants) in [
-            ("bench-service", vec![GrantType::ClientCredentials]),
-            ("bench-rs", vec![GrantType::ClientCredentials]),
-        ] {
-            clients
-                .create(portcullis::ports::NewClient {
-                    id,
-                    secret_hash: Some(portcullis::oauth::secret::hash(SECRET)),
-                    grant_types: &grants,
-                    scopes: &Scope::parse("orders.read").unwrap(),
-                    redirect_uris: &[],
-                    post_logout_redirect_uris: &[],
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        run_command(&build.binary, &["migrate"], &db_url, None).await?;
+        // The clients the scenarios use, made by the build's own command line, on its own schema.
+        for id in ["bench-service", "bench-rs"] {
+            let args = [
+                "clients",
+                "create",
+                "--id",
+                id,
+                "--grants",
+                "client_credentials",
+                "--scopes",
+                "orders.read",
+                "--secret-stdin",
+            ];
+            run_command(&build.binary, &args, &db_url, Some(SECRET)).await?;
         }
-        // The code flow's client, on a build whose schema has redirect URIs.
+        // The code flow's client, on a build that has the flow.
         if build.label != "baseline" {
-            clients
-                .create(portcullis::ports::NewClient {
-                    id: CODE_CLIENT,
-                    secret_hash: None,
-                    grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
-                    scopes: &Scope::parse("openid profile").unwrap(),
-                    redirect_uris: &[portcullis::value::redirect_uri::RedirectUri::parse(
-                        CODE_REDIRECT,
-                    )?],
-                    post_logout_redirect_uris: &[],
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let args = [
+                "clients",
+                "create",
+                "--id",
+                CODE_CLIENT,
+                "--public",
+                "--grants",
+                "authorization_code,refresh_token",
+                "--scopes",
+                "openid profile",
+                "--redirect-uri",
+                CODE_REDIRECT,
+            ];
+            run_command(&build.binary, &args, &db_url, None).await?;
         }
-        db.close().await?;
         let keys = dir.path().join("keys");
         portcullis::keys::generate(&keys, 2048)?;
         let server = start_server(&build.binary, &db_url, redis_url.as_deref(), &keys, dir)?;
@@ -1359,7 +1353,7 @@ const REBUILT: &str = "
 /// Runs one housekeeping pass with the real `portcullis purge` and reports its time and what it removed.
 async fn purge_large(target: &Target) -> anyhow::Result<String> {
     let start = Instant::now();
-    let out = run_command(&target.binary, "purge", &target.db_url).await?;
+    let out = run_command(&target.binary, &["purge"], &target.db_url, None).await?;
     let took = start.elapsed();
     let removed = out.lines().collect::<Vec<_>>().join(", ");
     Ok(format!(
@@ -1370,17 +1364,38 @@ async fn purge_large(target: &Target) -> anyhow::Result<String> {
 
 /// Runs a command of the server binary (`migrate`, `purge`) on the database, as an operator would;
 /// returns its standard output.
-async fn run_command(binary: &Path, command: &str, db_url: &str) -> anyhow::Result<String> {
+async fn run_command(
+    binary: &Path,
+    args: &[&str],
+    db_url: &str,
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let mut cmd = Command::new(binary);
-    cmd.arg(command)
+    cmd.args(args)
         .current_dir(dir.path())
         .env_remove("PORTCULLIS_CONFIG")
         .env("PORTCULLIS__DATABASE__URL", db_url)
         .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    anyhow::ensure!(out.status.success(), "portcullis {command}: {}", out.status);
+    let input = stdin.map(|s| format!("{s}\n"));
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn()?;
+        if let Some(input) = input {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "portcullis {}: {}",
+        args.join(" "),
+        out.status
+    );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -495,6 +495,79 @@ async fn no_password_token_secret_or_hash_is_ever_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_mailed_link_or_its_token_is_ever_logged() {
+    // Arrange: the real server at debug level, mailing to a real SMTP server.
+    let sink = crate::helpers::SmtpSink::start();
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let server = Served::start(&db.url, &[("PORTCULLIS__MAIL__SMTP_URL", &sink.url())]);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(server.url(path)).json(&body).send();
+
+    // Act: register with an address, ask for a reset, open both links, use both, use one again.
+    let body = serde_json::json!({"username": "mailed", "password": PASSWORD, "email": "mailed@example.com"});
+    assert_eq!(
+        post("/users", body).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let body = serde_json::json!({"username": "mailed"});
+    assert_eq!(
+        post("/users/password-reset", body).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let mails = sink.wait_for(2).await;
+    let issuer = "http://127.0.0.1:8080";
+    let verify = mails[0]
+        .token(issuer, "/verify-email")
+        .expect("a verification link");
+    let reset = mails[1]
+        .token(issuer, "/password-reset")
+        .expect("a reset link");
+    for (path, token) in [("/verify-email", &verify), ("/password-reset", &reset)] {
+        let page = http
+            .get(server.url(path))
+            .query(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+    }
+    let body = serde_json::json!({"token": verify});
+    assert_eq!(
+        post("/users/email-verification/confirm", body.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post("/users/email-verification/confirm", body)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let body = serde_json::json!({"token": reset, "new_password": "another long passphrase"});
+    assert_eq!(
+        post("/users/password-reset/confirm", body)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, logs) = server.stop();
+
+    // Assert: the flows were logged, and neither token nor link is in the log.
+    assert!(logs.contains("password-reset link sent"), "{logs}");
+    for (what, secret) in [
+        ("the verification token", &verify),
+        ("the reset token", &reset),
+    ] {
+        assert!(!logs.contains(secret.as_str()), "{what} appears in the log");
+    }
+    assert!(!logs.contains("token="), "a link appears in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_then_the_server_exits() {
     // Arrange: one hashing slot, so that registrations queue and take a while together.
     let db = TestDatabase::new(Backend::Sqlite).await;
