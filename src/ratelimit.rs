@@ -1,5 +1,6 @@
 //! Per-instance rate limits (governor): password grants per client address and per username,
-//! registrations per client address, password-reset and verification requests per client address. Over a limit the answer is `429` with the limiter's own
+//! registrations per client address. And [`MailLimit`]: password-reset and verification requests per
+//! client address, shared by every instance through Redis when it is configured. Over a limit the answer is `429` with the limiter's own
 //! `Retry-After`. Old keys are dropped on a timer ([`Limits::housekeeping`]), so memory stays bounded
 //! however many addresses or usernames appear. Addresses are counted by [`address_key`].
 
@@ -38,7 +39,6 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     /// Keyed by a hash of the lowercased username: eight bytes a key, whatever an attacker sends.
     login_per_user: Keyed<u64, C>,
     register_per_ip: Keyed<IpAddr, C>,
-    mail_per_ip: Keyed<IpAddr, C>,
     username_hasher: RandomState,
     metrics: Arc<Metrics>,
 }
@@ -63,10 +63,6 @@ impl<C: Clock + Clone> Limits<C> {
             ),
             register_per_ip: RateLimiter::dashmap_with_clock(
                 per_minute(settings.register_per_ip),
-                clock.clone(),
-            ),
-            mail_per_ip: RateLimiter::dashmap_with_clock(
-                per_minute(settings.mail_per_ip),
                 clock.clone(),
             ),
             username_hasher: RandomState::new(),
@@ -94,12 +90,6 @@ impl<C: Clock + Clone> Limits<C> {
         )
     }
 
-    /// One request from `ip` that may send mail (a password reset, a verification link): one budget.
-    pub fn mail(&self, ip: IpAddr) -> Result<(), Error> {
-        let key = address_key(ip);
-        self.check(&self.mail_per_ip, &key, "rate_limit.mail_per_ip", ip)
-    }
-
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
         limiter: &Keyed<K, C>,
@@ -119,7 +109,7 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Drops the keys whose buckets are full again (they would behave exactly like absent keys).
     pub fn housekeeping(&self) {
-        for limiter in [&self.login_per_ip, &self.register_per_ip, &self.mail_per_ip] {
+        for limiter in [&self.login_per_ip, &self.register_per_ip] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -129,14 +119,94 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// How many keys the limiters hold.
     pub fn len(&self) -> usize {
-        self.login_per_ip.len()
-            + self.login_per_user.len()
-            + self.register_per_ip.len()
-            + self.mail_per_ip.len()
+        self.login_per_ip.len() + self.login_per_user.len() + self.register_per_ip.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Password-reset and verification requests (the API's and the reset page's: one budget) per client
+/// address per minute. With Redis every instance counts in one fixed one-minute window there; without it,
+/// each instance counts on its own.
+pub struct MailLimit {
+    per_minute: u32,
+    counter: MailCounter,
+    metrics: Arc<Metrics>,
+}
+
+enum MailCounter {
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+    Memory(Keyed<IpAddr, DefaultClock>),
+}
+
+impl MailLimit {
+    pub fn new(
+        per_minute: NonZeroU32,
+        redis: Option<(redis::aio::ConnectionManager, &str)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let counter = match redis {
+            Some((conn, prefix)) => MailCounter::Redis {
+                conn,
+                prefix: prefix.to_owned(),
+            },
+            None => MailCounter::Memory(RateLimiter::dashmap(Quota::per_minute(per_minute))),
+        };
+        Self {
+            per_minute: per_minute.get(),
+            counter,
+            metrics,
+        }
+    }
+
+    /// One request from `ip` at `now` (seconds since the epoch).
+    pub async fn check(&self, ip: IpAddr, now: i64) -> Result<(), Error> {
+        let key = address_key(ip);
+        let retry_after = match &self.counter {
+            MailCounter::Memory(limiter) => match limiter.check_key(&key) {
+                Ok(()) => return Ok(()),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+                }
+            },
+            MailCounter::Redis { conn, prefix } => {
+                let window = now.div_euclid(60);
+                let counter = format!("{prefix}mail_ip:{key}:{window}");
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .incr(&counter, 1)
+                    .expire(&counter, 120)
+                    .ignore();
+                let mut conn = conn.clone();
+                match crate::store::redis::bounded(pipe.query_async::<(u32,)>(&mut conn)).await {
+                    Ok((count,)) if count > self.per_minute => (60 - now.rem_euclid(60)) as u64,
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        // Open rather than shut: the per-account budget still caps what is sent.
+                        self.metrics.redis_errors.inc();
+                        tracing::warn!(error = %e, "the mail limit could not be read in Redis; letting the request through");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        tracing::warn!(%ip, limit = "rate_limit.mail_per_ip", "rate limited");
+        Metrics::count(&self.metrics.rejections, "rate_limit.mail_per_ip");
+        Err(Error::RateLimited { retry_after })
+    }
+
+    /// Drops the in-process keys whose buckets are full again.
+    pub fn housekeeping(&self) {
+        if let MailCounter::Memory(limiter) = &self.counter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 

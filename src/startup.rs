@@ -86,6 +86,7 @@ async fn housekeeping(state: Arc<AppState>) {
     loop {
         every.tick().await;
         state.limits.housekeeping();
+        state.mail_limit.housekeeping();
         state.login.housekeeping(state.clock.now());
     }
 }

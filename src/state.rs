@@ -25,7 +25,7 @@ use crate::{
     },
     password::Hasher,
     ports::{self, Clock},
-    ratelimit::Limits,
+    ratelimit::{Limits, MailLimit},
     recovery::Recovery,
     store::{
         clients::ClientStore, deny_list::DenyList, links::LinkStore,
@@ -58,6 +58,7 @@ pub struct AppState {
     pub deny_list: Arc<DenyList>,
     pub login: Arc<LoginGuard>,
     pub limits: Limits,
+    pub mail_limit: MailLimit,
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, serialised once.
     pub metadata: bytes::Bytes,
@@ -277,6 +278,14 @@ impl AppState {
             verifier,
             grants,
             limits: Limits::new(&settings.rate_limit, metrics.clone()),
+            mail_limit: MailLimit::new(
+                settings.rate_limit.mail_per_ip,
+                stores
+                    .redis
+                    .clone()
+                    .map(|conn| (conn, settings.redis.key_prefix.as_str())),
+                metrics.clone(),
+            ),
             metadata: serde_json::to_vec(&metadata)?.into(),
             discovery_cache_control: format!("public, max-age={}", settings.keys.jwks_max_age)
                 .try_into()?,

@@ -118,7 +118,8 @@ pub async fn password_reset(state: &AppState, mut req: Request) -> Response {
     let Some(token) = fields.token.as_deref() else {
         // The form asking for the address: the same page whatever the address.
         let ip = client_ip(&req, &state.settings.server.trusted_proxies);
-        if let Err(Error::RateLimited { retry_after }) = state.limits.mail(ip) {
+        let now = state.clock.now().timestamp();
+        if let Err(Error::RateLimited { retry_after }) = state.mail_limit.check(ip, now).await {
             let mut resp = show(
                 None,
                 Some(&format!(

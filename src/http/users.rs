@@ -129,8 +129,12 @@ impl UsersApi {
             return Err(Error::invalid_request("email or username is required").into());
         }
         state
-            .limits
-            .mail(client_ip(req, &state.settings.server.trusted_proxies))?;
+            .mail_limit
+            .check(
+                client_ip(req, &state.settings.server.trusted_proxies),
+                state.clock.now().timestamp(),
+            )
+            .await?;
         request_reset(state.recovery.clone(), email, username);
         Ok(Accepted::now())
     }
@@ -186,8 +190,12 @@ impl UsersApi {
     ) -> Result<Accepted, Failure<VerificationErrors>> {
         let user = state.accounts.user_for(auth.claims()).await?;
         state
-            .limits
-            .mail(client_ip(req, &state.settings.server.trusted_proxies))?;
+            .mail_limit
+            .check(
+                client_ip(req, &state.settings.server.trusted_proxies),
+                state.clock.now().timestamp(),
+            )
+            .await?;
         state.recovery.send_verification(&user).await?;
         Ok(Accepted::now())
     }

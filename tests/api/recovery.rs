@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Browser, SmtpSink, TestApp, assert_error, hidden_fields, read_messages, spawn_app_with,
+    with_deny,
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -162,32 +163,6 @@ on_both_databases! {
         assert!(sink.messages().is_empty());
     }
 
-    async fn the_limits_hold_per_address_and_per_account_without_telling(backend: Backend) {
-        let sink = SmtpSink::start();
-        let url = sink.url();
-        let app = spawn_app_with(backend, move |s| {
-            s.mail.smtp_url = Some(url);
-            s.rate_limit.mail_per_ip = std::num::NonZeroU32::new(3).unwrap();
-            s.rate_limit.mail_per_account = 3;
-        })
-        .await;
-        register(&app, "dave", "dave@example.com").await; // message 1 of 3 this hour
-
-        // Per account: two more resets are sent, the third is not; every answer is the same 202.
-        for _ in 0..3 {
-            assert_eq!(post_json(&app, "/users/password-reset", json!({"username": "dave"})).await.status(), StatusCode::ACCEPTED);
-        }
-        // Per address: the fourth request from here in a minute is refused, with the wait.
-        let refused = post_json(&app, "/users/password-reset", json!({"username": "dave"})).await;
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(refused.headers().contains_key("retry-after"));
-        assert_error(refused, 429, "rate_limited").await;
-
-        sink.wait_for(3).await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(sink.messages().len(), 3, "the account's budget is spent");
-    }
-
     async fn without_an_smtp_url_messages_land_in_the_drop_folder(backend: Backend) {
         let app = spawn_app_with(backend, |s| s.registration.enabled = true).await;
         register(&app, "erin", "erin@example.com").await;
@@ -222,5 +197,52 @@ on_both_databases! {
         let link = sink.wait_for(1).await[0].token(&app.settings.issuer(), "/verify-email").unwrap();
         assert_eq!(post_json(&app, "/users/email-verification/confirm", json!({"token": link})).await.status(), StatusCode::NO_CONTENT);
         assert_eq!(login(&app, "frank", PASSWORD).await.status(), StatusCode::OK);
+    }
+}
+
+on_every_backend! {
+    async fn the_limits_hold_per_address_and_per_account_without_telling(backend: Backend, deny: Deny) {
+        // Arrange: with Redis, two instances that share the per-address count; without, one.
+        let sink = SmtpSink::start();
+        let url = sink.url();
+        let app = spawn_app_with(backend, move |s| {
+            with_deny(s, deny);
+            s.mail.smtp_url = Some(url);
+            s.rate_limit.mail_per_ip = std::num::NonZeroU32::new(3).unwrap();
+            s.rate_limit.mail_per_account = 3;
+        })
+        .await;
+        let other;
+        let second = if deny == crate::helpers::Deny::Redis {
+            other = app.another_instance().await;
+            &other
+        } else {
+            &app
+        };
+        // Redis counts in one-minute windows: start well inside one, on both instances' clocks.
+        use portcullis::ports::Clock as _;
+        let into_minute = app.clock.now().timestamp().rem_euclid(60);
+        if into_minute > 50 {
+            let next = std::time::Duration::from_secs((61 - into_minute) as u64);
+            app.clock.advance(next);
+            if deny == crate::helpers::Deny::Redis {
+                second.clock.advance(next);
+            }
+        }
+        register(&app, "dave", "dave@example.com").await; // message 1 of 3 this hour
+
+        // Per account: two more resets are sent, the third is not; every answer is the same 202.
+        for instance in [&app, second, &app] {
+            let resp = post_json(instance, "/users/password-reset", json!({"username": "dave"})).await;
+            assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        }
+        // Per address: the fourth request from here in a minute is refused, with the wait.
+        let refused = post_json(second, "/users/password-reset", json!({"username": "dave"})).await;
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_error(refused, 429, "rate_limited").await;
+
+        sink.wait_for(3).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(sink.messages().len(), 3, "the account's budget is spent");
     }
 }
