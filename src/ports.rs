@@ -104,6 +104,8 @@ pub trait Users: Send + Sync {
 
 /// A session to start, bound to the user's state the password check saw.
 pub struct NewSession<'a> {
+    /// Chosen by the caller, so that it can be recorded before the session exists (a code's redemption).
+    pub id: Uuid,
     pub user: &'a User,
     pub client_id: &'a str,
     pub scope: &'a Scope,
@@ -293,11 +295,15 @@ pub enum Redeemed {
 #[async_trait]
 pub trait Codes: Send + Sync {
     async fn create(&self, new: NewCode<'_>) -> Result<(), Error>;
-    /// Marks the code used, once, and answers what it was; `None` when there is no such code or it
-    /// has expired at `now`.
-    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;
-    /// Records the session a redemption started, for revoking it if the code comes again.
-    async fn started(&self, hash: &[u8], session: Uuid) -> Result<(), Error>;
+    /// Marks the code used, once, recording `session` as the session this redemption starts (revoked
+    /// if the code comes again), and answers what it was; `None` when there is no such code or it has
+    /// expired at `now`.
+    async fn redeem(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+        session: Uuid,
+    ) -> Result<Option<Redeemed>, Error>;
 }
 
 /// A browser's sign-in session, behind the authorize endpoint's cookie.

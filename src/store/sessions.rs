@@ -107,6 +107,7 @@ impl ports::Sessions for SessionStore {
         use sea_orm::sea_query::ExprTrait;
         use session::Column as S;
         let NewSession {
+            id,
             user,
             client_id,
             scope,
@@ -117,7 +118,7 @@ impl ports::Sessions for SessionStore {
         } = new;
         let txn = self.db.begin().await?;
         let session = Session {
-            id: Uuid::new_v4(),
+            id,
             user_id: user.id,
             client_id: client_id.to_owned(),
             scope: scope.clone(),
@@ -577,6 +578,7 @@ mod tests {
             let now = Utc::now();
             let s = store
                 .start(NewSession {
+                    id: Uuid::new_v4(),
                     user: &user,
                     client_id: "c",
                     scope: &scope,

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, Set,
+    sea_query::{Expr, Query},
 };
 use uuid::Uuid;
 
@@ -50,25 +51,26 @@ impl ports::Codes for SignInStore {
         Ok(())
     }
 
-    /// One conditional update marks the code used, so of concurrent redemptions exactly one is fresh.
-    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
+    /// One conditional update marks the code used and returns it, so of concurrent redemptions exactly
+    /// one is fresh, in one round trip.
+    async fn redeem(
+        &self,
+        hash: &[u8],
+        now: DateTime<Utc>,
+        session: Uuid,
+    ) -> Result<Option<Redeemed>, Error> {
         use authorization_code::Column as C;
-        let marked = authorization_code::Entity::update_many()
-            .col_expr(C::UsedAt, Expr::value(now))
-            .filter(C::CodeHash.eq(hash.to_vec()))
-            .filter(C::UsedAt.is_null())
-            .filter(C::ExpiresAt.gt(now))
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        let Some(row) = authorization_code::Entity::find_by_id(hash.to_vec())
-            .unique(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if marked {
+        use sea_orm::sea_query::ExprTrait;
+        let mut mark = Query::update();
+        mark.table(authorization_code::Entity)
+            .value(C::UsedAt, now)
+            .value(C::SessionId, session)
+            .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
+            .and_where(Expr::col(C::UsedAt).is_null())
+            .and_where(Expr::col(C::ExpiresAt).gt(now))
+            .returning_all();
+        if let Some(row) = self.db.query_one(&mark).await? {
+            let row = authorization_code::Model::from_query_result(&row, "")?;
             return Ok(Some(Redeemed::Fresh(CodeGrant {
                 client_id: row.client_id,
                 user_id: row.user_id,
@@ -80,18 +82,15 @@ impl ports::Codes for SignInStore {
                 auth_time: row.auth_time,
             })));
         }
-        Ok(row.used_at.map(|_| Redeemed::Again {
-            session: row.session_id,
-        }))
-    }
-
-    async fn started(&self, hash: &[u8], session: Uuid) -> Result<(), Error> {
-        authorization_code::Entity::update_many()
-            .col_expr(authorization_code::Column::SessionId, Expr::value(session))
-            .filter(authorization_code::Column::CodeHash.eq(hash.to_vec()))
-            .exec(&self.db)
+        // Not fresh: used before (then which session it started), expired, or unknown.
+        let row = authorization_code::Entity::find_by_id(hash.to_vec())
+            .unique(&self.db)
             .await?;
-        Ok(())
+        Ok(row.and_then(|row| {
+            row.used_at.map(|_| Redeemed::Again {
+                session: row.session_id,
+            })
+        }))
     }
 }
 

@@ -3,6 +3,8 @@
 //! with; a code presented again revokes the session its first redemption started (RFC 6749 §4.1.2).
 //! With `openid` in the scope an ID token comes too.
 
+use uuid::Uuid;
+
 use super::{Grants, Issued, Started};
 use crate::{
     error::Error,
@@ -25,7 +27,10 @@ impl Grants {
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let hash = secret::hash(&presented.code);
-        let grant = match self.codes.redeem(&hash, now).await? {
+        // The session this redemption starts is named now, with the code, so that a second
+        // presentation finds it to revoke.
+        let session_id = Uuid::new_v4();
+        let grant = match self.codes.redeem(&hash, now, session_id).await? {
             None => return Err(Error::InvalidGrant("unknown or expired code")),
             Some(Redeemed::Again { session }) => {
                 if let Some(session) = session {
@@ -59,12 +64,18 @@ impl Grants {
             access,
             refresh_token,
         } = self
-            .start_session(&user, client, &grant.scope, now, grant.sign_in_session)
+            .start_session(
+                session_id,
+                &user,
+                client,
+                &grant.scope,
+                now,
+                grant.sign_in_session,
+            )
             .await?
             .ok_or(Error::InvalidGrant(
                 "the user changed or signed out since signing in",
             ))?;
-        self.codes.started(&hash, session).await?;
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {
                 auth_time: grant.auth_time,

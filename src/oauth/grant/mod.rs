@@ -126,11 +126,12 @@ struct Started {
 }
 
 impl Grants {
-    /// Starts a session for `user` as they were verified (through the browser sign-in session
+    /// Starts the session `id` for `user` as they were verified (through the browser sign-in session
     /// `sign_in`, in the code flow), and issues its first tokens; `None` when the user was disabled or
     /// changed their password since.
     async fn start_session(
         &self,
+        id: Uuid,
         user: &User,
         client: &AuthenticatedClient,
         scope: &Scope,
@@ -143,6 +144,7 @@ impl Grants {
         let session = self
             .sessions
             .start(NewSession {
+                id,
                 user,
                 client_id: &client.id,
                 scope,

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use uuid::Uuid;
+
 use super::{Grants, Issued, resolve_scope};
 use crate::{error::Error, oauth::client::AuthenticatedClient, value::scope::Scope};
 
@@ -33,7 +35,7 @@ impl Grants {
         };
         let scope = resolve_scope(requested, &grantable)?;
         let started = self
-            .start_session(&user, client, &scope, now, None)
+            .start_session(Uuid::new_v4(), &user, client, &scope, now, None)
             .await?
             // The password was checked against a user who has since changed it or been disabled.
             .ok_or(Error::InvalidGrant("the user changed during the login"))?;
