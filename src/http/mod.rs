@@ -145,20 +145,22 @@ impl Endpoint for Edge {
                     Ok(discovery::jwks_answer(&self.state, &req))
                 }
                 (_, "/openapi.json" | "/docs") => self.documents.call(req).await,
+                // The pages' futures are large and their requests rare: each is boxed, so that the
+                // future of every other request stays as small as it was without them.
                 (&Method::GET | &Method::POST, "/oauth/authorize") => {
-                    Ok(authorize::answer(&self.state, req).await)
+                    Ok(Box::pin(authorize::answer(&self.state, req)).await)
                 }
                 (&Method::GET | &Method::POST, "/oauth/logout") => {
-                    Ok(logout::answer(&self.state, req).await)
+                    Ok(Box::pin(logout::answer(&self.state, req)).await)
                 }
                 (&Method::GET | &Method::POST, "/signup") => {
-                    Ok(signup::answer(&self.state, req).await)
+                    Ok(Box::pin(signup::answer(&self.state, req)).await)
                 }
                 (&Method::GET | &Method::POST, "/password-reset") => {
-                    Ok(recovery::password_reset(&self.state, req).await)
+                    Ok(Box::pin(recovery::password_reset(&self.state, req)).await)
                 }
                 (&Method::GET | &Method::POST, "/verify-email") => {
-                    Ok(recovery::verify_email(&self.state, req).await)
+                    Ok(Box::pin(recovery::verify_email(&self.state, req)).await)
                 }
                 (_, p) if p.starts_with("/docs/") => self.documents.call(req).await,
                 _ => {
