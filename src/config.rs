@@ -461,6 +461,27 @@ mod tests {
         assert_eq!(s.rate_limit.login_per_ip.get(), 30);
         assert_eq!(s.throttle.max_delay, 900);
         assert_eq!(s.password.min_length, 8);
+        assert_eq!(s.mail.smtp_url, None);
+        assert_eq!(s.mail.dir, PathBuf::from("data/mail"));
+        assert_eq!(s.mail.from, "Portcullis <no-reply@localhost>");
+        assert_eq!(s.password_reset.ttl, 1800);
+        assert_eq!(s.email_verification.ttl, 172_800);
+        assert_eq!(s.rate_limit.mail_per_ip.get(), 10);
+        assert_eq!(s.rate_limit.mail_per_account, 3);
+        assert!(!s.registration.require_verified_email);
+    }
+
+    #[test]
+    fn the_production_example_is_a_valid_override() {
+        let example = include_str!("../config/production.example.toml");
+        let s = Settings::from_figment(
+            Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(example)),
+        )
+        .unwrap();
+        assert_eq!(
+            s.mail.smtp_url.as_deref(),
+            Some("smtp://mailer.internal:587")
+        );
     }
 
     #[test]
