@@ -119,9 +119,14 @@ impl Authorizer {
         let Some(client_id) = req.client_id.as_deref() else {
             return Err(Refused::Page("client_id is missing"));
         };
+        // A row read in the last second will do when it accepts this request's redirect URI; otherwise
+        // the database decides (a client re-registered with other URIs).
+        let presented = req.redirect_uri.as_deref();
+        let usable =
+            |c: &Client| presented.is_none_or(|p| c.redirect_uris.iter().any(|r| r.matches(p)));
         let client = self
             .clients
-            .find(client_id)
+            .find_recent(client_id, &usable)
             .await
             .map_err(|_| Refused::Page("the client cannot be looked up now; try again"))?
             .ok_or(Refused::Page("unknown client_id"))?;
