@@ -246,3 +246,77 @@ on_every_backend! {
         assert_eq!(sink.messages().len(), 3, "the account's budget is spent");
     }
 }
+
+on_both_databases! {
+    async fn the_reset_pages_ask_for_the_address_then_for_the_new_password(backend: Backend) {
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        register(&app, "grace", "grace@example.com").await;
+        sink.wait_for(1).await;
+        let mut browser = Browser::new(&app);
+
+        // The sign-in page links here; the form asks for the address and answers alike for anyone.
+        let client = crate::authorization_code::app_client(&app).await;
+        let sign_in = browser.get(&crate::authorization_code::request(&client, &[])).await.text().await.unwrap();
+        assert!(sign_in.contains("href=\"/password-reset\""), "a forgot-password link");
+        let page = browser.get_at("/password-reset", &[]).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let mut form = hidden_fields(&page.text().await.unwrap());
+        let forged: Vec<_> = [("email".to_owned(), "grace@example.com".to_owned())].into();
+        assert_eq!(browser.post_to("/password-reset", &forged).await.status(), StatusCode::FORBIDDEN);
+        form.push(("email".into(), "grace@example.com".into()));
+        let asked = browser.post_to("/password-reset", &form).await;
+        assert_eq!(asked.status(), StatusCode::OK);
+        let mut stranger = form.clone();
+        stranger.retain(|(k, _)| k != "email");
+        stranger.push(("email".into(), "nobody@example.com".into()));
+        let other = browser.post_to("/password-reset", &stranger).await;
+        assert_eq!(asked.text().await.unwrap(), other.text().await.unwrap(), "the same page for anyone");
+
+        // The link's page sets the new password; a refused one shows the reason and keeps the link.
+        let token = sink.wait_for(2).await[1].token(&app.settings.issuer(), "/password-reset").unwrap();
+        let page = browser.get_at("/password-reset", &[("token".into(), token.clone())]).await;
+        let form = hidden_fields(&page.text().await.unwrap());
+        let with = |password: &str| {
+            let mut form = form.clone();
+            form.push(("new_password".into(), password.into()));
+            form
+        };
+        assert_eq!(browser.post_to("/password-reset", &with("short")).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let done = browser.post_to("/password-reset", &with(NEW_PASSWORD)).await;
+        assert_eq!(done.status(), StatusCode::OK);
+        assert!(done.text().await.unwrap().contains("Password changed"));
+        assert_eq!(login(&app, "grace", NEW_PASSWORD).await.status(), StatusCode::OK);
+        assert_eq!(browser.post_to("/password-reset", &with("yet another passphrase")).await.status(), StatusCode::BAD_REQUEST);
+    }
+
+    async fn with_verified_email_required_the_pages_say_so(backend: Backend) {
+        let sink = SmtpSink::start();
+        let url = sink.url();
+        let app = spawn_app_with(backend, move |s| {
+            s.mail.smtp_url = Some(url);
+            s.registration.enabled = true;
+            s.registration.require_verified_email = true;
+        })
+        .await;
+        let client = crate::authorization_code::app_client(&app).await;
+        let request = crate::authorization_code::request(&client, &[]);
+        let mut browser = Browser::new(&app);
+
+        // Signing up asks the user to open the link, and signs nobody in.
+        let page = browser.get_at("/signup", &request).await.text().await.unwrap();
+        let mut form = hidden_fields(&page);
+        form.extend([("username".into(), "henry".into()), ("password".into(), PASSWORD.into()), ("email".into(), "henry@example.com".into())]);
+        let signed_up = browser.post_to("/signup", &form).await;
+        assert_eq!(signed_up.status(), StatusCode::OK);
+        assert!(signed_up.text().await.unwrap().contains("Check your mail"));
+        assert!(!browser.cookies.iter().any(|(k, _)| k == "portcullis_session"));
+
+        // The sign-in page refuses the unverified user, saying why, once the password is right.
+        let user = crate::helpers::TestUser { username: "henry".into(), password: PASSWORD.into() };
+        let refused = browser.sign_in(&request, &user, PASSWORD).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(refused.text().await.unwrap().contains("Confirm your email address first"));
+        sink.wait_for(1).await;
+    }
+}
