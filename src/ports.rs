@@ -286,24 +286,26 @@ pub struct CodeGrant {
 
 /// What redeeming a code found.
 pub enum Redeemed {
-    /// Unused until now, and now used.
+    /// Not used yet.
     Fresh(CodeGrant),
-    /// Used before: the session its first redemption started, if it got that far.
+    /// Used before: the session its first redemption started.
     Again { session: Option<Uuid> },
 }
 
 #[async_trait]
 pub trait Codes: Send + Sync {
     async fn create(&self, new: NewCode<'_>) -> Result<(), Error>;
-    /// Marks the code used, once, recording `session` as the session this redemption starts (revoked
-    /// if the code comes again), and answers what it was; `None` when there is no such code or it has
-    /// expired at `now`.
-    async fn redeem(
+    /// What the code is at `now`, changing nothing; `None` when there is no such code or it has
+    /// expired unused.
+    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;
+    /// Marks the code used by the redemption that started `session`, once: of concurrent redemptions
+    /// exactly one wins. A loser hears the winner's session (`Err`), to revoke it with its own.
+    async fn claim(
         &self,
         hash: &[u8],
         now: DateTime<Utc>,
         session: Uuid,
-    ) -> Result<Option<Redeemed>, Error>;
+    ) -> Result<Result<(), Option<Uuid>>, Error>;
 }
 
 /// A browser's sign-in session, behind the authorize endpoint's cookie.

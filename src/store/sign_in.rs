@@ -3,9 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, Set,
-    sea_query::{Expr, Query},
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -51,46 +50,58 @@ impl ports::Codes for SignInStore {
         Ok(())
     }
 
-    /// One conditional update marks the code used and returns it, so of concurrent redemptions exactly
-    /// one is fresh, in one round trip.
-    async fn redeem(
+    async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
+        let Some(row) = authorization_code::Entity::find_by_id(hash.to_vec())
+            .unique(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.used_at.is_some() {
+            return Ok(Some(Redeemed::Again {
+                session: row.session_id,
+            }));
+        }
+        if row.expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some(Redeemed::Fresh(CodeGrant {
+            client_id: row.client_id,
+            user_id: row.user_id,
+            sign_in_session: row.sign_in_session_id,
+            redirect_uri: row.redirect_uri,
+            code_challenge: row.code_challenge,
+            scope: Scope::parse(&row.scope).unwrap_or_default(),
+            nonce: row.nonce,
+            auth_time: row.auth_time,
+        })))
+    }
+
+    /// One conditional update marks the code used, so of concurrent redemptions exactly one wins.
+    async fn claim(
         &self,
         hash: &[u8],
         now: DateTime<Utc>,
         session: Uuid,
-    ) -> Result<Option<Redeemed>, Error> {
+    ) -> Result<Result<(), Option<Uuid>>, Error> {
         use authorization_code::Column as C;
-        use sea_orm::sea_query::ExprTrait;
-        let mut mark = Query::update();
-        mark.table(authorization_code::Entity)
-            .value(C::UsedAt, now)
-            .value(C::SessionId, session)
-            .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
-            .and_where(Expr::col(C::UsedAt).is_null())
-            .and_where(Expr::col(C::ExpiresAt).gt(now))
-            .returning_all();
-        if let Some(row) = self.db.query_one(&mark).await? {
-            let row = authorization_code::Model::from_query_result(&row, "")?;
-            return Ok(Some(Redeemed::Fresh(CodeGrant {
-                client_id: row.client_id,
-                user_id: row.user_id,
-                sign_in_session: row.sign_in_session_id,
-                redirect_uri: row.redirect_uri,
-                code_challenge: row.code_challenge,
-                scope: Scope::parse(&row.scope).unwrap_or_default(),
-                nonce: row.nonce,
-                auth_time: row.auth_time,
-            })));
+        let won = authorization_code::Entity::update_many()
+            .col_expr(C::UsedAt, Expr::value(now))
+            .col_expr(C::SessionId, Expr::value(session))
+            .filter(C::CodeHash.eq(hash.to_vec()))
+            .filter(C::UsedAt.is_null())
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        if won {
+            return Ok(Ok(()));
         }
-        // Not fresh: used before (then which session it started), expired, or unknown.
-        let row = authorization_code::Entity::find_by_id(hash.to_vec())
+        let winner = authorization_code::Entity::find_by_id(hash.to_vec())
             .unique(&self.db)
-            .await?;
-        Ok(row.and_then(|row| {
-            row.used_at.map(|_| Redeemed::Again {
-                session: row.session_id,
-            })
-        }))
+            .await?
+            .and_then(|row| row.session_id);
+        Ok(Err(winner))
     }
 }
 

@@ -191,6 +191,35 @@ on_both_databases! {
         assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn a_code_presented_twice_at_once_leaves_no_live_session(backend: Backend) {
+        // Arrange: a code, and two redemptions released together.
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let answer = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
+        let code = param(&redirected(&answer), "code").unwrap().to_owned();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+
+        // Act
+        let attempts = (0..2).map(|_| {
+            let (barrier, app, client, code) = (barrier.clone(), &app, &client, &code);
+            async move {
+                barrier.wait().await;
+                let resp = redeem(app, client, code, VERIFIER).await;
+                (resp.status(), resp.json::<Value>().await.unwrap())
+            }
+        });
+        let answers = futures_util::future::join_all(attempts).await;
+
+        // Assert: one got tokens, the other invalid_grant, and the tokens are dead.
+        let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
+        assert_eq!(won.len(), 1, "{answers:?}");
+        assert!(answers.iter().any(|(s, b)| *s == StatusCode::BAD_REQUEST && b["error"] == "invalid_grant"), "{answers:?}");
+        let refresh = won[0]["refresh_token"].as_str().unwrap();
+        assert_error(app.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client)]).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(won[0]["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    }
+
     async fn a_code_needs_its_verifier_its_client_and_its_redirect_uri(backend: Backend) {
         let app = spawn_app(backend).await;
         let client = app_client(&app).await;

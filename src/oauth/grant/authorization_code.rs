@@ -1,6 +1,7 @@
 //! The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636 §4.6): a code is redeemed once, by
 //! the client it was issued to, with the verifier of its challenge and the redirect URI it was asked
-//! with; a code presented again revokes the session its first redemption started (RFC 6749 §4.1.2).
+//! with; a code presented again, even at the same moment, revokes the session its first redemption
+//! started (RFC 6749 §4.1.2).
 //! With `openid` in the scope an ID token comes too.
 
 use uuid::Uuid;
@@ -27,10 +28,7 @@ impl Grants {
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let hash = secret::hash(&presented.code);
-        // The session this redemption starts is named now, with the code, so that a second
-        // presentation finds it to revoke.
-        let session_id = Uuid::new_v4();
-        let grant = match self.codes.redeem(&hash, now, session_id).await? {
+        let grant = match self.codes.redeem(&hash, now).await? {
             None => return Err(Error::InvalidGrant("unknown or expired code")),
             Some(Redeemed::Again { session }) => {
                 if let Some(session) = session {
@@ -59,6 +57,10 @@ impl Grants {
             .await?
             .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
+        // The session starts before the code is claimed for it, so that whichever of two concurrent
+        // redemptions loses the claim finds the winner's session in place to revoke with its own. A
+        // presentation that fails the checks above uses nothing up.
+        let session_id = Uuid::new_v4();
         let Started {
             session,
             access,
@@ -76,6 +78,14 @@ impl Grants {
             .ok_or(Error::InvalidGrant(
                 "the user changed or signed out since signing in",
             ))?;
+        if let Err(winner) = self.codes.claim(&hash, now, session).await? {
+            self.revoker.session(session, "code_reuse").await?;
+            if let Some(winner) = winner {
+                self.revoker.session(winner, "code_reuse").await?;
+            }
+            tracing::warn!(client = %client.id, "authorization code presented twice at once");
+            return Err(Error::InvalidGrant("code used twice"));
+        }
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {
                 auth_time: grant.auth_time,
