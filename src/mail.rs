@@ -1,7 +1,8 @@
 //! Sending messages ([`ports::Outbox`]): plain text with an HTML alternative, through SMTP when
 //! `mail.smtp_url` is set and as `.eml` files in `mail.dir` otherwise. A request only queues a message;
-//! one task delivers the queue in order, retrying a failed delivery with backoff, and counts the outcome
-//! in `portcullis_mail_messages_total`. No log line holds a message's link.
+//! one task delivers the queue in order, retrying a delivery that failed for a passing reason with
+//! backoff (one the server refused for good is not tried again, so that it cannot hold up the queue),
+//! and counts the outcome in `portcullis_mail_messages_total`. No log line holds a message's link.
 
 use std::{sync::Arc, time::Duration};
 
@@ -106,18 +107,19 @@ impl Transport {
         Ok(Self::Smtp(builder.build()))
     }
 
-    async fn deliver(&self, email: &lettre::Message) -> Result<(), String> {
+    /// `Err` with the reason and whether trying again could help (a `5xx` from the server cannot).
+    async fn deliver(&self, email: &lettre::Message) -> Result<(), (String, bool)> {
         match self {
             Self::Smtp(t) => t
                 .send(email.clone())
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (e.to_string(), !e.is_permanent())),
             Self::Folder(t) => t
                 .send(email.clone())
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (e.to_string(), true)),
         }
     }
 }
@@ -145,15 +147,16 @@ async fn deliver_all(
                     Metrics::count(&metrics.mail, "sent");
                     break;
                 }
-                Err(e) if attempt < ATTEMPTS => {
+                Err((e, true)) if attempt < ATTEMPTS => {
                     Metrics::count(&metrics.mail, "retried");
                     tracing::warn!(error = %e, attempt, "a message was not delivered; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
-                Err(e) => {
+                Err((e, _)) => {
                     Metrics::count(&metrics.mail, "failed");
                     tracing::error!(error = %e, "a message was not delivered; giving up");
+                    break;
                 }
             }
         }

@@ -108,6 +108,11 @@ impl Recovery {
         self.links
             .void(user.id, LinkPurpose::PasswordReset, now)
             .await?;
+        // The link went to the user's address, so using it proves the address too: a user who lost
+        // the verification link (or never got one) recovers by resetting.
+        if let Some(email) = &user.email {
+            self.users.verify_email(user.id, email).await?;
+        }
         tracing::info!(user = %user.id, "password reset; sessions revoked");
         Ok(())
     }
@@ -198,6 +203,10 @@ impl Recovery {
                 CreateUserError::Failed(e) => e,
             })?
             .ok_or(Error::InvalidToken("user is gone"))?;
+        // A reset link sent to the old address must not outlive it.
+        self.links
+            .void(user.id, LinkPurpose::PasswordReset, self.clock.now())
+            .await?;
         tracing::info!(user = %user.id, "email changed");
         if let Some(old) = user
             .email

@@ -61,7 +61,7 @@ pub(super) fn description(e: &Error) -> Option<Cow<'static, str>> {
             fixed("the link is invalid, expired or used; ask for a new one")
         }
         Error::EmailNotVerified => fixed(
-            "the email address is not verified: open the link sent to it, or ask for a new one",
+            "the email address is not verified: open the link sent to it, or reset the password, which proves it too",
         ),
         Error::MissingToken => fixed("a bearer access token is required"),
         Error::InsufficientScope => fixed("the access token lacks the scope this needs"),

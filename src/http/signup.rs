@@ -78,6 +78,15 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
     if !cookies.csrf_matches(fields.csrf.as_deref()) {
         return page::forged(&site);
     }
+    // The authorization the browser came with is checked before anything is created, so that a
+    // request that cannot go on leaves no account behind.
+    let authorization = match request.client_id {
+        None => None,
+        Some(_) => match state.authorizer.check(request.clone()).await {
+            Ok(authorization) => Some(authorization),
+            Err(refused) => return refusal(&site, refused),
+        },
+    };
     let username = fields.username.unwrap_or_default();
     let email = fields.email.unwrap_or_default();
     let ip: IpAddr = client_ip(&req, &state.settings.server.trusted_proxies);
@@ -127,7 +136,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         };
         return page::html(StatusCode::OK, page.render());
     }
-    if request.client_id.is_none() {
+    let Some(authorization) = authorization else {
         // Not on the way to an app: signed in here, and told so.
         let (cookie, _) = match state.authorizer.sign_in(&user).await {
             Ok(signed_in) => signed_in,
@@ -140,11 +149,8 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         let mut resp = page::html(StatusCode::OK, page.render());
         page::set_session(state, &mut resp, &cookie);
         return resp;
-    }
-    match state.authorizer.check(request).await {
-        Ok(authorization) => continue_signed_in(state, &site, &authorization, &user).await,
-        Err(refused) => refusal(&site, refused),
-    }
+    };
+    continue_signed_in(state, &site, &authorization, &user).await
 }
 
 /// The sign-up page, carrying the authorization request.

@@ -87,13 +87,10 @@ impl SignOut {
                     Refused::Page("id_token_hint is not an ID token of this server")
                 })?),
             };
-        // The client is the one named, or the hint's audience; when both are given they must agree.
+        // The client is the one named, or the hint's audience. When both are given and differ, the
+        // browser is still signed out but sent nowhere: neither can vouch for the other's URI.
+        let disagree = matches!((req.client_id.as_deref(), &hint), (Some(named), Some(hint)) if named != hint.aud);
         let client_id = match (req.client_id.as_deref(), &hint) {
-            (Some(named), Some(hint)) if named != hint.aud => {
-                return Err(Refused::Page(
-                    "client_id is not the audience of id_token_hint",
-                ));
-            }
             (Some(named), _) => Some(named),
             (None, Some(hint)) => Some(hint.aud.as_str()),
             (None, None) => None,
@@ -107,6 +104,7 @@ impl SignOut {
         }
         let then = match req.post_logout_redirect_uri.as_deref() {
             None => None,
+            Some(_) if disagree => None,
             Some(presented) => {
                 let registered = client.as_ref().is_some_and(|c| {
                     c.post_logout_redirect_uris

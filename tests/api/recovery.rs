@@ -19,6 +19,8 @@ async fn app_with_mail(backend: crate::helpers::Backend, sink: &SmtpSink) -> Tes
     spawn_app_with(backend, move |s| {
         s.mail.smtp_url = Some(url);
         s.registration.enabled = true;
+        // The per-account budget is the limits test's subject, not these tests'.
+        s.rate_limit.mail_per_account = 100;
     })
     .await
 }
@@ -88,8 +90,11 @@ on_both_databases! {
         let done = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": NEW_PASSWORD})).await;
         assert_eq!(done.status(), StatusCode::NO_CONTENT);
 
-        // The new password works, the old does not, the old session is over, the link is spent.
-        assert_eq!(login(&app, "alice", NEW_PASSWORD).await.status(), StatusCode::OK);
+        // The new password works, the old does not, the old session is over, the link is spent, and
+        // the address, which the link reached, counts as verified.
+        let fresh: Value = login(&app, "alice", NEW_PASSWORD).await.json().await.unwrap();
+        let me: Value = app.me(fresh["access_token"].as_str().unwrap()).await.json().await.unwrap();
+        assert_eq!(me["email_verified"], true);
         assert_error(login(&app, "alice", PASSWORD).await, 400, "invalid_grant").await;
         assert_eq!(app.me(session["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
         assert_error(app.refresh(session["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
@@ -126,18 +131,23 @@ on_both_databases! {
         assert_error(crossed, 400, "invalid_token").await;
         assert_error(post_json(&app, "/users/email-verification/confirm", json!({"token": link})).await, 400, "invalid_token").await;
 
-        // A new address: unverified, a link to it and a notice to the old one.
+        // A new address: unverified, a link to it and a notice to the old one; a reset link sent to the
+        // old address before the change no longer works.
+        assert_eq!(post_json(&app, "/users/password-reset", json!({"username": "bob"})).await.status(), StatusCode::ACCEPTED);
+        let old_reset = sink.wait_for(2).await[1].token(&issuer, "/password-reset").expect("a reset link");
         let patch = |body: Value| app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&body).send();
         let changed = patch(json!({"email": "robert@example.com"})).await.unwrap();
         assert_eq!(changed.status(), StatusCode::OK);
         let changed: Value = changed.json().await.unwrap();
         assert_eq!((changed["email"].as_str(), changed["email_verified"].as_bool()), (Some("robert@example.com"), Some(false)));
-        let mails = sink.wait_for(3).await;
-        let recipients: Vec<&str> = mails[1..].iter().map(|m| m.to.as_str()).collect();
+        let mails = sink.wait_for(4).await;
+        let recipients: Vec<&str> = mails[2..].iter().map(|m| m.to.as_str()).collect();
         assert!(recipients.contains(&"bob@example.com") && recipients.contains(&"robert@example.com"), "{recipients:?}");
-        let notice = mails[1..].iter().find(|m| m.to == "bob@example.com").unwrap();
+        let notice = mails[2..].iter().find(|m| m.to == "bob@example.com").unwrap();
         assert!(notice.text.contains("robert@example.com") && notice.token(&issuer, "/verify-email").is_none());
-        let new_link = mails[1..].iter().find(|m| m.to == "robert@example.com").unwrap().token(&issuer, "/verify-email").unwrap();
+        let new_link = mails[2..].iter().find(|m| m.to == "robert@example.com").unwrap().token(&issuer, "/verify-email").unwrap();
+        let stale = post_json(&app, "/users/password-reset/confirm", json!({"token": old_reset, "new_password": NEW_PASSWORD})).await;
+        assert_error(stale, 400, "invalid_token").await;
         assert_eq!(post_json(&app, "/users/email-verification/confirm", json!({"token": new_link})).await.status(), StatusCode::NO_CONTENT);
 
         // Refused addresses: taken, invalid, an attempt at header injection, missing.
@@ -169,7 +179,8 @@ on_both_databases! {
         let dir = app.settings.mail.dir.clone();
         crate::helpers::eventually(std::time::Duration::from_secs(10), "a message in the folder", || {
             let dir = dir.clone();
-            async move { !read_messages(&dir).is_empty() }
+            // A file may be seen before it is whole.
+            async move { read_messages(&dir).first().is_some_and(|m| m.text.contains("token=")) }
         })
         .await;
         let mail = &read_messages(&dir)[0];
