@@ -52,7 +52,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         Ok(a) => a,
         Err(refused) => return refusal(&site, refused),
     };
-    let cookies = Cookies::of(&req);
+    let cookies = Cookies::of(&req, state);
     if req.method() == poem::http::Method::POST && credentials.username.is_some() {
         return sign_in(
             state,

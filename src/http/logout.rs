@@ -35,7 +35,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
     let Ok((request, confirmation)) = parameters(&body) else {
         return page::error(&site, "a parameter is not valid text");
     };
-    let cookies = Cookies::of(&req);
+    let cookies = Cookies::of(&req, state);
     // The confirmation page's button posts back with the anti-CSRF token; a relying party's own `POST`
     // carries neither field.
     let confirmed = req.method() == Method::POST && confirmation.is_some();

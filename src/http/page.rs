@@ -16,8 +16,11 @@ use crate::{error::Error, oauth::secret, state::AppState};
 
 /// The sign-in session's cookie: opaque, stored server-side only as a hash.
 pub const SESSION_COOKIE: &str = "portcullis_session";
-/// The anti-CSRF cookie, one per browser for every form.
+/// The anti-CSRF cookie, one per browser for every form. Over `https` it carries the `__Host-` prefix,
+/// which a browser accepts only from this host, over TLS, for `Path=/`: a sibling subdomain or a
+/// plain-HTTP attacker cannot plant one of their own.
 const CSRF_COOKIE: &str = "portcullis_csrf";
+const CSRF_COOKIE_HOST: &str = "__Host-portcullis_csrf";
 
 /// Pages load nothing and may be framed by no one.
 pub const PAGE_CSP: &str =
@@ -132,23 +135,37 @@ pub async fn body_or_query(req: &mut Request) -> bytes::Bytes {
 }
 
 /// The request's cookies, by name.
-pub struct Cookies<'a>(Vec<(&'a str, &'a str)>);
+pub struct Cookies<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    /// The issuer is `https`.
+    secure: bool,
+}
 
 impl<'a> Cookies<'a> {
-    pub fn of(req: &'a Request) -> Self {
-        Self(
-            req.headers()
+    pub fn of(req: &'a Request, state: &AppState) -> Self {
+        Self {
+            pairs: req
+                .headers()
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(';'))
                 .filter_map(|pair| pair.trim().split_once('='))
                 .collect(),
-        )
+            secure: !secure(state).is_empty(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    fn csrf_name(&self) -> &'static str {
+        if self.secure {
+            CSRF_COOKIE_HOST
+        } else {
+            CSRF_COOKIE
+        }
     }
 
     /// The browser's sign-in session cookie, if it sent one.
@@ -159,14 +176,14 @@ impl<'a> Cookies<'a> {
     /// Whether a form's anti-CSRF value is this browser's, compared in constant time.
     pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
         let presented = presented.unwrap_or_default();
-        self.get(CSRF_COOKIE)
+        self.get(self.csrf_name())
             .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(presented.as_bytes())))
     }
 
     /// The anti-CSRF value a form carries: the browser's own while it has one of ours, else a new one,
     /// which [`Csrf::set_on`] gives the browser with the page.
     pub fn csrf(&self) -> Csrf {
-        let existing = self.get(CSRF_COOKIE).filter(|c| {
+        let existing = self.get(self.csrf_name()).filter(|c| {
             c.len() == secret::LENGTH
                 && c.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -175,10 +192,12 @@ impl<'a> Cookies<'a> {
             Some(value) => Csrf {
                 value: value.to_owned(),
                 new: false,
+                secure: self.secure,
             },
             None => Csrf {
                 value: secret::generate(),
                 new: true,
+                secure: self.secure,
             },
         }
     }
@@ -188,16 +207,24 @@ impl<'a> Cookies<'a> {
 pub struct Csrf {
     pub value: String,
     new: bool,
+    secure: bool,
 }
 
 impl Csrf {
     /// Gives the browser the cookie when the value is new. `Path=/`: every form of the server checks it.
     pub fn set_on(&self, resp: &mut Response) {
         if self.new {
-            let cookie = format!(
-                "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                self.value
-            );
+            let cookie = if self.secure {
+                format!(
+                    "{CSRF_COOKIE_HOST}={}; Path=/; HttpOnly; SameSite=Strict; Secure",
+                    self.value
+                )
+            } else {
+                format!(
+                    "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                    self.value
+                )
+            };
             set_cookie(resp, &cookie);
         }
     }

@@ -89,7 +89,7 @@ pub async fn password_reset(state: &AppState, mut req: Request) -> Response {
     let Ok(fields) = fields(&body) else {
         return page::error(&site, "a parameter is not valid text");
     };
-    let cookies = Cookies::of(&req);
+    let cookies = Cookies::of(&req, state);
     let show = |token: Option<&str>, message: Option<&str>, status| {
         let csrf = cookies.csrf();
         let page = ResetPage {
@@ -163,7 +163,7 @@ pub async fn verify_email(state: &AppState, mut req: Request) -> Response {
     let Ok(fields) = fields(&body) else {
         return page::error(&site, "a parameter is not valid text");
     };
-    let cookies = Cookies::of(&req);
+    let cookies = Cookies::of(&req, state);
     let token = fields.token.unwrap_or_default();
     if req.method() != Method::POST {
         return match state.recovery.verification_link(&token).await {

@@ -66,7 +66,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
     let Ok((request, fields)) = parameters(&body) else {
         return page::error(&site, "a parameter is not valid text");
     };
-    let cookies = Cookies::of(&req);
+    let cookies = Cookies::of(&req, state);
     let form = SignUpForm {
         site: &site,
         request: &request,

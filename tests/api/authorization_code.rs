@@ -292,6 +292,33 @@ on_both_databases! {
         assert_eq!(stranger.post(&with_token).await.status(), StatusCode::FORBIDDEN);
     }
 
+    async fn behind_https_the_cookies_are_secure_and_the_anti_csrf_one_cannot_be_planted(backend: Backend) {
+        let app = crate::helpers::spawn_app_with(backend, |s| s.server.issuer = "https://id.example.com".parse().unwrap()).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+
+        let page = browser.get(&request(&client, &[])).await;
+        let set: Vec<String> = page.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert!(set.iter().any(|c| c.starts_with("__Host-portcullis_csrf=") && c.contains("Secure") && c.contains("Path=/")), "{set:?}");
+        let html = page.text().await.unwrap();
+
+        // A cookie without the prefix (one a sibling subdomain could set) does not vouch for the form.
+        let mut planted = Browser::new(&app);
+        planted.cookies.push(("portcullis_csrf".into(), "planted-planted-planted-planted-planted-pla".into()));
+        let mut form: Vec<(String, String)> = hidden_fields(&html).into_iter().filter(|(k, _)| k != "csrf").collect();
+        form.extend([("csrf".to_owned(), "planted-planted-planted-planted-planted-pla".to_owned()), ("username".to_owned(), user.username.clone()), ("password".to_owned(), user.password.clone())]);
+        assert_eq!(planted.post(&form).await.status(), StatusCode::FORBIDDEN);
+
+        // The browser's own signs in, and the session cookie is Secure too.
+        let mut form = hidden_fields(&html);
+        form.extend([("username".to_owned(), user.username.clone()), ("password".to_owned(), user.password.clone())]);
+        let signed_in = browser.post(&form).await;
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let session = signed_in.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("portcullis_session=")).unwrap();
+        assert!(session.contains("Secure"), "{session}");
+    }
+
     async fn a_signed_in_browser_gets_a_code_at_once_unless_the_client_asks_to_sign_in_again(backend: Backend) {
         let app = spawn_app(backend).await;
         let client = app_client(&app).await;
