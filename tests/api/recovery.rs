@@ -331,3 +331,55 @@ on_both_databases! {
         sink.wait_for(1).await;
     }
 }
+
+on_both_databases! {
+    async fn an_expired_link_a_disabled_user_and_a_unicode_address_are_handled(backend: Backend) {
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        let issuer = app.settings.issuer();
+        register(&app, "ivan", "ivan@example.com").await;
+        let verify = sink.wait_for(1).await[0].token(&issuer, "/verify-email").unwrap();
+
+        // Past its lifetime (the server's clock moved on), a link is refused, whatever its purpose.
+        assert_eq!(post_json(&app, "/users/password-reset", json!({"username": "ivan"})).await.status(), StatusCode::ACCEPTED);
+        let reset = sink.wait_for(2).await[1].token(&issuer, "/password-reset").unwrap();
+        app.clock.advance(std::time::Duration::from_secs(app.settings.email_verification.ttl + 1));
+        let late = post_json(&app, "/users/password-reset/confirm", json!({"token": reset, "new_password": NEW_PASSWORD})).await;
+        assert_error(late, 400, "invalid_token").await;
+        assert_error(post_json(&app, "/users/email-verification/confirm", json!({"token": verify})).await, 400, "invalid_token").await;
+
+        // A disabled user gets nothing, and the same answer.
+        let judy = crate::helpers::TestUser { username: "judy".into(), password: PASSWORD.into() };
+        register(&app, "judy", "judy@example.com").await;
+        sink.wait_for(3).await;
+        app.disable_in_database(&judy).await;
+        assert_eq!(post_json(&app, "/users/password-reset", json!({"email": "judy@example.com"})).await.status(), StatusCode::ACCEPTED);
+
+        // A unicode address is an address: registered, and answered like any other.
+        let created = register(&app, "kim", "kim@bücher.example").await;
+        assert_eq!(created["email"], "kim@bücher.example");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(sink.messages().iter().all(|m| m.to != "judy@example.com" || m.subject.starts_with("Confirm")), "nothing more for judy");
+    }
+
+    async fn the_id_token_and_userinfo_say_whether_the_address_is_verified(backend: Backend) {
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        let client = crate::authorization_code::app_client(&app).await;
+        register(&app, "lena", "lena@example.com").await;
+        let user = crate::helpers::TestUser { username: "lena".into(), password: PASSWORD.into() };
+        let request = crate::authorization_code::request(&client, &[("scope", Some("openid email"))]);
+        let claims = |tokens: &Value| crate::helpers::claims_of(tokens["id_token"].as_str().unwrap());
+
+        let answer = Browser::new(&app).sign_in(&request, &user, PASSWORD).await;
+        let code = crate::authorization_code::param(&crate::authorization_code::redirected(&answer), "code").unwrap().to_owned();
+        let tokens: Value = crate::authorization_code::redeem(&app, &client, &code, crate::helpers::VERIFIER).await.json().await.unwrap();
+        assert_eq!(claims(&tokens)["email_verified"], false);
+
+        let link = sink.wait_for(1).await[0].token(&app.settings.issuer(), "/verify-email").unwrap();
+        assert_eq!(post_json(&app, "/users/email-verification/confirm", json!({"token": link})).await.status(), StatusCode::NO_CONTENT);
+        let info: Value = app.http.get(app.url("/oauth/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+        assert_eq!(info["email_verified"], true);
+        assert_eq!(info["email"], "lena@example.com");
+    }
+}
