@@ -56,52 +56,6 @@ async fn login(app: &TestApp, username: &str, password: &str) -> Response {
 }
 
 on_both_databases! {
-    async fn a_password_reset_by_mail_sets_the_new_password_and_ends_every_session(backend: Backend) {
-        // Arrange: a user with an address and a live session.
-        let sink = SmtpSink::start();
-        let app = app_with_mail(backend, &sink).await;
-        register(&app, "alice", "alice@example.com").await;
-        let session: Value = login(&app, "alice", PASSWORD).await.json().await.unwrap();
-        sink.wait_for(1).await; // the verification link sent at registration
-
-        // Act: ask for a reset, by address and for an address nobody has: the same answer.
-        let known = post_json(&app, "/users/password-reset", json!({"email": "ALICE@example.com"})).await;
-        let unknown = post_json(&app, "/users/password-reset", json!({"email": "nobody@example.com"})).await;
-
-        // Assert: one message, to alice, with a link to the reset page.
-        assert_eq!(known.status(), StatusCode::ACCEPTED);
-        assert_eq!(unknown.status(), StatusCode::ACCEPTED);
-        assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
-        let mails = sink.wait_for(2).await;
-        let reset = &mails[1];
-        assert_eq!(reset.to, "alice@example.com");
-        assert!(reset.subject.starts_with("Reset your password on "), "{}", reset.subject);
-        assert!(reset.text.contains("text/html"), "an HTML alternative");
-        let issuer = app.settings.issuer();
-        let token = reset.token(&issuer, "/password-reset").expect("a reset link");
-        assert_eq!(token.len(), 43, "256 bits");
-
-        // Opening the link uses nothing up; a refused password leaves it working.
-        let page = app.get(&format!("/password-reset?token={token}")).await;
-        assert_eq!(page.status(), StatusCode::OK);
-        assert_eq!(page.headers()["x-frame-options"], "DENY");
-        let weak = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "short"})).await;
-        assert_eq!(weak.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let done = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": NEW_PASSWORD})).await;
-        assert_eq!(done.status(), StatusCode::NO_CONTENT);
-
-        // The new password works, the old does not, the old session is over, the link is spent, and
-        // the address, which the link reached, counts as verified.
-        let fresh: Value = login(&app, "alice", NEW_PASSWORD).await.json().await.unwrap();
-        let me: Value = app.me(fresh["access_token"].as_str().unwrap()).await.json().await.unwrap();
-        assert_eq!(me["email_verified"], true);
-        assert_error(login(&app, "alice", PASSWORD).await, 400, "invalid_grant").await;
-        assert_eq!(app.me(session["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
-        assert_error(app.refresh(session["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
-        let again = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "another fine passphrase"})).await;
-        assert_error(again, 400, "invalid_token").await;
-    }
-
     async fn an_address_is_verified_by_its_link_and_a_change_tells_the_old_one(backend: Backend) {
         let sink = SmtpSink::start();
         let app = app_with_mail(backend, &sink).await;
@@ -381,5 +335,58 @@ on_both_databases! {
         let info: Value = app.http.get(app.url("/oauth/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
         assert_eq!(info["email_verified"], true);
         assert_eq!(info["email"], "lena@example.com");
+    }
+}
+
+on_every_backend! {
+    async fn a_password_reset_by_mail_sets_the_new_password_and_ends_every_session(backend: Backend, deny: Deny) {
+        // Arrange: a user with an address and a live session.
+        let sink = SmtpSink::start();
+        let url = sink.url();
+        let app = spawn_app_with(backend, move |s| {
+            with_deny(s, deny);
+            s.mail.smtp_url = Some(url);
+        })
+        .await;
+        register(&app, "alice", "alice@example.com").await;
+        let session: Value = login(&app, "alice", PASSWORD).await.json().await.unwrap();
+        sink.wait_for(1).await; // the verification link sent at registration
+
+        // Act: ask for a reset, by address and for an address nobody has: the same answer.
+        let known = post_json(&app, "/users/password-reset", json!({"email": "ALICE@example.com"})).await;
+        let unknown = post_json(&app, "/users/password-reset", json!({"email": "nobody@example.com"})).await;
+
+        // Assert: one message, to alice, with a link to the reset page.
+        assert_eq!(known.status(), StatusCode::ACCEPTED);
+        assert_eq!(unknown.status(), StatusCode::ACCEPTED);
+        assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
+        let mails = sink.wait_for(2).await;
+        let reset = &mails[1];
+        assert_eq!(reset.to, "alice@example.com");
+        assert!(reset.subject.starts_with("Reset your password on "), "{}", reset.subject);
+        assert!(reset.text.contains("text/html"), "an HTML alternative");
+        let issuer = app.settings.issuer();
+        let token = reset.token(&issuer, "/password-reset").expect("a reset link");
+        assert_eq!(token.len(), 43, "256 bits");
+
+        // Opening the link uses nothing up; a refused password leaves it working.
+        let page = app.get(&format!("/password-reset?token={token}")).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()["x-frame-options"], "DENY");
+        let weak = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "short"})).await;
+        assert_eq!(weak.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let done = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": NEW_PASSWORD})).await;
+        assert_eq!(done.status(), StatusCode::NO_CONTENT);
+
+        // The new password works, the old does not, the old session is over, the link is spent, and
+        // the address, which the link reached, counts as verified.
+        let fresh: Value = login(&app, "alice", NEW_PASSWORD).await.json().await.unwrap();
+        let me: Value = app.me(fresh["access_token"].as_str().unwrap()).await.json().await.unwrap();
+        assert_eq!(me["email_verified"], true);
+        assert_error(login(&app, "alice", PASSWORD).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(session["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+        assert_error(app.refresh(session["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        let again = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": "another fine passphrase"})).await;
+        assert_error(again, 400, "invalid_token").await;
     }
 }
