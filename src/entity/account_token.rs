@@ -19,3 +19,12 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for crate::ports::LinkToken {
+    fn from(t: Model) -> Self {
+        Self {
+            user_id: t.user_id,
+            email: t.email,
+        }
+    }
+}

@@ -10,10 +10,9 @@ use poem::{
 };
 
 use super::{
-    client_ip::client_ip,
     error::{description, status},
     page::{self, Cookies},
-    users::request_reset,
+    users::{mail_budget, request_reset},
 };
 use crate::{error::Error, state::AppState};
 
@@ -117,9 +116,7 @@ pub async fn password_reset(state: &AppState, mut req: Request) -> Response {
     }
     let Some(token) = fields.token.as_deref() else {
         // The form asking for the address: the same page whatever the address.
-        let ip = client_ip(&req, &state.settings.server.trusted_proxies);
-        let now = state.clock.now().timestamp();
-        if let Err(Error::RateLimited { retry_after }) = state.mail_limit.check(ip, now).await {
+        if let Err(Error::RateLimited { retry_after }) = mail_budget(state, &req).await {
             let mut resp = show(
                 None,
                 Some(&format!(

@@ -128,13 +128,7 @@ impl UsersApi {
         if email.is_none() && username.is_none() {
             return Err(Error::invalid_request("email or username is required").into());
         }
-        state
-            .mail_limit
-            .check(
-                client_ip(req, &state.settings.server.trusted_proxies),
-                state.clock.now().timestamp(),
-            )
-            .await?;
+        mail_budget(&state, req).await?;
         request_reset(state.recovery.clone(), email, username);
         Ok(Accepted::now())
     }
@@ -189,13 +183,7 @@ impl UsersApi {
         auth: Auth,
     ) -> Result<Accepted, Failure<VerificationErrors>> {
         let user = state.accounts.user_for(auth.claims()).await?;
-        state
-            .mail_limit
-            .check(
-                client_ip(req, &state.settings.server.trusted_proxies),
-                state.clock.now().timestamp(),
-            )
-            .await?;
+        mail_budget(&state, req).await?;
         state.recovery.send_verification(&user).await?;
         Ok(Accepted::now())
     }
@@ -221,6 +209,15 @@ impl UsersApi {
         let changed = state.recovery.change_email(&user, &email).await?;
         Ok(Json(changed.into()))
     }
+}
+
+/// One request that may send mail from the request's client address (`rate_limit.mail_per_ip`).
+pub async fn mail_budget(state: &AppState, req: &Request) -> Result<(), Error> {
+    let ip = client_ip(req, &state.settings.server.trusted_proxies);
+    state
+        .mail_limit
+        .check(ip, state.clock.now().timestamp())
+        .await
 }
 
 /// Starts a reset request in the background, so that the answer takes the same time whether or not the

@@ -85,10 +85,7 @@ impl ports::LinkTokens for LinkStore {
             .filter(T::ExpiresAt.gt(now))
             .unique(&self.db)
             .await?
-            .map(|t| LinkToken {
-                user_id: t.user_id,
-                email: t.email,
-            }))
+            .map(Into::into))
     }
 
     /// One conditional update marks the token used, so of concurrent uses exactly one succeeds.
@@ -115,10 +112,7 @@ impl ports::LinkTokens for LinkStore {
         Ok(account_token::Entity::find_by_id(hash.to_vec())
             .unique(&self.db)
             .await?
-            .map(|t| LinkToken {
-                user_id: t.user_id,
-                email: t.email,
-            }))
+            .map(Into::into))
     }
 
     async fn void(
