@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect, Set, sea_query::Expr,
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -56,7 +56,7 @@ impl ports::LinkTokens for LinkStore {
     ) -> Result<(), Error> {
         let txn = super::begin_write(&self.db).await?;
         void_in(&txn, token.user_id, purpose, now).await?;
-        account_token::ActiveModel {
+        account_token::Entity::insert(account_token::ActiveModel {
             token_hash: Set(hash),
             user_id: Set(token.user_id),
             purpose: Set(purpose.as_str().to_owned()),
@@ -64,8 +64,8 @@ impl ports::LinkTokens for LinkStore {
             created_at: Set(now),
             expires_at: Set(expires_at),
             used_at: Set(None),
-        }
-        .insert(&txn)
+        })
+        .exec_without_returning(&txn)
         .await?;
         txn.commit().await?;
         Ok(())

@@ -2,10 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-    sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use uuid::Uuid;
 
 use super::Unique;
@@ -31,7 +28,8 @@ impl SignInStore {
 impl ports::Codes for SignInStore {
     async fn create(&self, new: NewCode<'_>) -> Result<(), Error> {
         let g = new.grant;
-        authorization_code::ActiveModel {
+        // Without RETURNING, which SQLite would emulate with a second statement.
+        authorization_code::Entity::insert(authorization_code::ActiveModel {
             code_hash: Set(new.hash),
             client_id: Set(g.client_id.clone()),
             user_id: Set(g.user_id),
@@ -44,8 +42,8 @@ impl ports::Codes for SignInStore {
             expires_at: Set(new.expires_at),
             used_at: Set(None),
             session_id: Set(None),
-        }
-        .insert(&self.db)
+        })
+        .exec_without_returning(&self.db)
         .await?;
         Ok(())
     }
@@ -115,15 +113,15 @@ impl ports::SignInSessions for SignInStore {
         expires_at: DateTime<Utc>,
     ) -> Result<Uuid, Error> {
         let id = Uuid::new_v4();
-        sign_in_session::ActiveModel {
+        sign_in_session::Entity::insert(sign_in_session::ActiveModel {
             id: Set(id),
             token_hash: Set(hash),
             user_id: Set(user_id),
             auth_time: Set(auth_time),
             expires_at: Set(expires_at),
             revoked_at: Set(None),
-        }
-        .insert(&self.db)
+        })
+        .exec_without_returning(&self.db)
         .await?;
         Ok(id)
     }
