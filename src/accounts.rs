@@ -151,7 +151,7 @@ impl Accounts {
         }
         password::check_policy(&new, &user.username, self.min_password_length)?;
         let hash = self.hasher.hash(new).await?;
-        self.revoker.change_password(user.id, hash).await?;
+        self.revoker.change_password(user.id, hash, None).await?;
         tracing::info!(user = %user.id, "password changed; sessions revoked");
         Ok(())
     }

@@ -85,12 +85,16 @@ pub trait Users: Send + Sync {
         password_hash: String,
     ) -> Result<(), Error>;
     /// Sets a new password and, in the same transaction, revokes everything issued before it (each
-    /// revocation listed until `until`) and records that in the revocation log.
+    /// revocation listed until `until`) and records that in the revocation log. With `reset_link` (the
+    /// hash of a password-reset link's token) the link is spent in that transaction too, and nothing
+    /// changes unless it was unspent (`InvalidLinkToken`): a link is used up exactly when the password
+    /// it set is stored.
     async fn change_password(
         &self,
         id: Uuid,
         password_hash: String,
         until: DateTime<Utc>,
+        reset_link: Option<&[u8]>,
     ) -> Result<Vec<Revocation>, Error>;
     /// Enables or disables; disabling revokes and records as [`Users::change_password`] does. `None`
     /// when there is no such user.

@@ -105,11 +105,17 @@ impl Revoker {
         Ok(())
     }
 
-    /// Sets a user's new password (its hash) and revokes everything issued to them before it.
-    pub async fn change_password(&self, user_id: Uuid, password_hash: String) -> Result<(), Error> {
+    /// Sets a user's new password (its hash) and revokes everything issued to them before it; with
+    /// `reset_link`, only by spending that password-reset link in the same transaction.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: String,
+        reset_link: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let recorded = self
             .users
-            .change_password(user_id, password_hash, self.until())
+            .change_password(user_id, password_hash, self.until(), reset_link)
             .await?;
         self.count("password_changed", &recorded);
         self.list(&recorded).await;

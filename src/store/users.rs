@@ -14,7 +14,7 @@ use crate::value::revocation::Revocation;
 use crate::{
     entity::user,
     error::Error,
-    ports::{self, CreateUserError, NewUser},
+    ports::{self, CreateUserError, LinkPurpose, NewUser},
     value::account::User,
 };
 
@@ -185,9 +185,24 @@ impl ports::Users for UserStore {
         id: Uuid,
         password_hash: String,
         until: DateTime<Utc>,
+        reset_link: Option<&[u8]>,
     ) -> Result<Vec<Revocation>, Error> {
         let now = Utc::now();
         let txn = super::begin_write(&self.db).await?;
+        if let Some(hash) = reset_link {
+            use crate::entity::account_token::Column as T;
+            let spent = crate::entity::account_token::Entity::update_many()
+                .col_expr(T::UsedAt, Expr::value(now))
+                .filter(T::TokenHash.eq(hash.to_vec()))
+                .filter(T::UserId.eq(id))
+                .filter(T::Purpose.eq(LinkPurpose::PasswordReset.as_str()))
+                .filter(T::UsedAt.is_null())
+                .exec(&txn)
+                .await?;
+            if spent.rows_affected != 1 {
+                return Err(Error::InvalidLinkToken("used meanwhile"));
+            }
+        }
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
             .col_expr(user::Column::PasswordChangedAt, Expr::value(now))

@@ -390,3 +390,32 @@ on_every_backend! {
         assert_error(again, 400, "invalid_token").await;
     }
 }
+
+on_both_databases! {
+    async fn one_reset_link_sets_one_password_however_often_it_is_sent_at_once(backend: Backend) {
+        // Arrange: a reset link, and two confirmations released together with different passwords.
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        register(&app, "mona", "mona@example.com").await;
+        assert_eq!(post_json(&app, "/users/password-reset", json!({"username": "mona"})).await.status(), StatusCode::ACCEPTED);
+        let token = sink.wait_for(2).await[1].token(&app.settings.issuer(), "/password-reset").unwrap();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+
+        // Act
+        let attempts = ["first new passphrase", "second new passphrase"].map(|password| {
+            let (barrier, app, token) = (barrier.clone(), &app, &token);
+            async move {
+                barrier.wait().await;
+                let body = json!({"token": token, "new_password": password});
+                (password, post_json(app, "/users/password-reset/confirm", body).await.status())
+            }
+        });
+        let answers = futures_util::future::join_all(attempts).await;
+
+        // Assert: one took, the other was refused, and the password is the one that took.
+        let took: Vec<&str> = answers.iter().filter(|(_, s)| *s == StatusCode::NO_CONTENT).map(|(p, _)| *p).collect();
+        assert_eq!(took.len(), 1, "{answers:?}");
+        assert!(answers.iter().any(|(_, s)| *s == StatusCode::BAD_REQUEST), "{answers:?}");
+        assert_eq!(login(&app, "mona", took[0]).await.status(), StatusCode::OK);
+    }
+}
