@@ -56,8 +56,8 @@ pub struct Metrics {
     pub key_set_changes: Counter,
     /// Rows removed by this instance's housekeeping passes, by table.
     pub purged_rows: Family<TableLabels, Counter>,
-    /// Label `name`: `sent`, `retried` (an attempt failed, another follows) or `failed` (given up, or
-    /// the queue was full).
+    /// Label `name`: `sent`, `retried` (an attempt failed, another follows), `failed` (given up, or
+    /// the queue was full) or `held` (not sent: the account's hourly budget was spent).
     pub mail: Family<Labels, Counter>,
 }
 
@@ -141,7 +141,7 @@ impl Metrics {
         );
         registry.register(
             "mail_messages",
-            "Messages by outcome: sent, retried, failed",
+            "Messages by outcome: sent, retried, failed, held",
             m.mail.clone(),
         );
         registry.register(

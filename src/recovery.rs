@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     accounts::check_email,
     error::Error,
+    metrics::Metrics,
     oauth::{revocation::Revoker, secret},
     password::{self, Hasher},
     ports::{
@@ -34,6 +35,8 @@ pub struct Recovery {
     pub per_account: u32,
     /// `password.min_length`.
     pub min_password_length: usize,
+    /// Counts the messages the budget held back (`portcullis_mail_messages_total{name="held"}`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whom a password reset is for.
@@ -254,9 +257,14 @@ impl Recovery {
 
     /// Counts one message about the user against the budget; whether it may go.
     async fn allowed(&self, user_id: Uuid) -> Result<bool, Error> {
-        self.links
+        let allowed = self
+            .links
             .allow_message(user_id, self.clock.now(), self.per_account)
-            .await
+            .await?;
+        if !allowed {
+            Metrics::count(&self.metrics.mail, "held");
+        }
+        Ok(allowed)
     }
 }
 

@@ -258,6 +258,7 @@ impl AppState {
             verification_ttl: Duration::from_secs(settings.email_verification.ttl),
             per_account: settings.rate_limit.mail_per_account,
             min_password_length: settings.password.min_length,
+            metrics: metrics.clone(),
         });
         let sign_out = SignOut {
             clients: stores.clients.clone(),
