@@ -21,8 +21,9 @@
 //! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words,
 //! `BENCH_SERVER` names another server binary, and `BENCH_BASELINE` a second one, the baseline, measured
 //! beside it in the same run: both servers run at once, each on a database of its own migrated by its
-//! own binary, and each row is measured on one and then the other (which goes first alternates from row
-//! to row), so that the machine's drift falls on both alike. A second table then gives each row's
+//! own binary, and each row is measured in six turns a build, taken A B B A A B … (which build is A
+//! alternates from row to row), so that the machine's drift falls on both alike; the login-flood rows,
+//! judged by latency, are measured on one build and then the other. A second table then gives each row's
 //! requests per server CPU-second and p99 on both builds, and the current build's as a percentage of the
 //! baseline's. The large tables are left out beside a baseline.
 
@@ -580,9 +581,58 @@ impl Target {
 
 /// The targets in the order the next row measures them: beside a baseline the order flips from row to
 /// row, so that neither build is always the one measured first.
-fn in_turn(targets: &mut [Target]) -> &[Target] {
+fn in_turn(targets: &mut [Target]) -> Vec<&Target> {
     targets.reverse();
-    targets
+    targets.iter().collect()
+}
+
+/// The builds that have the code flow (a baseline may not).
+fn with_code_flow(turn: Vec<&Target>) -> Vec<&Target> {
+    turn.into_iter()
+        .filter(|t| !t.api.sign_ins.is_empty())
+        .collect()
+}
+
+/// How many turns each build gets in a row measured beside a baseline.
+const TURNS: u32 = 6;
+
+/// Drives one scenario on each target for `length` in all. Beside a baseline the length is cut into
+/// [`TURNS`] turns a build, taken in the order A B B A A B …, and each build's turns are summed: the
+/// machine's drift, which moved two copies of one binary by ±11 % when each had the row's length in one
+/// go, then falls on both builds alike.
+async fn side_by_side<F, Fut>(
+    targets: &[&Target],
+    length: Duration,
+    connections: usize,
+    request: F,
+) -> Vec<(u64, Vec<f64>, f64, f64)>
+where
+    F: Fn(Arc<Api>, usize, usize) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    if let [target] = targets {
+        return vec![drive(target, length, connections, request).await];
+    }
+    let mut sums: Vec<(u64, Vec<f64>, f64, f64)> = vec![(0, Vec::new(), 0.0, 0.0); targets.len()];
+    for turn in 0..TURNS {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if turn % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (requests, latencies, cpu, rss) =
+                drive(targets[i], length / TURNS, connections, request).await;
+            let sum = &mut sums[i];
+            sum.0 += requests;
+            sum.1.extend(latencies);
+            sum.2 += cpu;
+            sum.3 = sum.3.max(rss);
+        }
+    }
+    for sum in &mut sums {
+        sum.1.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    sums
 }
 
 async fn run_backend(
@@ -614,12 +664,13 @@ async fn run_backend(
     // Each build's password grant, per server CPU-second: what a browser sign-in is held to.
     let mut password_rates: Vec<(&'static str, f64)> = Vec::new();
     if on("password grant") {
-        for t in in_turn(&mut targets) {
-            let (limit, result) = bracketed(
-                || machine.argon2(),
-                drive(t, length, CONNECTIONS, password_grant),
-            )
-            .await;
+        let turn = in_turn(&mut targets);
+        let (limit, results) = bracketed(
+            || machine.argon2(),
+            side_by_side(&turn, length, CONNECTIONS, password_grant),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             password_rates.push((t.build, result.0 as f64 / result.2));
             record(
                 t,
@@ -632,15 +683,13 @@ async fn run_backend(
 
     // The code flow, on the builds that have it.
     if on("sign-in round (code flow)") {
-        for t in in_turn(&mut targets)
-            .iter()
-            .filter(|t| !t.api.sign_ins.is_empty())
-        {
-            let (limit, result) = bracketed(
-                || machine.argon2(),
-                drive(t, length, CONNECTIONS, sign_in_round),
-            )
-            .await;
+        let turn = with_code_flow(in_turn(&mut targets));
+        let (limit, results) = bracketed(
+            || machine.argon2(),
+            side_by_side(&turn, length, CONNECTIONS, sign_in_round),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             // 85 % of the password grant's rate, or of its target when that row was not run.
             let bound = match password_rates.iter().find(|(build, _)| *build == t.build) {
                 Some(&(_, rate)) => Bound::Fraction("password grant", rate, 0.85),
@@ -653,15 +702,13 @@ async fn run_backend(
     // the pair's cost less this.
     let mut sso_costs: Vec<(&'static str, f64)> = Vec::new();
     if on("authorize, signed in (SSO)") {
-        for t in in_turn(&mut targets)
-            .iter()
-            .filter(|t| !t.api.sign_ins.is_empty())
-        {
-            let (limit, result) = bracketed(
-                || machine.sign(),
-                drive(t, length, CONNECTIONS, sso_authorize),
-            )
-            .await;
+        let turn = with_code_flow(in_turn(&mut targets));
+        let (limit, results) = bracketed(
+            || machine.sign(),
+            side_by_side(&turn, length, CONNECTIONS, sso_authorize),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             sso_costs.push((t.build, result.2 / result.0 as f64));
             record(
                 t,
@@ -672,15 +719,13 @@ async fn run_backend(
         }
     }
     if on("SSO authorize + code redemption") {
-        for t in in_turn(&mut targets)
-            .iter()
-            .filter(|t| !t.api.sign_ins.is_empty())
-        {
-            let (limit, result) = bracketed(
-                || machine.sign(),
-                drive(t, length, CONNECTIONS, sso_and_redemption),
-            )
-            .await;
+        let turn = with_code_flow(in_turn(&mut targets));
+        let (limit, results) = bracketed(
+            || machine.sign(),
+            side_by_side(&turn, length, CONNECTIONS, sso_and_redemption),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             // The redemption alone: the pair's CPU less the authorize's, per pair.
             if let Some(&(_, sso_cost)) = sso_costs.iter().find(|(build, _)| *build == t.build) {
                 let (pairs, ref latencies, cpu, rss) = result;
@@ -706,9 +751,13 @@ async fn run_backend(
         Backend::PostgresRedis => 0.55,
     };
     if on("refresh (rotation)") {
-        for t in in_turn(&mut targets) {
-            let (limit, result) =
-                bracketed(|| machine.sign(), drive(t, length, CONNECTIONS, refresh)).await;
+        let turn = in_turn(&mut targets);
+        let (limit, results) = bracketed(
+            || machine.sign(),
+            side_by_side(&turn, length, CONNECTIONS, refresh),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             record(
                 t,
                 "refresh (rotation)",
@@ -719,12 +768,13 @@ async fn run_backend(
     }
 
     if on("client_credentials") {
-        for t in in_turn(&mut targets) {
-            let (limit, result) = bracketed(
-                || machine.sign(),
-                drive(t, length, CONNECTIONS, client_credentials),
-            )
-            .await;
+        let turn = in_turn(&mut targets);
+        let (limit, results) = bracketed(
+            || machine.sign(),
+            side_by_side(&turn, length, CONNECTIONS, client_credentials),
+        )
+        .await;
+        for (t, result) in turn.iter().zip(results) {
             record(
                 t,
                 "client_credentials",
@@ -735,28 +785,32 @@ async fn run_backend(
     }
 
     if on("introspection") {
-        for t in in_turn(&mut targets) {
-            let result = drive(t, length, CONNECTIONS, introspection).await;
+        let turn = in_turn(&mut targets);
+        let results = side_by_side(&turn, length, CONNECTIONS, introspection).await;
+        for (t, result) in turn.iter().zip(results) {
             record(t, "introspection", Bound::Absolute(10_000.0), result);
         }
     }
 
     if on("GET /users/me") {
-        for t in in_turn(&mut targets) {
-            let result = drive(t, length, CONNECTIONS, users_me).await;
+        let turn = in_turn(&mut targets);
+        let results = side_by_side(&turn, length, CONNECTIONS, users_me).await;
+        for (t, result) in turn.iter().zip(results) {
             record(t, "GET /users/me", Bound::Absolute(6_000.0), result);
         }
     }
 
     if on("JWKS") {
-        for t in in_turn(&mut targets) {
-            let result = drive(t, length, CONNECTIONS, jwks).await;
+        let turn = in_turn(&mut targets);
+        let results = side_by_side(&turn, length, CONNECTIONS, jwks).await;
+        for (t, result) in turn.iter().zip(results) {
             record(t, "JWKS", Bound::Absolute(40_000.0), result);
         }
     }
     if on("JWKS, If-None-Match") {
-        for t in in_turn(&mut targets) {
-            let result = drive(t, length, CONNECTIONS, jwks_if_none_match).await;
+        let turn = in_turn(&mut targets);
+        let results = side_by_side(&turn, length, CONNECTIONS, jwks_if_none_match).await;
+        for (t, result) in turn.iter().zip(results) {
             record(t, "JWKS, If-None-Match", Bound::Absolute(40_000.0), result);
         }
     }
