@@ -239,31 +239,17 @@ pub fn refusal(site: &str, refused: Refused) -> Response {
     }
 }
 
-/// The authorization request and the sign-in form's fields, each parameter at most once; a repeated
-/// one is named in `repeated`. `Err` for text that is not UTF-8 or holds a NUL.
+/// The authorization request and the sign-in form's fields. `Err` for text that is not UTF-8 or holds a
+/// NUL.
 fn parameters(body: &[u8]) -> Result<(AuthorizationRequest, Credentials), ()> {
-    let page::Parameters {
-        first: pairs,
-        mut repeated,
-    } = page::parameters(body)?;
-    let mut request = AuthorizationRequest::default();
-    // Parameters this endpoint does not know are ignored, however often they come (RFC 6749 §3.1).
-    repeated.retain(|name| {
-        matches!(name.as_str(), "username" | "password" | "csrf") || request.slot(name).is_some()
-    });
-    request.repeated = repeated;
-    let mut credentials = Credentials::default();
-    for (name, value) in pairs {
-        let slot = match name.as_str() {
-            "username" => &mut credentials.username,
-            "password" => &mut credentials.password,
-            "csrf" => &mut credentials.csrf,
-            other => match request.slot(other) {
-                Some(slot) => slot,
-                None => continue,
-            },
-        };
-        *slot = Some(value);
-    }
-    Ok((request, credentials))
+    let (request, [username, password, csrf]) =
+        page::request_and_fields(body, ["username", "password", "csrf"])?;
+    Ok((
+        request,
+        Credentials {
+            username,
+            password,
+            csrf,
+        },
+    ))
 }

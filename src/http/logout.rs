@@ -95,26 +95,6 @@ fn carried(request: &LogoutRequest) -> Vec<(&'static str, String)> {
 /// The logout request, and the anti-CSRF token when the confirmation form posted it (`Some("")` for a
 /// confirmation without one). `Err` for text that is not UTF-8 or holds a NUL.
 fn parameters(body: &[u8]) -> Result<(LogoutRequest, Option<String>), ()> {
-    let page::Parameters {
-        first: pairs,
-        mut repeated,
-    } = page::parameters(body)?;
-    let mut request = LogoutRequest::default();
-    repeated.retain(|name| request.slot(name).is_some());
-    request.repeated = repeated;
-    let mut csrf = None;
-    for (name, value) in pairs {
-        match name.as_str() {
-            "csrf" => csrf = Some(value),
-            "confirm" => {
-                csrf.get_or_insert_with(String::new);
-            }
-            other => {
-                if let Some(slot) = request.slot(other) {
-                    *slot = Some(value);
-                }
-            }
-        }
-    }
-    Ok((request, csrf))
+    let (request, [csrf, confirm]) = page::request_and_fields(body, ["csrf", "confirm"])?;
+    Ok((request, csrf.or(confirm.map(|_| String::new()))))
 }

@@ -12,7 +12,11 @@ use poem::{
 };
 use subtle::ConstantTimeEq;
 
-use crate::{error::Error, oauth::secret, state::AppState};
+use crate::{
+    error::Error,
+    oauth::{authorize::AuthorizationRequest, logout::LogoutRequest, secret},
+    state::AppState,
+};
 
 /// The sign-in session's cookie: opaque, stored server-side only as a hash.
 pub const SESSION_COOKIE: &str = "portcullis_session";
@@ -123,6 +127,58 @@ pub fn parameters(body: &[u8]) -> Result<Parameters, ()> {
         }
     }
     Ok(parameters)
+}
+
+/// A request a page reads from its parameters: where each parameter it knows goes, and the names of those
+/// that came more than once.
+pub trait Slots: Default {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>>;
+    fn set_repeated(&mut self, names: Vec<String>);
+}
+
+impl Slots for AuthorizationRequest {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        AuthorizationRequest::slot(self, name)
+    }
+
+    fn set_repeated(&mut self, names: Vec<String>) {
+        self.repeated = names;
+    }
+}
+
+impl Slots for LogoutRequest {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        LogoutRequest::slot(self, name)
+    }
+
+    fn set_repeated(&mut self, names: Vec<String>) {
+        self.repeated = names;
+    }
+}
+
+/// The request `R` and the page's own form fields named in `fields`, each parameter at its first value.
+/// A repeated parameter that either knows is named in the request's `repeated`; one neither knows is
+/// ignored, however often it comes (RFC 6749 §3.1). `Err` for text that is not UTF-8 or holds a NUL.
+pub fn request_and_fields<R: Slots, const N: usize>(
+    body: &[u8],
+    fields: [&str; N],
+) -> Result<(R, [Option<String>; N]), ()> {
+    let Parameters {
+        first,
+        mut repeated,
+    } = parameters(body)?;
+    let mut request = R::default();
+    repeated.retain(|name| fields.contains(&name.as_str()) || request.slot(name).is_some());
+    request.set_repeated(repeated);
+    let mut values = [const { None }; N];
+    for (name, value) in first {
+        if let Some(i) = fields.iter().position(|field| *field == name) {
+            values[i] = Some(value);
+        } else if let Some(slot) = request.slot(&name) {
+            *slot = Some(value);
+        }
+    }
+    Ok((request, values))
 }
 
 /// The form body of a `POST`, or the query of any other request.
@@ -261,5 +317,33 @@ fn secure(state: &AppState) -> &'static str {
 fn set_cookie(resp: &mut Response, cookie: &str) {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         resp.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reads_its_request_and_fields_at_their_first_values_and_names_what_repeats() {
+        let body =
+            b"client_id=app&username=alice&username=mallory&state=a&state=b&utm=1&utm=2&csrf=t";
+        let (request, [username, csrf, email]) =
+            request_and_fields::<AuthorizationRequest, 3>(body, ["username", "csrf", "email"])
+                .unwrap();
+        assert_eq!(request.client_id.as_deref(), Some("app"));
+        assert_eq!(request.state.as_deref(), Some("a"));
+        assert_eq!(username.as_deref(), Some("alice"));
+        assert_eq!(csrf.as_deref(), Some("t"));
+        assert_eq!(email, None);
+        // A field of the form and a parameter of the request are named; one neither knows is not.
+        assert_eq!(request.repeated, ["username", "state"]);
+    }
+
+    #[test]
+    fn a_page_refuses_text_with_a_nul_or_that_is_not_utf8() {
+        for body in [&b"username=a%00b"[..], b"username=%FF"] {
+            assert!(request_and_fields::<LogoutRequest, 1>(body, ["username"]).is_err());
+        }
     }
 }

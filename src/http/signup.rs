@@ -183,29 +183,17 @@ impl SignUpForm<'_> {
     }
 }
 
-/// The authorization request and the form's fields, each at most once. `Err` for text that is not
-/// UTF-8 or holds a NUL.
+/// The authorization request and the form's fields. `Err` for text that is not UTF-8 or holds a NUL.
 fn parameters(body: &[u8]) -> Result<(AuthorizationRequest, Fields), ()> {
-    let page::Parameters {
-        first: pairs,
-        mut repeated,
-    } = page::parameters(body)?;
-    let mut request = AuthorizationRequest::default();
-    repeated.retain(|name| request.slot(name).is_some());
-    request.repeated = repeated;
-    let mut fields = Fields::default();
-    for (name, value) in pairs {
-        let slot = match name.as_str() {
-            "username" => &mut fields.username,
-            "password" => &mut fields.password,
-            "email" => &mut fields.email,
-            "csrf" => &mut fields.csrf,
-            other => match request.slot(other) {
-                Some(slot) => slot,
-                None => continue,
-            },
-        };
-        *slot = Some(value);
-    }
-    Ok((request, fields))
+    let (request, [username, password, email, csrf]) =
+        page::request_and_fields(body, ["username", "password", "email", "csrf"])?;
+    Ok((
+        request,
+        Fields {
+            username,
+            password,
+            email,
+            csrf,
+        },
+    ))
 }
