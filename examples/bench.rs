@@ -597,9 +597,8 @@ fn with_code_flow(turn: Vec<&Target>) -> Vec<&Target> {
 const TURNS: u32 = 6;
 
 /// Drives one scenario on each target for `length` in all. Beside a baseline the length is cut into
-/// [`TURNS`] turns a build, taken in the order A B B A A B …, and each build's turns are summed: the
-/// machine's drift, which moved two copies of one binary by ±11 % when each had the row's length in one
-/// go, then falls on both builds alike.
+/// [`TURNS`] turns a build, taken in the order A B B A A B …, and each build's turns are summed, so that
+/// the machine's drift over the row falls on both builds alike (docs/benchmarks.md).
 async fn side_by_side<F, Fut>(
     targets: &[&Target],
     length: Duration,
