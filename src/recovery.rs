@@ -97,8 +97,9 @@ impl Recovery {
 
     /// Sets a new password with a reset link. The policy is checked before the token is used, so a
     /// refused password leaves the link working; the link is spent with the new password, in one
-    /// transaction, so a failure to store it leaves the link working too. Like a password change it revokes every session,
-    /// sign-in session and access token of the user; it also voids their other reset links.
+    /// transaction, so a failure to store it leaves the link working too. Like a password change it
+    /// revokes every session, sign-in session and access token of the user; it also voids their other
+    /// reset links.
     pub async fn confirm_reset(&self, token: &str, new_password: String) -> Result<(), Error> {
         let user = self.reset_link(token).await?;
         password::check_policy(&new_password, &user.username, self.min_password_length)?;

@@ -26,6 +26,27 @@ impl LinkStore {
     }
 }
 
+/// Marks the token used if it is an unused, unexpired token of `purpose`, inside `db`; whether it was. One
+/// conditional update, so of concurrent uses exactly one succeeds.
+pub(super) async fn spend_in(
+    db: &impl sea_orm::ConnectionTrait,
+    hash: &[u8],
+    purpose: LinkPurpose,
+    now: DateTime<Utc>,
+) -> Result<bool, sea_orm::DbErr> {
+    use account_token::Column as T;
+    Ok(account_token::Entity::update_many()
+        .col_expr(T::UsedAt, Expr::value(now))
+        .filter(T::TokenHash.eq(hash.to_vec()))
+        .filter(T::Purpose.eq(purpose.as_str()))
+        .filter(T::UsedAt.is_null())
+        .filter(T::ExpiresAt.gt(now))
+        .exec(db)
+        .await?
+        .rows_affected
+        == 1)
+}
+
 /// Marks the user's unused tokens of `purpose` used, inside `db`.
 async fn void_in(
     db: &impl sea_orm::ConnectionTrait,
@@ -88,25 +109,13 @@ impl ports::LinkTokens for LinkStore {
             .map(Into::into))
     }
 
-    /// One conditional update marks the token used, so of concurrent uses exactly one succeeds.
     async fn spend(
         &self,
         hash: &[u8],
         purpose: LinkPurpose,
         now: DateTime<Utc>,
     ) -> Result<Option<LinkToken>, Error> {
-        use account_token::Column as T;
-        let marked = account_token::Entity::update_many()
-            .col_expr(T::UsedAt, Expr::value(now))
-            .filter(T::TokenHash.eq(hash.to_vec()))
-            .filter(T::Purpose.eq(purpose.as_str()))
-            .filter(T::UsedAt.is_null())
-            .filter(T::ExpiresAt.gt(now))
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        if !marked {
+        if !spend_in(&self.db, hash, purpose, now).await? {
             return Ok(None);
         }
         Ok(account_token::Entity::find_by_id(hash.to_vec())

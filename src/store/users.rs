@@ -189,19 +189,10 @@ impl ports::Users for UserStore {
     ) -> Result<Vec<Revocation>, Error> {
         let now = Utc::now();
         let txn = super::begin_write(&self.db).await?;
-        if let Some(hash) = reset_link {
-            use crate::entity::account_token::Column as T;
-            let spent = crate::entity::account_token::Entity::update_many()
-                .col_expr(T::UsedAt, Expr::value(now))
-                .filter(T::TokenHash.eq(hash.to_vec()))
-                .filter(T::UserId.eq(id))
-                .filter(T::Purpose.eq(LinkPurpose::PasswordReset.as_str()))
-                .filter(T::UsedAt.is_null())
-                .exec(&txn)
-                .await?;
-            if spent.rows_affected != 1 {
-                return Err(Error::InvalidLinkToken("used meanwhile"));
-            }
+        if let Some(hash) = reset_link
+            && !super::links::spend_in(&txn, hash, LinkPurpose::PasswordReset, now).await?
+        {
+            return Err(Error::InvalidLinkToken("used or expired meanwhile"));
         }
         user::Entity::update_many()
             .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
