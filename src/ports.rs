@@ -63,6 +63,9 @@ pub enum CreateUserError {
 #[async_trait]
 pub trait Users: Send + Sync {
     async fn find(&self, id: Uuid) -> Result<Option<User>, Error>;
+    /// Whether the user exists and is enabled: what a token's every use asks, read without the rest
+    /// of the row.
+    async fn is_active(&self, id: Uuid) -> Result<bool, Error>;
     /// By username, compared as [`Username::key`] does.
     async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error>;
     /// By email address, regardless of case.

@@ -53,7 +53,7 @@ impl Tokens {
         };
         if claims.username.is_some() {
             let active = match claims.sub.parse() {
-                Ok(id) => self.users.find(id).await?.is_some_and(|u| u.is_active),
+                Ok(id) => self.users.is_active(id).await?,
                 Err(_) => false,
             };
             if !active {

@@ -98,6 +98,12 @@ impl<E: EntityTrait> Unique<E::Model> for Select<E> {
     }
 }
 
+impl<S: sea_orm::SelectorTrait> Unique<S::Item> for sea_orm::Selector<S> {
+    async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<S::Item>, DbErr> {
+        Ok(self.all(db).await?.pop())
+    }
+}
+
 /// A database failure is the server's, never the client's: `500` with nothing of it in the answer.
 impl From<DbErr> for crate::error::Error {
     fn from(e: DbErr) -> Self {

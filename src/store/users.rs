@@ -38,6 +38,16 @@ impl ports::Users for UserStore {
             .map(Into::into))
     }
 
+    async fn is_active(&self, id: Uuid) -> Result<bool, Error> {
+        let active: Option<bool> = user::Entity::find_by_id(id)
+            .select_only()
+            .column(user::Column::IsActive)
+            .into_tuple()
+            .unique(&self.db)
+            .await?;
+        Ok(active == Some(true))
+    }
+
     /// Case-insensitive lookup by username.
     async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error> {
         Ok(user::Entity::find()

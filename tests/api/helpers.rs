@@ -539,6 +539,12 @@ impl TestApp {
             .await;
     }
 
+    /// Marks a user enabled in the database only.
+    pub async fn enable_in_database(&self, user: &TestUser) {
+        self.edit_user_row(user, user::Column::IsActive, true.into())
+            .await;
+    }
+
     /// Marks a user's password changed now in the database only, revoking nothing.
     pub async fn change_password_in_database(&self, user: &TestUser) {
         self.edit_user_row(

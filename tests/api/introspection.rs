@@ -4,7 +4,7 @@ use portcullis::value::grant_type::GrantType;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Deny, assert_error, spawn_app_on, spawn_app_with};
+use crate::helpers::{Deny, assert_error, spawn_app, spawn_app_on, spawn_app_with};
 
 on_every_backend! {
     async fn a_live_token_is_active_with_every_field(backend: Backend, deny: Deny) {
@@ -64,6 +64,22 @@ on_every_backend! {
 }
 
 on_both_databases! {
+    async fn a_users_token_is_active_exactly_while_the_users_row_says_enabled(backend: Backend) {
+        // Arrange: a user's token, introspected while live. The row is then edited by hand, so that
+        // nothing but the row itself (no deny-list entry, no revocation) can make the token inactive.
+        let app = spawn_app(backend).await;
+        let rs = app.resource_server().await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        assert!(app.is_active(&rs, &token).await);
+
+        // Act + Assert: inactive while disabled, active again once enabled.
+        app.disable_in_database(&user).await;
+        assert!(!app.is_active(&rs, &token).await);
+        app.enable_in_database(&user).await;
+        assert!(app.is_active(&rs, &token).await);
+    }
+
     async fn a_token_seen_active_is_refused_once_it_expires(backend: Backend) {
         // Arrange: tokens live one second; this one is introspected (and so remembered) while live.
         let app = spawn_app_with(backend, |s| s.tokens.access_ttl = 1).await;
