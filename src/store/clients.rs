@@ -26,7 +26,8 @@ use crate::{
 #[derive(Clone)]
 pub struct ClientStore {
     db: DatabaseConnection,
-    recent: Arc<Mutex<HashMap<String, (Instant, Client)>>>,
+    /// Shared rows, so that a hit holds the lock only to count a reference.
+    recent: Arc<Mutex<HashMap<String, (Instant, Arc<Client>)>>>,
 }
 
 /// How long an authenticated client's row is reused: a deleted client takes effect within this time on
@@ -82,10 +83,12 @@ impl ports::Clients for ClientStore {
             .lock()
             .expect("client cache lock")
             .get(id)
-            .filter(|(at, client)| at.elapsed() < CACHE_TTL && usable(client))
-            .map(|(_, client)| client.clone());
-        if cached.is_some() {
-            return Ok(cached);
+            .cloned();
+        if let Some((at, client)) = cached
+            && at.elapsed() < CACHE_TTL
+            && usable(&client)
+        {
+            return Ok(Some(Client::clone(&client)));
         }
         // Aged from before the read, so a row read just before its client was deleted still leaves
         // the cache within CACHE_TTL of the deletion.
@@ -101,7 +104,7 @@ impl ports::Clients for ClientStore {
                 if recent.len() >= CACHE_MAX {
                     recent.clear();
                 }
-                recent.insert(id.to_owned(), (read_at, model.clone()));
+                recent.insert(id.to_owned(), (read_at, Arc::new(model.clone())));
             }
             None => {
                 recent.remove(id);
