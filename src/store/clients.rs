@@ -26,9 +26,12 @@ use crate::{
 #[derive(Clone)]
 pub struct ClientStore {
     db: DatabaseConnection,
-    /// Shared rows, so that a hit holds the lock only to count a reference.
-    recent: Arc<Mutex<HashMap<String, (Instant, Arc<Client>)>>>,
+    recent: Arc<Mutex<Recent>>,
 }
+
+/// Each client's row by id, with when it was read; shared, so that a hit holds the lock only to count a
+/// reference.
+type Recent = HashMap<String, (Instant, Arc<Client>)>;
 
 /// How long an authenticated client's row is reused: a deleted client takes effect within this time on
 /// every instance. A second keeps a busy client's reads to one a second, and is shorter than an operator
