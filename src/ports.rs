@@ -90,8 +90,8 @@ pub trait Users: Send + Sync {
     /// Sets a new password and, in the same transaction, revokes everything issued before it (each
     /// revocation listed until `until`) and records that in the revocation log. With `reset_link` (the
     /// hash of a password-reset link's token) the link is spent in that transaction too, and nothing
-    /// changes unless it was unspent (`InvalidLinkToken`): a link is used up exactly when the password
-    /// it set is stored.
+    /// changes unless it was this user's, unspent and unexpired (`InvalidLinkToken`): a link is used up
+    /// exactly when the password it set is stored.
     async fn change_password(
         &self,
         id: Uuid,

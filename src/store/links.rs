@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
-    sea_query::Expr,
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    QueryTrait, Set, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -26,12 +26,13 @@ impl LinkStore {
     }
 }
 
-/// Marks the token used if it is an unused, unexpired token of `purpose`, inside `db`; whether it was. One
-/// conditional update, so of concurrent uses exactly one succeeds.
+/// Marks the token used if it is an unused, unexpired token of `purpose` (and of `owner`, when given),
+/// inside `db`; whether it was. One conditional update, so of concurrent uses exactly one succeeds.
 pub(super) async fn spend_in(
     db: &impl sea_orm::ConnectionTrait,
     hash: &[u8],
     purpose: LinkPurpose,
+    owner: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<bool, sea_orm::DbErr> {
     use account_token::Column as T;
@@ -39,6 +40,7 @@ pub(super) async fn spend_in(
         .col_expr(T::UsedAt, Expr::value(now))
         .filter(T::TokenHash.eq(hash.to_vec()))
         .filter(T::Purpose.eq(purpose.as_str()))
+        .apply_if(owner, |update, id| update.filter(T::UserId.eq(id)))
         .filter(T::UsedAt.is_null())
         .filter(T::ExpiresAt.gt(now))
         .exec(db)
@@ -115,7 +117,7 @@ impl ports::LinkTokens for LinkStore {
         purpose: LinkPurpose,
         now: DateTime<Utc>,
     ) -> Result<Option<LinkToken>, Error> {
-        if !spend_in(&self.db, hash, purpose, now).await? {
+        if !spend_in(&self.db, hash, purpose, None, now).await? {
             return Ok(None);
         }
         Ok(account_token::Entity::find_by_id(hash.to_vec())

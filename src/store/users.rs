@@ -200,7 +200,8 @@ impl ports::Users for UserStore {
         let now = Utc::now();
         let txn = super::begin_write(&self.db).await?;
         if let Some(hash) = reset_link
-            && !super::links::spend_in(&txn, hash, LinkPurpose::PasswordReset, now).await?
+            && !super::links::spend_in(&txn, hash, LinkPurpose::PasswordReset, Some(id), now)
+                .await?
         {
             return Err(Error::InvalidLinkToken("used or expired meanwhile"));
         }

@@ -349,6 +349,31 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn a_reset_link_sets_no_password_but_its_own_users(backend: Backend) {
+        // Arrange: alice's reset link, and bob.
+        let sink = SmtpSink::start();
+        let app = app_with_mail(backend, &sink).await;
+        register(&app, "alice", "alice@example.com").await;
+        register(&app, "bob", "bob@example.com").await;
+        sink.wait_for(2).await; // the verification links sent at registration
+        let asked = post_json(&app, "/users/password-reset", json!({"username": "alice"})).await;
+        assert_eq!(asked.status(), StatusCode::ACCEPTED);
+        let token = sink.wait_for(3).await[2].token(&app.settings.issuer(), "/password-reset").expect("a reset link");
+        let bob = app.state.users.find_by_username("bob").await.unwrap().unwrap();
+
+        // Act: the store is asked to set bob's password with alice's link.
+        let hash = portcullis::oauth::secret::hash(&token);
+        let result = app.state.users.change_password(bob.id, "not a hash".into(), chrono::Utc::now(), Some(&hash)).await;
+
+        // Assert: refused, bob's password unchanged, and alice's link still sets hers.
+        assert!(result.is_err(), "bob's password was set with alice's link");
+        assert_eq!(login(&app, "bob", PASSWORD).await.status(), StatusCode::OK);
+        let done = post_json(&app, "/users/password-reset/confirm", json!({"token": token, "new_password": NEW_PASSWORD})).await;
+        assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    }
+}
+
 on_every_backend! {
     async fn a_password_reset_by_mail_sets_the_new_password_and_ends_every_session(backend: Backend, deny: Deny) {
         // Arrange: a user with an address and a live session.
