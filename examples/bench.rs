@@ -22,8 +22,8 @@
 //! `BENCH_SERVER` names another server binary, and `BENCH_BASELINE` a second one, the baseline, measured
 //! beside it in the same run: both servers run at once, each on a database of its own migrated by its
 //! own binary, and each row is measured in six turns a build, taken A B B A A B … (which build is A
-//! alternates from row to row), so that the machine's drift falls on both alike; the login-flood rows,
-//! judged by latency, are measured on one build and then the other. A second table then gives each row's
+//! alternates from row to row), so that the machine's drift falls on both alike; the login-flood rows too,
+//! each turn measuring the idle pair and then the pair beside the flood. A second table then gives each row's
 //! requests per server CPU-second and p99 on both builds, and the current build's as a percentage of the
 //! baseline's. The large tables are left out beside a baseline.
 
@@ -314,6 +314,7 @@ impl Row {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Bound {
     Fraction(&'static str, f64, f64),
     Absolute(f64),
@@ -596,42 +597,93 @@ fn with_code_flow(turn: Vec<&Target>) -> Vec<&Target> {
 /// How many turns each build gets in a row measured beside a baseline.
 const TURNS: u32 = 6;
 
-/// Drives one scenario on each target for `length` in all. Beside a baseline the length is cut into
-/// [`TURNS`] turns a build, taken in the order A B B A A B …, and each build's turns are summed, so that
-/// the machine's drift over the row falls on both builds alike (docs/benchmarks.md).
+/// What driving a scenario gave: requests answered, their latencies, server CPU-seconds, peak RSS (MiB).
+type Driven = (u64, Vec<f64>, f64, f64);
+
+/// Runs `turn` for each target, [`TURNS`] times a build in the order A B B A A B … beside a baseline
+/// (once alone), and sums each build's turns, so that the machine's drift over the row falls on both
+/// builds alike (docs/benchmarks.md). `turn` gets the target and the length of one turn.
+async fn in_turns<const N: usize, F, Fut>(
+    targets: &[&Target],
+    length: Duration,
+    turn: F,
+) -> Vec<[Driven; N]>
+where
+    F: Fn(usize, Duration) -> Fut,
+    Fut: std::future::Future<Output = [Driven; N]>,
+{
+    let turns = if targets.len() > 1 { TURNS } else { 1 };
+    let mut sums: Vec<[Driven; N]> = (0..targets.len())
+        .map(|_| std::array::from_fn(|_| (0, Vec::new(), 0.0, 0.0)))
+        .collect();
+    for k in 0..turns {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if k % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let measured = turn(i, length / turns).await;
+            for (sum, (requests, latencies, cpu, rss)) in sums[i].iter_mut().zip(measured) {
+                sum.0 += requests;
+                sum.1.extend(latencies);
+                sum.2 += cpu;
+                sum.3 = sum.3.max(rss);
+            }
+        }
+    }
+    for sum in sums.iter_mut().flatten() {
+        sum.1.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    sums
+}
+
+/// Drives one scenario on each target for `length` in all, in turns beside a baseline ([`in_turns`]).
 async fn side_by_side<F, Fut>(
     targets: &[&Target],
     length: Duration,
     connections: usize,
     request: F,
-) -> Vec<(u64, Vec<f64>, f64, f64)>
+) -> Vec<Driven>
 where
     F: Fn(Arc<Api>, usize, usize) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    if let [target] = targets {
-        return vec![drive(target, length, connections, request).await];
+    in_turns(targets, length, |i, length| async move {
+        [drive(targets[i], length, connections, request).await]
+    })
+    .await
+    .into_iter()
+    .map(|[m]| m)
+    .collect()
+}
+
+/// One turn of the flood rows on one build: JWKS and introspection side by side, idle and then beside
+/// a login flood on every connection. The idle pair is the flood's baseline, so that the ratio shows
+/// what the logins cost the token checks and nothing else.
+async fn flood_turn(t: &Target, length: Duration) -> [Driven; 4] {
+    let (jwks_idle, intro_idle) = tokio::join!(
+        drive(t, length, 4, jwks),
+        drive(t, length, 4, introspection)
+    );
+    let flood_until = Instant::now() + length;
+    let flooders: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let api = t.api.clone();
+            tokio::spawn(async move {
+                while Instant::now() < flood_until {
+                    password_grant(api.clone(), i, i).await;
+                }
+            })
+        })
+        .collect();
+    let (jwks_flood, intro_flood) = tokio::join!(
+        drive(t, length, 4, jwks),
+        drive(t, length, 4, introspection)
+    );
+    for f in flooders {
+        let _ = f.await;
     }
-    let mut sums: Vec<(u64, Vec<f64>, f64, f64)> = vec![(0, Vec::new(), 0.0, 0.0); targets.len()];
-    for turn in 0..TURNS {
-        let mut order: Vec<usize> = (0..targets.len()).collect();
-        if turn % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
-            let (requests, latencies, cpu, rss) =
-                drive(targets[i], length / TURNS, connections, request).await;
-            let sum = &mut sums[i];
-            sum.0 += requests;
-            sum.1.extend(latencies);
-            sum.2 += cpu;
-            sum.3 = sum.3.max(rss);
-        }
-    }
-    for sum in &mut sums {
-        sum.1.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    }
-    sums
+    [jwks_idle, intro_idle, jwks_flood, intro_flood]
 }
 
 async fn run_backend(
@@ -724,6 +776,9 @@ async fn run_backend(
             side_by_side(&turn, length, CONNECTIONS, sso_and_redemption),
         )
         .await;
+        // A redemption with `openid` signs two tokens, access and ID: the signing limit allows half
+        // as many of them as of one-token requests.
+        let redemptions = Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7);
         for (t, result) in turn.iter().zip(results) {
             // The redemption alone: the pair's CPU less the authorize's, per pair.
             if let Some(&(_, sso_cost)) = sso_costs.iter().find(|(build, _)| *build == t.build) {
@@ -732,16 +787,11 @@ async fn run_backend(
                 record(
                     t,
                     "code redemption (the pair less the authorize)",
-                    Bound::Fraction("RS256 sign/core", limit, 0.7),
+                    redemptions,
                     alone,
                 );
             }
-            record(
-                t,
-                "SSO authorize + code redemption",
-                Bound::Fraction("RS256 sign/core", limit, 0.7),
-                result,
-            );
+            record(t, "SSO authorize + code redemption", redemptions, result);
         }
     }
 
@@ -814,42 +864,16 @@ async fn run_backend(
         }
     }
     if on("JWKS under a login flood") || on("introspection under a login flood") {
-        for t in in_turn(&mut targets) {
-            // The flood's baseline is the same pair of loads without the flood, so that the ratio shows
-            // what the logins cost the token checks and nothing else.
-            let (jwks_idle, intro_idle) = tokio::join!(
-                drive(t, length, 4, jwks),
-                drive(t, length, 4, introspection)
-            );
-            let jwks_idle_p99 = percentile(&jwks_idle.1, 0.99);
-            let intro_idle_p99 = percentile(&intro_idle.1, 0.99);
-
-            // A login flood saturating the hashing pool, with JWKS and introspection measured beside it.
-            let flood_until = Instant::now() + length;
-            let flooders: Vec<_> = (0..CONNECTIONS)
-                .map(|i| {
-                    let api = t.api.clone();
-                    tokio::spawn(async move {
-                        while Instant::now() < flood_until {
-                            password_grant(api.clone(), i, i).await;
-                        }
-                    })
-                })
-                .collect();
-            t.server.reset_peak_rss();
-            let (jwks_flood, intro_flood) = tokio::join!(
-                drive(t, length, 4, jwks),
-                drive(t, length, 4, introspection)
-            );
-            let flood_rss = t.server.peak_rss_mib();
-            for f in flooders {
-                let _ = f.await;
-            }
+        let turn = in_turn(&mut targets);
+        let results = in_turns(&turn, length, |i, length| flood_turn(turn[i], length)).await;
+        for (t, [jwks_idle, intro_idle, jwks_flood, intro_flood]) in turn.iter().zip(results) {
+            // The flood's peak RSS is the largest of its drives'; the idle ones' are lower.
+            let flood_rss = jwks_flood.3.max(intro_flood.3);
             record(
                 t,
                 "JWKS under a login flood",
                 Bound::Latency {
-                    idle_p99: jwks_idle_p99,
+                    idle_p99: percentile(&jwks_idle.1, 0.99),
                     at_most: 3.0,
                 },
                 jwks_flood,
@@ -858,7 +882,7 @@ async fn run_backend(
                 t,
                 "introspection under a login flood",
                 Bound::Latency {
-                    idle_p99: intro_idle_p99,
+                    idle_p99: percentile(&intro_idle.1, 0.99),
                     at_most: 3.0,
                 },
                 intro_flood,
@@ -1131,7 +1155,7 @@ struct Measured {
 impl Measured {
     fn new(
         tables: &str,
-        (requests, latencies, cpu, _): (u64, Vec<f64>, f64, f64),
+        (requests, latencies, cpu, _): Driven,
         wal: i64,
         length: Duration,
     ) -> Self {
@@ -1562,12 +1586,7 @@ fn start_server(
 
 /// Runs `connections` workers calling `request(api, i, worker)` for `length`; returns the successful
 /// requests, their latencies, the server CPU seconds and the peak RSS meanwhile.
-async fn drive<F, Fut>(
-    target: &Target,
-    length: Duration,
-    connections: usize,
-    request: F,
-) -> (u64, Vec<f64>, f64, f64)
+async fn drive<F, Fut>(target: &Target, length: Duration, connections: usize, request: F) -> Driven
 where
     F: Fn(Arc<Api>, usize, usize) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -1624,7 +1643,7 @@ fn row(
     build: &'static str,
     scenario: &'static str,
     bound: Bound,
-    (requests, latencies, cpu, rss): (u64, Vec<f64>, f64, f64),
+    (requests, latencies, cpu, rss): Driven,
     length: Duration,
 ) -> Row {
     Row {
