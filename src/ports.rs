@@ -111,7 +111,6 @@ pub trait Users: Send + Sync {
 
 /// A session to start, bound to the user's state the password check saw.
 pub struct NewSession<'a> {
-    /// Chosen by the caller, so that it can be recorded before the session exists (a code's redemption).
     pub id: Uuid,
     pub user: &'a User,
     pub client_id: &'a str,
@@ -122,6 +121,19 @@ pub struct NewSession<'a> {
     pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
     /// The browser sign-in session it was started through, whose logout ends it too.
     pub sign_in_session: Option<Uuid>,
+    /// The hash of the authorization code it is the redemption of, claimed in the same transaction: of
+    /// concurrent redemptions exactly one starts a session, and a failed one leaves the code unused.
+    pub code: Option<&'a [u8]>,
+}
+
+/// Why a session was not started.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotStarted {
+    /// The user was disabled or changed their password since they were verified, or the browser
+    /// sign-in the session was started through has ended.
+    UserChanged,
+    /// The code was claimed already: by the redemption that started this session, if one did.
+    CodeUsed { winner: Option<Uuid> },
 }
 
 /// A refresh token to spend: presented by hash, replaced by the successor whose hash is given.
@@ -162,10 +174,8 @@ pub struct SuccessorToken {
 
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Inserts the session and its first refresh token, both or neither; `None` when the user was
-    /// disabled or changed their password since `new.user` was read, or the browser sign-in it was
-    /// started through has ended.
-    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error>;
+    /// Inserts the session and its first refresh token and claims its code, all or nothing.
+    async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error>;
     /// Spends a live token by inserting its successor, only if the token, its session (of this client)
     /// and its user are all live; of concurrent spends of one token exactly one succeeds. `None` when
     /// nothing was spent, whatever the reason.
@@ -293,8 +303,11 @@ pub struct CodeGrant {
 
 /// What redeeming a code found.
 pub enum Redeemed {
-    /// Not used yet.
-    Fresh(CodeGrant),
+    /// Not used yet; with its user as they are now, `None` when they are gone.
+    Fresh {
+        grant: Box<CodeGrant>,
+        user: Option<User>,
+    },
     /// Used before: the session its first redemption started.
     Again { session: Option<Uuid> },
 }
@@ -303,16 +316,8 @@ pub enum Redeemed {
 pub trait Codes: Send + Sync {
     async fn create(&self, new: NewCode<'_>) -> Result<(), Error>;
     /// What the code is at `now`, changing nothing; `None` when there is no such code or it has
-    /// expired unused.
+    /// expired unused. [`Sessions::start`] claims it.
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;
-    /// Marks the code used by the redemption that started `session`, once: of concurrent redemptions
-    /// exactly one wins. A loser hears the winner's session (`Err`), to revoke it with its own.
-    async fn claim(
-        &self,
-        hash: &[u8],
-        now: DateTime<Utc>,
-        session: Uuid,
-    ) -> Result<Result<(), Option<Uuid>>, Error>;
 }
 
 /// A browser's sign-in session, behind the authorize endpoint's cookie.

@@ -210,7 +210,6 @@ impl AppState {
             settings.id_token_ttl(),
         ));
         let grants = Grants {
-            users: stores.users.clone(),
             sessions: stores.sessions.clone(),
             codes: stores.sign_in.clone(),
             login: login.clone(),

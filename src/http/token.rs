@@ -95,15 +95,14 @@ impl TokenApi {
             state.limits.login(ip, username)?;
         }
         // The password grant writes a session naming the client, so it needs the client's row as it
-        // is now. A refresh re-reads its session, which dies with its client (the foreign key
-        // cascades), and client_credentials writes nothing: a row read a second ago serves them.
+        // is now. A code's redemption claims its code and a refresh spends its token, each of which
+        // dies with its client (the foreign keys cascade), and client_credentials writes nothing: a
+        // row read a second ago serves them.
         let lookup = match request {
-            GrantRequest::Password { .. } | GrantRequest::AuthorizationCode(_) => {
-                client::Lookup::Fresh
-            }
-            GrantRequest::RefreshToken { .. } | GrantRequest::ClientCredentials { .. } => {
-                client::Lookup::Recent
-            }
+            GrantRequest::Password { .. } => client::Lookup::Fresh,
+            GrantRequest::AuthorizationCode(_)
+            | GrantRequest::RefreshToken { .. }
+            | GrantRequest::ClientCredentials { .. } => client::Lookup::Recent,
         };
         let client = client_auth::authenticate(&state, presented, lookup).await?;
         let grant_type = request.grant_type();

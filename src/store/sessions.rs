@@ -23,11 +23,15 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Unique, revocation_feed::append};
+use super::{
+    Unique,
+    revocation_feed::append,
+    sign_in::{claim_in, claimed_by},
+};
 use crate::{
     entity::{refresh_token, session, sign_in_session, user},
     error::Error,
-    ports::{self, NewSession, RefreshToken, Spent, SuccessorToken},
+    ports::{self, NewSession, NotStarted, RefreshToken, Spent, SuccessorToken},
     value::{
         account::Session,
         revocation::{Entry, Revocation},
@@ -103,7 +107,7 @@ impl SessionStore {
 
 #[async_trait]
 impl ports::Sessions for SessionStore {
-    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error> {
+    async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error> {
         use sea_orm::sea_query::ExprTrait;
         use session::Column as S;
         let NewSession {
@@ -115,8 +119,19 @@ impl ports::Sessions for SessionStore {
             expires_at,
             refresh,
             sign_in_session,
+            code,
         } = new;
         let txn = self.db.begin().await?;
+        // Claimed first, so that a concurrent redemption of the same code waits here (PostgreSQL's row
+        // lock, SQLite's one writer) and then finds it claimed, having written nothing.
+        if let Some(code) = code
+            && !claim_in(&txn, code, now, id).await?
+        {
+            txn.rollback().await?;
+            return Ok(Err(NotStarted::CodeUsed {
+                winner: claimed_by(&self.db, code).await?,
+            }));
+        }
         let session = Session {
             id,
             user_id: user.id,
@@ -174,7 +189,9 @@ impl ports::Sessions for SessionStore {
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
             .to_owned();
         if txn.execute(&insert).await?.rows_affected() != 1 {
-            return Ok(None);
+            // At once, not when the connection is next used: the code's claim holds a lock.
+            txn.rollback().await?;
+            return Ok(Err(NotStarted::UserChanged));
         }
         if let Some((hash, idle_expiry)) = refresh {
             // Without RETURNING, which SQLite would emulate with a second statement.
@@ -183,7 +200,7 @@ impl ports::Sessions for SessionStore {
                 .await?;
         }
         txn.commit().await?;
-        Ok(Some(session))
+        Ok(Ok(session))
     }
 
     /// Waits for the next statement of [`spend_in_batches`].
@@ -586,6 +603,7 @@ mod tests {
                     expires_at: later(now, TTL),
                     refresh: Some((vec![i; 32], later(now, TTL))),
                     sign_in_session: None,
+                    code: None,
                 })
                 .await
                 .unwrap()
@@ -593,6 +611,71 @@ mod tests {
             ids.push(s.id);
         }
         (dir, db, ids)
+    }
+
+    /// A redemption claims its code in the session's transaction: a second start with the code finds
+    /// it claimed, hears the first one's session, and writes nothing.
+    #[tokio::test]
+    async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
+        use sea_orm::PaginatorTrait;
+
+        use crate::{
+            ports::{CodeGrant, Codes, NewCode},
+            store::sign_in::SignInStore,
+        };
+        let (_dir, db, _) = sessions(0).await;
+        let user = UserStore::new(db.clone())
+            .find_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap();
+        let scope = Scope::parse("profile").unwrap();
+        let now = Utc::now();
+        let grant = CodeGrant {
+            client_id: "c".into(),
+            user_id: user.id,
+            sign_in_session: None,
+            redirect_uri: None,
+            code_challenge: "challenge".into(),
+            scope: scope.clone(),
+            nonce: None,
+            auth_time: now,
+        };
+        let code = [7; 32];
+        let new_code = NewCode {
+            hash: code.to_vec(),
+            grant: &grant,
+            expires_at: later(now, TTL),
+        };
+        Codes::create(&SignInStore::new(db.clone()), new_code)
+            .await
+            .unwrap();
+        let store = SessionStore::new(db.clone());
+        let start = |token: u8| {
+            store.start(NewSession {
+                id: Uuid::new_v4(),
+                user: &user,
+                client_id: "c",
+                scope: &scope,
+                now,
+                expires_at: later(now, TTL),
+                refresh: Some((vec![token; 32], later(now, TTL))),
+                sign_in_session: None,
+                code: Some(&code),
+            })
+        };
+
+        let first = start(1).await.unwrap().unwrap();
+        let second = start(2).await.unwrap();
+
+        assert_eq!(
+            second.err(),
+            Some(NotStarted::CodeUsed {
+                winner: Some(first.id)
+            })
+        );
+        assert_eq!(session::Entity::find().count(&db).await.unwrap(), 1);
+        assert_eq!(refresh_token::Entity::find().count(&db).await.unwrap(), 1);
     }
 
     fn spend(

@@ -1,8 +1,12 @@
-//! Authorization codes and browser sign-in sessions, as [`ports::Codes`] and [`ports::SignInSessions`].
+//! Authorization codes and browser sign-in sessions, as [`ports::Codes`] and [`ports::SignInSessions`]. A
+//! code is claimed by the session store, in the transaction that starts its session ([`claim_in`]).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+    sea_query::Expr,
+};
 use uuid::Uuid;
 
 use super::Unique;
@@ -48,10 +52,13 @@ impl ports::Codes for SignInStore {
         Ok(())
     }
 
+    /// The code with its user, in one query.
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
-        let Some(row) = authorization_code::Entity::find_by_id(hash.to_vec())
-            .unique(&self.db)
+        let Some((row, user)) = authorization_code::Entity::find_by_id(hash.to_vec())
+            .find_also_related(user::Entity)
+            .all(&self.db)
             .await?
+            .pop()
         else {
             return Ok(None);
         };
@@ -63,44 +70,51 @@ impl ports::Codes for SignInStore {
         if row.expires_at <= now {
             return Ok(None);
         }
-        Ok(Some(Redeemed::Fresh(CodeGrant {
-            client_id: row.client_id,
-            user_id: row.user_id,
-            sign_in_session: row.sign_in_session_id,
-            redirect_uri: row.redirect_uri,
-            code_challenge: row.code_challenge,
-            scope: Scope::parse(&row.scope).unwrap_or_default(),
-            nonce: row.nonce,
-            auth_time: row.auth_time,
-        })))
+        Ok(Some(Redeemed::Fresh {
+            grant: Box::new(CodeGrant {
+                client_id: row.client_id,
+                user_id: row.user_id,
+                sign_in_session: row.sign_in_session_id,
+                redirect_uri: row.redirect_uri,
+                code_challenge: row.code_challenge,
+                scope: Scope::parse(&row.scope).unwrap_or_default(),
+                nonce: row.nonce,
+                auth_time: row.auth_time,
+            }),
+            user: user.map(Into::into),
+        }))
     }
+}
 
-    /// One conditional update marks the code used, so of concurrent redemptions exactly one wins.
-    async fn claim(
-        &self,
-        hash: &[u8],
-        now: DateTime<Utc>,
-        session: Uuid,
-    ) -> Result<Result<(), Option<Uuid>>, Error> {
-        use authorization_code::Column as C;
-        let won = authorization_code::Entity::update_many()
-            .col_expr(C::UsedAt, Expr::value(now))
-            .col_expr(C::SessionId, Expr::value(session))
-            .filter(C::CodeHash.eq(hash.to_vec()))
-            .filter(C::UsedAt.is_null())
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        if won {
-            return Ok(Ok(()));
-        }
-        let winner = authorization_code::Entity::find_by_id(hash.to_vec())
-            .unique(&self.db)
-            .await?
-            .and_then(|row| row.session_id);
-        Ok(Err(winner))
-    }
+/// Marks the code used by `session`, in the transaction that starts it: one conditional update, so of
+/// concurrent redemptions exactly one claims it. `false` when it was claimed already.
+pub(super) async fn claim_in(
+    txn: &impl ConnectionTrait,
+    hash: &[u8],
+    now: DateTime<Utc>,
+    session: Uuid,
+) -> Result<bool, DbErr> {
+    use authorization_code::Column as C;
+    Ok(authorization_code::Entity::update_many()
+        .col_expr(C::UsedAt, Expr::value(now))
+        .col_expr(C::SessionId, Expr::value(session))
+        .filter(C::CodeHash.eq(hash.to_vec()))
+        .filter(C::UsedAt.is_null())
+        .exec(txn)
+        .await?
+        .rows_affected
+        == 1)
+}
+
+/// The session the redemption that claimed the code started.
+pub(super) async fn claimed_by(
+    db: &impl ConnectionTrait,
+    hash: &[u8],
+) -> Result<Option<Uuid>, DbErr> {
+    Ok(authorization_code::Entity::find_by_id(hash.to_vec())
+        .unique(db)
+        .await?
+        .and_then(|row| row.session_id))
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use super::{Grants, Issued, Started};
 use crate::{
     error::Error,
     oauth::{authorize, client::AuthenticatedClient, issuer::SignedIn, secret},
-    ports::Redeemed,
+    ports::{NotStarted, Redeemed},
 };
 
 /// What the token request presents with a code.
@@ -28,16 +28,10 @@ impl Grants {
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let hash = secret::hash(&presented.code);
-        let grant = match self.codes.redeem(&hash, now).await? {
+        let (grant, user) = match self.codes.redeem(&hash, now).await? {
             None => return Err(Error::InvalidGrant("unknown or expired code")),
-            Some(Redeemed::Again { session }) => {
-                if let Some(session) = session {
-                    self.revoker.session(session, "code_reuse").await?;
-                }
-                tracing::warn!(client = %client.id, "authorization code presented twice");
-                return Err(Error::InvalidGrant("code used twice"));
-            }
-            Some(Redeemed::Fresh(grant)) => grant,
+            Some(Redeemed::Again { session }) => return self.code_reused(client, session).await,
+            Some(Redeemed::Fresh { grant, user }) => (grant, user),
         };
         if grant.client_id != client.id {
             return Err(Error::InvalidGrant("another client's code"));
@@ -51,41 +45,34 @@ impl Grants {
             return Err(Error::InvalidGrant("code_verifier does not match"));
         }
         // The user as they are now, who must be as they were when they signed in.
-        let user = self
-            .users
-            .find(grant.user_id)
-            .await?
+        let user = user
             .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
-        // The session starts before the code is claimed for it, so that whichever of two concurrent
-        // redemptions loses the claim finds the winner's session in place to revoke with its own. A
-        // presentation that fails the checks above uses nothing up.
-        let session_id = Uuid::new_v4();
-        let Started {
-            session,
-            access,
-            refresh_token,
-        } = self
+        // The session starts in the transaction that claims the code, so a presentation that fails
+        // the checks above, or loses a race for the code, leaves nothing behind.
+        let started = self
             .start_session(
-                session_id,
                 &user,
                 client,
                 &grant.scope,
                 now,
                 grant.sign_in_session,
+                Some(&hash),
             )
-            .await?
-            .ok_or(Error::InvalidGrant(
-                "the user changed or signed out since signing in",
-            ))?;
-        if let Err(winner) = self.codes.claim(&hash, now, session).await? {
-            self.revoker.session(session, "code_reuse").await?;
-            if let Some(winner) = winner {
-                self.revoker.session(winner, "code_reuse").await?;
+            .await?;
+        let Started {
+            session,
+            access,
+            refresh_token,
+        } = match started {
+            Ok(started) => started,
+            Err(NotStarted::CodeUsed { winner }) => return self.code_reused(client, winner).await,
+            Err(NotStarted::UserChanged) => {
+                return Err(Error::InvalidGrant(
+                    "the user changed or signed out since signing in",
+                ));
             }
-            tracing::warn!(client = %client.id, "authorization code presented twice at once");
-            return Err(Error::InvalidGrant("code used twice"));
-        }
+        };
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {
                 auth_time: grant.auth_time,
@@ -102,5 +89,19 @@ impl Grants {
             id_token,
             scope: grant.scope,
         })
+    }
+
+    /// A code presented again, even at the same moment as its first redemption: the session that
+    /// redemption started is revoked.
+    async fn code_reused(
+        &self,
+        client: &AuthenticatedClient,
+        session: Option<Uuid>,
+    ) -> Result<Issued, Error> {
+        if let Some(session) = session {
+            self.revoker.session(session, "code_reuse").await?;
+        }
+        tracing::warn!(client = %client.id, "authorization code presented twice");
+        Err(Error::InvalidGrant("code used twice"))
     }
 }

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     error::Error,
     metrics::Metrics,
-    ports::{Clock, Codes, NewSession, Sessions, Users, later},
+    ports::{Clock, Codes, NewSession, NotStarted, Sessions, later},
     value::{account::User, grant_type::GrantType, scope::Scope},
 };
 
@@ -40,7 +40,6 @@ pub struct Lifetimes {
 
 /// What the grants work with, each part no wider than a grant needs.
 pub struct Grants {
-    pub users: Arc<dyn Users>,
     pub sessions: Arc<dyn Sessions>,
     pub codes: Arc<dyn Codes>,
     pub login: Arc<LoginGuard>,
@@ -126,25 +125,24 @@ struct Started {
 }
 
 impl Grants {
-    /// Starts the session `id` for `user` as they were verified (through the browser sign-in session
-    /// `sign_in`, in the code flow), and issues its first tokens; `None` when the user was disabled or
-    /// changed their password since.
+    /// Starts a session for `user` as they were verified, and issues its first tokens. In the code flow
+    /// it starts through the browser sign-in session `sign_in` and claims the code hashed `code`.
     async fn start_session(
         &self,
-        id: Uuid,
         user: &User,
         client: &AuthenticatedClient,
         scope: &Scope,
         now: DateTime<Utc>,
         sign_in: Option<Uuid>,
-    ) -> Result<Option<Started>, Error> {
+        code: Option<&[u8]>,
+    ) -> Result<Result<Started, NotStarted>, Error> {
         let refresh_token = client
             .may_use(GrantType::RefreshToken)
             .then(secret::generate);
         let session = self
             .sessions
             .start(NewSession {
-                id,
+                id: Uuid::new_v4(),
                 user,
                 client_id: &client.id,
                 scope,
@@ -154,10 +152,12 @@ impl Grants {
                     .as_deref()
                     .map(|t| (secret::hash(t), later(now, self.lifetimes.refresh_idle))),
                 sign_in_session: sign_in,
+                code,
             })
             .await?;
-        let Some(session) = session else {
-            return Ok(None);
+        let session = match session {
+            Ok(session) => session,
+            Err(not) => return Ok(Err(not)),
         };
         let access = self.issuer.access_token(
             Subject::User {
@@ -168,7 +168,7 @@ impl Grants {
             &client.id,
             scope,
         )?;
-        Ok(Some(Started {
+        Ok(Ok(Started {
             session: session.id,
             access,
             refresh_token,

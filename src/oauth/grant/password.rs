@@ -3,8 +3,6 @@
 
 use std::net::IpAddr;
 
-use uuid::Uuid;
-
 use super::{Grants, Issued, resolve_scope};
 use crate::{error::Error, oauth::client::AuthenticatedClient, value::scope::Scope};
 
@@ -35,10 +33,10 @@ impl Grants {
         };
         let scope = resolve_scope(requested, &grantable)?;
         let started = self
-            .start_session(Uuid::new_v4(), &user, client, &scope, now, None)
+            .start_session(&user, client, &scope, now, None, None)
             .await?
             // The password was checked against a user who has since changed it or been disabled.
-            .ok_or(Error::InvalidGrant("the user changed during the login"))?;
+            .map_err(|_| Error::InvalidGrant("the user changed during the login"))?;
         let (session, access) = (started.session, started.access);
         tracing::info!(user = %user.id, client = %client.id, sid = %session, jti = %access.claims.jti, "password grant");
         Ok(Issued {
