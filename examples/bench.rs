@@ -21,7 +21,7 @@
 //! `BENCH_ONLY` keeps the rows whose "backend scenario" contains one of its comma-separated words,
 //! `BENCH_SERVER` names another server binary, and `BENCH_BASELINE` a second one, the baseline, measured
 //! beside it in the same run: both servers run at once, each on a database of its own migrated by its
-//! own binary, and each row is measured in six turns a build, taken A B B A A B … (which build is A
+//! own binary, and each row is measured in twelve turns a build, taken A B B A A B … (which build is A
 //! alternates from row to row), so that the machine's drift falls on both alike; the login-flood rows too,
 //! each turn measuring the idle pair and then the pair beside the flood. A second table then gives each row's
 //! requests per server CPU-second and p99 on both builds, and the current build's as a percentage of the
@@ -595,7 +595,7 @@ fn with_code_flow(turn: Vec<&Target>) -> Vec<&Target> {
 }
 
 /// How many turns each build gets in a row measured beside a baseline.
-const TURNS: u32 = 6;
+const TURNS: u32 = 12;
 
 /// What driving a scenario gave: requests answered, their latencies, server CPU-seconds, peak RSS (MiB).
 type Driven = (u64, Vec<f64>, f64, f64);
