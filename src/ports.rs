@@ -111,7 +111,6 @@ pub trait Users: Send + Sync {
 
 /// A session to start, bound to the user's state the password check saw.
 pub struct NewSession<'a> {
-    pub id: Uuid,
     pub user: &'a User,
     pub client_id: &'a str,
     pub scope: &'a Scope,

@@ -111,7 +111,6 @@ impl ports::Sessions for SessionStore {
         use sea_orm::sea_query::ExprTrait;
         use session::Column as S;
         let NewSession {
-            id,
             user,
             client_id,
             scope,
@@ -121,6 +120,7 @@ impl ports::Sessions for SessionStore {
             sign_in_session,
             code,
         } = new;
+        let id = Uuid::new_v4();
         let txn = self.db.begin().await?;
         // Claimed first, so that a concurrent redemption of the same code waits here (PostgreSQL's row
         // lock, SQLite's one writer) and then finds it claimed, having written nothing.
@@ -592,25 +592,33 @@ mod tests {
         let store = SessionStore::new(db.clone());
         let mut ids = Vec::new();
         for i in 0..n {
-            let now = Utc::now();
             let s = store
-                .start(NewSession {
-                    id: Uuid::new_v4(),
-                    user: &user,
-                    client_id: "c",
-                    scope: &scope,
-                    now,
-                    expires_at: later(now, TTL),
-                    refresh: Some((vec![i; 32], later(now, TTL))),
-                    sign_in_session: None,
-                    code: None,
-                })
+                .start(new_session(&user, &scope, i, Utc::now()))
                 .await
                 .unwrap()
                 .unwrap();
             ids.push(s.id);
         }
         (dir, db, ids)
+    }
+
+    /// A session of client `c` for `user`, whose first refresh token hashes to `[token; 32]`.
+    fn new_session<'a>(
+        user: &'a crate::value::account::User,
+        scope: &'a Scope,
+        token: u8,
+        now: DateTime<Utc>,
+    ) -> NewSession<'a> {
+        NewSession {
+            user,
+            client_id: "c",
+            scope,
+            now,
+            expires_at: later(now, TTL),
+            refresh: Some((vec![token; 32], later(now, TTL))),
+            sign_in_session: None,
+            code: None,
+        }
     }
 
     /// A redemption claims its code in the session's transaction: a second start with the code finds
@@ -653,15 +661,8 @@ mod tests {
         let store = SessionStore::new(db.clone());
         let start = |token: u8| {
             store.start(NewSession {
-                id: Uuid::new_v4(),
-                user: &user,
-                client_id: "c",
-                scope: &scope,
-                now,
-                expires_at: later(now, TTL),
-                refresh: Some((vec![token; 32], later(now, TTL))),
-                sign_in_session: None,
                 code: Some(&code),
+                ..new_session(&user, &scope, token, now)
             })
         };
 

@@ -142,7 +142,6 @@ impl Grants {
         let session = self
             .sessions
             .start(NewSession {
-                id: Uuid::new_v4(),
                 user,
                 client_id: &client.id,
                 scope,
