@@ -120,7 +120,7 @@ pub struct NewSession<'a> {
     pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
     /// The browser sign-in session it was started through, whose logout ends it too.
     pub sign_in_session: Option<Uuid>,
-    /// The hash of the authorization code it is the redemption of, claimed in the same transaction: of
+    /// The hash of the authorization code it is the redemption of, claimed as the session starts: of
     /// concurrent redemptions exactly one starts a session, and a failed one leaves the code unused.
     pub code: Option<&'a [u8]>,
 }

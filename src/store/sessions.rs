@@ -1,6 +1,9 @@
 //! Sessions and their refresh tokens, as [`ports::Sessions`]: the facts of a rotation (spent, by whom,
 //! when); what they mean (reuse, a retry within the grace window) is the refresh grant's to decide.
 //!
+//! A session starts with its first refresh token and, in the code flow, the claim of its code, all or
+//! nothing: in one transaction on SQLite, in one statement on PostgreSQL.
+//!
 //! A token is spent when its successor exists. The successor's hash is derived from the token's, so
 //! rotation is one `INSERT .. SELECT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
 //! inserts, on SQLite and PostgreSQL alike, with no transaction or row lock to hold across round
@@ -16,9 +19,12 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, Func, IntoCondition, OnConflict, Query, UnionType},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{
+        Alias, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, IntoCondition,
+        OnConflict, Query, SelectStatement, UnionType, WithClause,
+    },
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -26,10 +32,10 @@ use uuid::Uuid;
 use super::{
     Unique,
     revocation_feed::append,
-    sign_in::{claim_in, claimed_by},
+    sign_in::{claim, claimed_by},
 };
 use crate::{
-    entity::{refresh_token, session, sign_in_session, user},
+    entity::{authorization_code, refresh_token, session, sign_in_session, user},
     error::Error,
     ports::{self, NewSession, NotStarted, RefreshToken, Spent, SuccessorToken},
     value::{
@@ -108,99 +114,21 @@ impl SessionStore {
 #[async_trait]
 impl ports::Sessions for SessionStore {
     async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error> {
-        use sea_orm::sea_query::ExprTrait;
-        use session::Column as S;
-        let NewSession {
-            user,
-            client_id,
-            scope,
-            now,
-            expires_at,
-            refresh,
-            sign_in_session,
-            code,
-        } = new;
-        let id = Uuid::new_v4();
-        let txn = self.db.begin().await?;
-        // Claimed first, so that a concurrent redemption of the same code waits here (PostgreSQL's row
-        // lock, SQLite's one writer) and then finds it claimed, having written nothing.
-        if let Some(code) = code
-            && !claim_in(&txn, code, now, id).await?
-        {
-            txn.rollback().await?;
-            return Ok(Err(NotStarted::CodeUsed {
-                winner: claimed_by(&self.db, code).await?,
-            }));
-        }
         let session = Session {
-            id,
-            user_id: user.id,
-            client_id: client_id.to_owned(),
-            scope: scope.clone(),
-            created_at: now,
-            last_used_at: now,
-            expires_at,
+            id: Uuid::new_v4(),
+            user_id: new.user.id,
+            client_id: new.client_id.to_owned(),
+            scope: new.scope.clone(),
+            created_at: new.now,
+            last_used_at: new.now,
+            expires_at: new.expires_at,
             revoked_at: None,
         };
-        // Inserted only from the user's row as it was verified. On PostgreSQL that row is share-locked,
-        // so a password change or a disable either commits first (and this inserts nothing) or waits
-        // for this session and then revokes it; SQLite has one writer at a time.
-        let mut verified = Query::select();
-        verified
-            .exprs([
-                Expr::value(session.id),
-                Expr::value(session.user_id),
-                Expr::value(session.client_id.clone()),
-                Expr::value(scope.to_string()),
-                Expr::value(now),
-                Expr::value(now),
-                Expr::value(expires_at),
-                Expr::value(sign_in_session),
-            ])
-            .from(user::Entity)
-            .and_where(Expr::col(user::Column::Id).eq(user.id))
-            .and_where(Expr::col(user::Column::IsActive).eq(true))
-            .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
-            .lock_shared();
-        // Started through a browser sign-in, only while that is live: a logout in between ends it.
-        if let Some(sign_in) = sign_in_session {
-            verified.and_where(Expr::exists(
-                Query::select()
-                    .expr(Expr::value(1))
-                    .from(sign_in_session::Entity)
-                    .and_where(Expr::col(sign_in_session::Column::Id).eq(sign_in))
-                    .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
-                    .to_owned(),
-            ));
-        }
-        let insert = Query::insert()
-            .into_table(session::Entity)
-            .columns([
-                S::Id,
-                S::UserId,
-                S::ClientId,
-                S::Scope,
-                S::CreatedAt,
-                S::LastUsedAt,
-                S::ExpiresAt,
-                S::SignInSessionId,
-            ])
-            .select_from(verified)
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-            .to_owned();
-        if txn.execute(&insert).await?.rows_affected() != 1 {
-            // At once, not when the connection is next used: the code's claim holds a lock.
-            txn.rollback().await?;
-            return Ok(Err(NotStarted::UserChanged));
-        }
-        if let Some((hash, idle_expiry)) = refresh {
-            // Without RETURNING, which SQLite would emulate with a second statement.
-            refresh_token::Entity::insert(new_token(&session, hash, now, idle_expiry))
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(Ok(session))
+        let started = match self.db.get_database_backend() {
+            DbBackend::Postgres => start_in_one_statement(&self.db, &new, &session).await?,
+            _ => start_in_transaction(&self.db, &new, &session).await?,
+        };
+        Ok(started.map(|()| session))
     }
 
     /// Waits for the next statement of [`spend_in_batches`].
@@ -400,21 +328,199 @@ async fn end_sign_ins(
     Ok(())
 }
 
-fn new_token(
+/// Starts `session` in one transaction: the code's claim, the session from the user's row as verified,
+/// its first refresh token. The claim comes first, so that a concurrent redemption of the same code
+/// waits for SQLite's one writer and then finds it claimed, having written nothing.
+async fn start_in_transaction(
+    db: &DatabaseConnection,
+    new: &NewSession<'_>,
     session: &Session,
-    hash: Vec<u8>,
+) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
+    let txn = db.begin().await?;
+    if let Some(code) = new.code
+        && txn
+            .execute(&claim(code, new.now, session.id))
+            .await?
+            .rows_affected()
+            != 1
+    {
+        txn.rollback().await?;
+        let winner = claimed_by(db, code).await?;
+        return Ok(Err(NotStarted::CodeUsed { winner }));
+    }
+    let mut row = session_row(session, new.sign_in_session);
+    as_verified(&mut row, new);
+    if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
+        // At once, not when the connection is next used: the code's claim holds the write lock.
+        txn.rollback().await?;
+        return Ok(Err(NotStarted::UserChanged));
+    }
+    if let Some((hash, idle_expiry)) = &new.refresh {
+        let token = first_token(session, hash, new.now, *idle_expiry);
+        txn.execute(&insert_token(token)?).await?;
+    }
+    txn.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Starts `session` in one statement, which PostgreSQL makes atomic as a transaction is, in one round
+/// trip instead of five. Each step selects from the one before: the code is claimed only while the
+/// user's row is as verified, the session is inserted only from the claim (or, without a code, from
+/// that row), its first token only from the session; so a check that fails writes nothing, and of
+/// concurrent redemptions of one code the later waits on the code's row lock and then claims nothing.
+async fn start_in_one_statement(
+    db: &DatabaseConnection,
+    new: &NewSession<'_>,
+    session: &Session,
+) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
+    let (claimed, started) = (Alias::new("claimed"), Alias::new("started"));
+    let mut with = WithClause::new();
+    let mut row = session_row(session, new.sign_in_session);
+    match new.code {
+        Some(code) => {
+            let mut verified = Query::select();
+            verified.expr(Expr::value(1));
+            as_verified(&mut verified, new);
+            let mut claim = claim(code, new.now, session.id);
+            claim
+                .and_where(Expr::exists(verified))
+                .returning_col(authorization_code::Column::CodeHash);
+            with.cte(cte(claimed.clone(), claim));
+            row.from(claimed);
+        }
+        None => as_verified(&mut row, new),
+    }
+    let mut insert = insert_session(row)?;
+    insert.returning_col(session::Column::Id);
+    with.cte(cte(started.clone(), insert));
+    if let Some((hash, idle_expiry)) = &new.refresh {
+        let mut token = first_token(session, hash, new.now, *idle_expiry);
+        token.from(started.clone());
+        with.cte(cte(Alias::new("token"), insert_token(token)?));
+    }
+    let query = with.query(
+        Query::select()
+            .column(session::Column::Id)
+            .from(started)
+            .to_owned(),
+    );
+    if !db.query_all(&query).await?.is_empty() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(match new.code {
+        Some(code) => match claimed_by(db, code).await? {
+            Some(winner) => NotStarted::CodeUsed {
+                winner: Some(winner),
+            },
+            None => NotStarted::UserChanged,
+        },
+        None => NotStarted::UserChanged,
+    }))
+}
+
+fn cte(
+    name: Alias,
+    query: impl Into<sea_orm::sea_query::SubQueryStatement>,
+) -> CommonTableExpression {
+    CommonTableExpression::new()
+        .query(query)
+        .table_name(name)
+        .to_owned()
+}
+
+/// The new session's row, as the values of a `SELECT` still to be given its source.
+fn session_row(session: &Session, sign_in_session: Option<Uuid>) -> SelectStatement {
+    Query::select()
+        .exprs([
+            Expr::value(session.id),
+            Expr::value(session.user_id),
+            Expr::value(session.client_id.clone()),
+            Expr::value(session.scope.to_string()),
+            Expr::value(session.created_at),
+            Expr::value(session.last_used_at),
+            Expr::value(session.expires_at),
+            Expr::value(sign_in_session),
+        ])
+        .to_owned()
+}
+
+fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr> {
+    use session::Column as S;
+    Ok(Query::insert()
+        .into_table(session::Entity)
+        .columns([
+            S::Id,
+            S::UserId,
+            S::ClientId,
+            S::Scope,
+            S::CreatedAt,
+            S::LastUsedAt,
+            S::ExpiresAt,
+            S::SignInSessionId,
+        ])
+        .select_from(row)
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        .to_owned())
+}
+
+/// Makes `select` give a row only from the user's row as it was verified. On PostgreSQL that row is
+/// share-locked, so a password change or a disable either commits first (and nothing is selected) or
+/// waits for the session and then revokes it; SQLite has one writer at a time. Started through a
+/// browser sign-in, only while that is live: a logout in between ends it.
+fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
+    select
+        .from(user::Entity)
+        .and_where(Expr::col(user::Column::Id).eq(new.user.id))
+        .and_where(Expr::col(user::Column::IsActive).eq(true))
+        .and_where(Expr::col(user::Column::PasswordChangedAt).eq(new.user.password_changed_at))
+        .lock_shared();
+    if let Some(sign_in) = new.sign_in_session {
+        select.and_where(Expr::exists(
+            Query::select()
+                .expr(Expr::value(1))
+                .from(sign_in_session::Entity)
+                .and_where(Expr::col(sign_in_session::Column::Id).eq(sign_in))
+                .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
+                .to_owned(),
+        ));
+    }
+}
+
+/// A session's first refresh token's row, as the values of a `SELECT`.
+fn first_token(
+    session: &Session,
+    hash: &[u8],
     now: DateTime<Utc>,
     idle_expiry: DateTime<Utc>,
-) -> refresh_token::ActiveModel {
-    refresh_token::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        session_id: Set(session.id),
-        token_hash: Set(hash),
-        scope: Set(session.scope.to_string()),
-        created_at: Set(now),
-        // A token never outlives its session.
-        expires_at: Set(idle_expiry.min(session.expires_at)),
-    }
+) -> SelectStatement {
+    Query::select()
+        .exprs([
+            Expr::value(Uuid::new_v4()),
+            Expr::value(session.id),
+            Expr::value(hash.to_vec()),
+            Expr::value(session.scope.to_string()),
+            Expr::value(now),
+            // A token never outlives its session.
+            Expr::value(Ord::min(idle_expiry, session.expires_at)),
+        ])
+        .to_owned()
+}
+
+fn insert_token(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr> {
+    use refresh_token::Column as T;
+    Ok(Query::insert()
+        .into_table(refresh_token::Entity)
+        .columns([
+            T::Id,
+            T::SessionId,
+            T::TokenHash,
+            T::Scope,
+            T::CreatedAt,
+            T::ExpiresAt,
+        ])
+        .select_from(row)
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+        .to_owned())
 }
 
 /// Spends whatever rotations are waiting, up to [`MAX_BATCH`], in one statement, and again until every
@@ -457,7 +563,6 @@ async fn spend_all(
     batch: &[Waiting],
 ) -> Result<HashMap<Vec<u8>, Done>, sea_orm::DbErr> {
     use refresh_token::Column as T;
-    use sea_orm::sea_query::ExprTrait;
     use session::Column as S;
     let (tokens, sessions, users) = (refresh_token::Entity, session::Entity, user::Entity);
     // One SELECT per token, joined by UNION ALL: each finds its token by equality on the unique hash,

@@ -1,11 +1,12 @@
 //! Authorization codes and browser sign-in sessions, as [`ports::Codes`] and [`ports::SignInSessions`]. A
-//! code is claimed by the session store, in the transaction that starts its session ([`claim_in`]).
+//! code is claimed by the session store, in the statement or transaction that starts its session
+//! ([`claim`]).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
-    sea_query::Expr,
+    sea_query::{Expr, ExprTrait, Query, UpdateStatement},
 };
 use uuid::Uuid;
 
@@ -86,24 +87,17 @@ impl ports::Codes for SignInStore {
     }
 }
 
-/// Marks the code used by `session`, in the transaction that starts it: one conditional update, so of
-/// concurrent redemptions exactly one claims it. `false` when it was claimed already.
-pub(super) async fn claim_in(
-    txn: &impl ConnectionTrait,
-    hash: &[u8],
-    now: DateTime<Utc>,
-    session: Uuid,
-) -> Result<bool, DbErr> {
+/// Marks the code used by `session`; the session store runs it where it starts that session. One
+/// conditional update, so of concurrent redemptions exactly one claims it.
+pub(super) fn claim(hash: &[u8], now: DateTime<Utc>, session: Uuid) -> UpdateStatement {
     use authorization_code::Column as C;
-    Ok(authorization_code::Entity::update_many()
-        .col_expr(C::UsedAt, Expr::value(now))
-        .col_expr(C::SessionId, Expr::value(session))
-        .filter(C::CodeHash.eq(hash.to_vec()))
-        .filter(C::UsedAt.is_null())
-        .exec(txn)
-        .await?
-        .rows_affected
-        == 1)
+    Query::update()
+        .table(authorization_code::Entity)
+        .value(C::UsedAt, now)
+        .value(C::SessionId, session)
+        .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
+        .and_where(Expr::col(C::UsedAt).is_null())
+        .to_owned()
 }
 
 /// The session the redemption that claimed the code started.

@@ -127,7 +127,9 @@ on_both_databases! {
         browser.post_to("/oauth/logout", &hidden_fields(&html)).await;
 
         assert_error(redeem(&app, &client, &code, VERIFIER).await, 400, "invalid_grant").await;
+        // Nothing is written: no session, and the code is not even claimed.
         assert_eq!(app.count("sessions").await, 0);
+        assert_eq!(app.count("authorization_codes WHERE used_at IS NULL").await, 1);
     }
 
     async fn a_valid_id_token_hint_signs_out_at_once_and_goes_back_with_state(backend: Backend) {

@@ -48,7 +48,7 @@ impl Grants {
         let user = user
             .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
             .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
-        // The session starts in the transaction that claims the code, so a presentation that fails
+        // The session starts where the code is claimed, atomically, so a presentation that fails
         // the checks above, or loses a race for the code, leaves nothing behind.
         let started = self
             .start_session(
