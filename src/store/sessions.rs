@@ -407,12 +407,14 @@ async fn start_in_one_statement(
     if !db.query_all(&query).await?.is_empty() {
         return Ok(Ok(()));
     }
-    Ok(Err(match new.code {
-        Some(code) => match claimed_by(db, code).await? {
-            Some(winner) => NotStarted::CodeUsed {
-                winner: Some(winner),
-            },
-            None => NotStarted::UserChanged,
+    // Nothing started: another redemption claimed the code, or the user's row is not as verified.
+    let winner = match new.code {
+        Some(code) => claimed_by(db, code).await?,
+        None => None,
+    };
+    Ok(Err(match winner {
+        Some(winner) => NotStarted::CodeUsed {
+            winner: Some(winner),
         },
         None => NotStarted::UserChanged,
     }))
