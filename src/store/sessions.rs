@@ -23,7 +23,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
     sea_query::{
         Alias, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, IntoCondition,
-        OnConflict, Query, SelectStatement, UnionType, WithClause,
+        IntoIden, IntoTableRef, OnConflict, Query, SelectStatement, UnionType, WithClause,
     },
 };
 use tokio::sync::{mpsc, oneshot};
@@ -448,21 +448,17 @@ fn session_row(session: &Session, sign_in_session: Option<Uuid>) -> SelectStatem
 
 fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr> {
     use session::Column as S;
-    Ok(Query::insert()
-        .into_table(session::Entity)
-        .columns([
-            S::Id,
-            S::UserId,
-            S::ClientId,
-            S::Scope,
-            S::CreatedAt,
-            S::LastUsedAt,
-            S::ExpiresAt,
-            S::SignInSessionId,
-        ])
-        .select_from(row)
-        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
-        .to_owned())
+    let columns = [
+        S::Id,
+        S::UserId,
+        S::ClientId,
+        S::Scope,
+        S::CreatedAt,
+        S::LastUsedAt,
+        S::ExpiresAt,
+        S::SignInSessionId,
+    ];
+    insert_from(session::Entity, columns, row)
 }
 
 /// Makes `select` give a row only from the user's row as it was verified. On PostgreSQL that row is
@@ -508,18 +504,29 @@ fn first_token(
         .to_owned()
 }
 
+/// A refresh token's row from `row`: a session's first, or the successors a rotation inserts.
 fn insert_token(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr> {
     use refresh_token::Column as T;
+    let columns = [
+        T::Id,
+        T::SessionId,
+        T::TokenHash,
+        T::Scope,
+        T::CreatedAt,
+        T::ExpiresAt,
+    ];
+    insert_from(refresh_token::Entity, columns, row)
+}
+
+/// `INSERT INTO table (columns) SELECT …`.
+fn insert_from<C: IntoIden>(
+    table: impl IntoTableRef,
+    columns: impl IntoIterator<Item = C>,
+    row: SelectStatement,
+) -> Result<InsertStatement, sea_orm::DbErr> {
     Ok(Query::insert()
-        .into_table(refresh_token::Entity)
-        .columns([
-            T::Id,
-            T::SessionId,
-            T::TokenHash,
-            T::Scope,
-            T::CreatedAt,
-            T::ExpiresAt,
-        ])
+        .into_table(table)
+        .columns(columns)
         .select_from(row)
         .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
         .to_owned())
@@ -622,18 +629,7 @@ async fn spend_all(
         }
         Expr::SubQuery(None, Box::new(q.into()))
     };
-    let insert = Query::insert()
-        .into_table(tokens)
-        .columns([
-            T::Id,
-            T::SessionId,
-            T::TokenHash,
-            T::Scope,
-            T::CreatedAt,
-            T::ExpiresAt,
-        ])
-        .select_from(select)
-        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+    let insert = insert_token(select)?
         .on_conflict(OnConflict::column(T::TokenHash).do_nothing().to_owned())
         .returning(Query::returning().exprs([
             Expr::col(T::TokenHash),
