@@ -356,7 +356,7 @@ async fn start_in_transaction(
         return Ok(Err(NotStarted::UserChanged));
     }
     if let Some((hash, idle_expiry)) = &new.refresh {
-        let token = first_token(session, hash, new.now, *idle_expiry);
+        let token = first_token(session, hash, *idle_expiry);
         txn.execute(&insert_token(token)?).await?;
     }
     txn.commit().await?;
@@ -394,7 +394,7 @@ async fn start_in_one_statement(
     insert.returning_col(session::Column::Id);
     with.cte(cte(started.clone(), insert));
     if let Some((hash, idle_expiry)) = &new.refresh {
-        let mut token = first_token(session, hash, new.now, *idle_expiry);
+        let mut token = first_token(session, hash, *idle_expiry);
         token.from(started.clone());
         with.cte(cte(Alias::new("token"), insert_token(token)?));
     }
@@ -485,19 +485,14 @@ fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
 }
 
 /// A session's first refresh token's row, as the values of a `SELECT`.
-fn first_token(
-    session: &Session,
-    hash: &[u8],
-    now: DateTime<Utc>,
-    idle_expiry: DateTime<Utc>,
-) -> SelectStatement {
+fn first_token(session: &Session, hash: &[u8], idle_expiry: DateTime<Utc>) -> SelectStatement {
     Query::select()
         .exprs([
             Expr::value(Uuid::new_v4()),
             Expr::value(session.id),
             Expr::value(hash.to_vec()),
             Expr::value(session.scope.to_string()),
-            Expr::value(now),
+            Expr::value(session.created_at),
             // A token never outlives its session.
             Expr::value(Ord::min(idle_expiry, session.expires_at)),
         ])
@@ -724,8 +719,8 @@ mod tests {
         }
     }
 
-    /// A redemption claims its code in the session's transaction: a second start with the code finds
-    /// it claimed, hears the first one's session, and writes nothing.
+    /// A redemption claims its code as its session starts: a second start with the code finds it
+    /// claimed, hears the first one's session, and writes nothing.
     #[tokio::test]
     async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
         use sea_orm::PaginatorTrait;
