@@ -1244,7 +1244,10 @@ async fn large_tables(
     length: Duration,
     wanted: [bool; 3],
 ) -> anyhow::Result<LargeTables> {
-    let db = portcullis::store::connect(&target.db_url, 1).await?;
+    let db = portcullis::store::connect(&target.db_url, 1)
+        .await?
+        .writer()
+        .clone();
     let measure = async |tables: &str| -> anyhow::Result<_> {
         let mut refreshed = None;
         if wanted[0] {

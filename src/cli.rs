@@ -222,19 +222,20 @@ fn human_age(secs: i64) -> String {
 
 async fn migrate(settings: &Settings, direction: Direction, steps: u32) -> anyhow::Result<()> {
     let db = store::connect(&settings.database.url, 1).await?;
+    let db = db.writer();
     match direction {
-        Direction::Up => Migrator::up(&db, None).await?,
-        Direction::Down => Migrator::down(&db, Some(steps)).await?,
+        Direction::Up => Migrator::up(db, None).await?,
+        Direction::Down => Migrator::down(db, Some(steps)).await?,
         Direction::Status => {}
     }
-    for m in Migrator::get_migration_with_status(&db).await? {
+    for m in Migrator::get_migration_with_status(db).await? {
         println!("{:?}\t{}", m.status(), m.name());
     }
     Ok(())
 }
 
 /// Connects and brings the schema up to date, for the commands that read or write rows.
-async fn database(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnection> {
+async fn database(settings: &Settings) -> anyhow::Result<store::Db> {
     let db = store::connect(&settings.database.url, 2).await?;
     store::migrate(&db).await?;
     Ok(db)

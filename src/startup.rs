@@ -75,7 +75,7 @@ impl App {
         purges.abort();
         rescans.abort();
         revocations.abort();
-        self.state.db.clone().close().await.ok();
+        self.state.db.clone().close().await;
         result
     }
 }

@@ -3,8 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::DatabaseConnection;
-
 use crate::{
     accounts::Accounts,
     config::Settings,
@@ -28,7 +26,7 @@ use crate::{
     ratelimit::{Limits, MailLimit},
     recovery::Recovery,
     store::{
-        clients::ClientStore, deny_list::DenyList, links::LinkStore,
+        Db, clients::ClientStore, deny_list::DenyList, links::LinkStore,
         revocation_feed::RevocationFeed, sessions::SessionStore, sign_in::SignInStore,
         users::UserStore,
     },
@@ -41,7 +39,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// For readiness and housekeeping, which are about the database itself.
-    pub db: DatabaseConnection,
+    pub db: Db,
     pub keys: Arc<KeyStore>,
     pub grants: Grants,
     pub authorizer: Authorizer,
@@ -83,7 +81,7 @@ pub struct Stores {
 impl Stores {
     /// The deny list is Redis's when `redis.url` is set, else this process's own.
     pub fn new(
-        db: &DatabaseConnection,
+        db: &Db,
         settings: &Settings,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -187,7 +185,8 @@ impl AppState {
         if let Err(e) = stores.revoker.sync().await {
             tracing::warn!(error = %e, "the deny list could not be filled from the revocation log yet");
         }
-        let successor_key = crate::store::secrets::load_or_create(&db, "refresh_successor").await?;
+        let successor_key =
+            crate::store::secrets::load_or_create(db.writer(), "refresh_successor").await?;
         let issuer_url = settings.issuer();
         let hasher = Arc::new(Hasher::new(
             settings.password.hashing_threads(),

@@ -8,13 +8,12 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use async_trait::async_trait;
 
-use super::{Unique, revocation_feed::append};
+use super::{Db, Unique, revocation_feed::append};
 use crate::value::revocation::Revocation;
 use crate::{
     entity::{client, session},
@@ -25,7 +24,7 @@ use crate::{
 
 #[derive(Clone)]
 pub struct ClientStore {
-    db: DatabaseConnection,
+    db: Db,
     recent: Arc<Mutex<Recent>>,
 }
 
@@ -42,7 +41,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 4096;
 
 impl ClientStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self {
             db,
             recent: Arc::default(),
@@ -118,7 +117,7 @@ impl ports::Clients for ClientStore {
 
     async fn find(&self, id: &str) -> Result<Option<Client>, Error> {
         Ok(client::Entity::find_by_id(id.to_owned())
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -126,7 +125,7 @@ impl ports::Clients for ClientStore {
     async fn list(&self) -> Result<Vec<Client>, Error> {
         Ok(client::Entity::find()
             .order_by_asc(client::Column::ClientId)
-            .all(&self.db)
+            .all(self.db.reader())
             .await?
             .into_iter()
             .map(Into::into)
@@ -149,13 +148,17 @@ impl ports::Clients for ClientStore {
             post_logout_redirect_uris: Set(space_separated(new.post_logout_redirect_uris)),
             created_at: Set(Utc::now()),
         };
-        model.insert(&self.db).await.map(Into::into).map_err(|e| {
-            if super::unique_violation(&e).is_some() {
-                CreateClientError::Exists
-            } else {
-                CreateClientError::Failed(e.into())
-            }
-        })
+        model
+            .insert(self.db.writer())
+            .await
+            .map(Into::into)
+            .map_err(|e| {
+                if super::unique_violation(&e).is_some() {
+                    CreateClientError::Exists
+                } else {
+                    CreateClientError::Failed(e.into())
+                }
+            })
     }
 
     /// Deletes a client and, through the foreign keys, its sessions, recording in the same transaction

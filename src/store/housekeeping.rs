@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::revocation_feed::RevocationFeed;
+use super::{Db, revocation_feed::RevocationFeed};
 use crate::entity::{authorization_code, refresh_token, session, sign_in_session};
 
 /// Rows per statement.
@@ -47,11 +47,9 @@ impl Purged {
 
 /// One pass at `now`. `access_ttl` is how long an access token of an ended session may still live, and
 /// so how long the session must stay to be named by the deny list's `sid` entries.
-pub async fn purge(
-    db: &DatabaseConnection,
-    now: DateTime<Utc>,
-    access_ttl: Duration,
-) -> Result<Purged, DbErr> {
+pub async fn purge(db: &Db, now: DateTime<Utc>, access_ttl: Duration) -> Result<Purged, DbErr> {
+    let feed = RevocationFeed::new(db.clone());
+    let db = db.writer();
     let cutoff = now - chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::MAX);
     let mut purged = Purged::default();
     loop {
@@ -73,7 +71,6 @@ pub async fn purge(
         from = reached;
         tokio::task::yield_now().await;
     }
-    let feed = RevocationFeed::new(db.clone());
     loop {
         let entries = feed.purge(now, BATCH).await?;
         purged.revocations += entries;

@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    QueryTrait, Set, sea_query::Expr,
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Set,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::Unique;
+use super::{Db, Unique};
 use crate::{
     entity::{account_mail, account_token, user},
     error::Error,
@@ -17,11 +17,11 @@ use crate::{
 
 #[derive(Clone)]
 pub struct LinkStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl LinkStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self { db }
     }
 }
@@ -106,7 +106,7 @@ impl ports::LinkTokens for LinkStore {
             .filter(T::Purpose.eq(purpose.as_str()))
             .filter(T::UsedAt.is_null())
             .filter(T::ExpiresAt.gt(now))
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -117,11 +117,11 @@ impl ports::LinkTokens for LinkStore {
         purpose: LinkPurpose,
         now: DateTime<Utc>,
     ) -> Result<Option<LinkToken>, Error> {
-        if !spend_in(&self.db, hash, purpose, None, now).await? {
+        if !spend_in(self.db.writer(), hash, purpose, None, now).await? {
             return Ok(None);
         }
         Ok(account_token::Entity::find_by_id(hash.to_vec())
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -132,7 +132,7 @@ impl ports::LinkTokens for LinkStore {
         purpose: LinkPurpose,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        void_in(&self.db, user_id, purpose, now).await?;
+        void_in(self.db.writer(), user_id, purpose, now).await?;
         Ok(())
     }
 

@@ -20,15 +20,61 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, Select,
 };
 
-/// Connects to SQLite (WAL, foreign keys on, a busy timeout) or PostgreSQL, by URL.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
-    if let Some(path) = sqlite_path(url)
+/// The database as the stores use it. SQLite lets one connection write at a time, and connections
+/// that wait for that in its busy handler cost CPU and tail latency; so on SQLite every write goes
+/// through one connection of its own, for which writes queue in the server, and reads through the
+/// pool. On PostgreSQL both are the one pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    reader: DatabaseConnection,
+    writer: DatabaseConnection,
+}
+
+impl Db {
+    /// For reads.
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.reader
+    }
+
+    /// For every statement or transaction that writes.
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// Whether both pools answer.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.reader.ping().await?;
+        self.writer.ping().await
+    }
+
+    /// Closes both pools.
+    pub async fn close(self) {
+        self.reader.close().await.ok();
+        self.writer.close().await.ok();
+    }
+}
+
+/// Connects to SQLite (WAL, foreign keys on, a busy timeout) or PostgreSQL, by URL: `max_connections`
+/// for reads, and on SQLite one more that writes.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    let file = sqlite_path(url);
+    if let Some(path) = file
         && let Some(parent) = std::path::Path::new(path).parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the database folder {}", parent.display()))?;
     }
+    let reader = pool(url, max_connections).await?;
+    // An in-memory SQLite database is one per connection: it keeps its one pool.
+    let writer = match file {
+        Some(_) => pool(url, 1).await?,
+        None => reader.clone(),
+    };
+    Ok(Db { reader, writer })
+}
+
+async fn pool(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)
@@ -51,8 +97,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
 }
 
 /// Applies every pending migration; idempotent.
-pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("running migrations")
+pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+    Migrator::up(db.writer(), None)
+        .await
+        .context("running migrations")
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -66,15 +114,14 @@ fn sqlite_path(url: &str) -> Option<&str> {
 /// Begins a transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
 /// deferred transaction that reads before it writes fails with `SQLITE_BUSY_SNAPSHOT`, which no busy
 /// timeout retries, when another connection commits in between. PostgreSQL ignores the mode.
-pub(crate) async fn begin_write(
-    db: &DatabaseConnection,
-) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+pub(crate) async fn begin_write(db: &Db) -> Result<sea_orm::DatabaseTransaction, DbErr> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    })
-    .await
+    db.writer()
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
 }
 
 /// Whether a database error is a unique-constraint violation, and on which constraint.
@@ -108,5 +155,25 @@ impl<S: sea_orm::SelectorTrait> Unique<S::Item> for sea_orm::Selector<S> {
 impl From<DbErr> for crate::error::Error {
     fn from(e: DbErr) -> Self {
         Self::Internal(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_connections(db: &DatabaseConnection) -> u32 {
+        db.get_sqlite_connection_pool()
+            .options()
+            .get_max_connections()
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_writes_go_through_one_connection_and_reads_through_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let db = super::connect(&url, 4).await.unwrap();
+        assert_eq!(max_connections(db.writer()), 1);
+        assert_eq!(max_connections(db.reader()), 4);
     }
 }

@@ -5,10 +5,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set, Statement,
 };
 
+use super::Db;
 use crate::{
     entity::revocation,
     error::Error,
@@ -24,11 +25,11 @@ const APPEND_LOCK: i64 = 0x7265_766f_6b65;
 
 #[derive(Clone)]
 pub struct RevocationFeed {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl RevocationFeed {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self { db }
     }
 
@@ -42,7 +43,7 @@ impl RevocationFeed {
             .into_query();
         let res = revocation::Entity::delete_many()
             .filter(revocation::Column::Seq.in_subquery(doomed))
-            .exec(&self.db)
+            .exec(self.db.writer())
             .await?;
         Ok(res.rows_affected)
     }
@@ -68,7 +69,7 @@ impl ports::RevocationLog for RevocationFeed {
             .select_only()
             .column_as(revocation::Column::Seq.max(), "newest")
             .into_tuple::<Option<i64>>()
-            .one(&self.db)
+            .one(self.db.reader())
             .await?
             .flatten();
         let newest = newest.unwrap_or(0);
@@ -78,7 +79,7 @@ impl ports::RevocationLog for RevocationFeed {
             .filter(revocation::Column::Seq.gt(since))
             .filter(revocation::Column::ExpiresAt.gt(now))
             .order_by_asc(revocation::Column::Seq)
-            .all(&self.db)
+            .all(self.db.reader())
             .await?;
         // Rows committed between the two reads are answered now, and the cursor moves past them.
         let cursor = rows.last().map_or(newest, |r| r.seq.max(newest));
@@ -117,7 +118,7 @@ impl ports::RevocationLog for RevocationFeed {
             .filter(R::ExpiresAt.gt(Utc::now()))
             .limit(1)
             .into_tuple::<i64>()
-            .all(&self.db)
+            .all(self.db.reader())
             .await?;
         Ok(!found.is_empty())
     }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Unique,
+    Db, Unique,
     revocation_feed::append,
     sign_in::{claim, claimed_by},
 };
@@ -47,7 +47,7 @@ use crate::{
 
 #[derive(Clone)]
 pub struct SessionStore {
-    db: DatabaseConnection,
+    db: Db,
     /// Where rotations wait for the statement that spends them; its task starts with the first.
     spender: Arc<OnceLock<mpsc::Sender<Waiting>>>,
 }
@@ -79,7 +79,7 @@ struct Done {
 const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl SessionStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self {
             db,
             spender: Arc::default(),
@@ -96,7 +96,7 @@ impl SessionStore {
         if let Err(e) = session::Entity::update_many()
             .col_expr(session::Column::LastUsedAt, Expr::value(now))
             .filter(session::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db.writer())
             .await
         {
             tracing::warn!(sid = %id, error = %e, "could not record a session's last use");
@@ -106,7 +106,7 @@ impl SessionStore {
     async fn token(&self, hash: &[u8]) -> Result<Option<refresh_token::Model>, sea_orm::DbErr> {
         refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await
     }
 }
@@ -124,7 +124,7 @@ impl ports::Sessions for SessionStore {
             expires_at: new.expires_at,
             revoked_at: None,
         };
-        let started = match self.db.get_database_backend() {
+        let started = match self.db.writer().get_database_backend() {
             DbBackend::Postgres => start_in_one_statement(&self.db, &new, &session).await?,
             _ => start_in_transaction(&self.db, &new, &session).await?,
         };
@@ -135,7 +135,7 @@ impl ports::Sessions for SessionStore {
     async fn spend(&self, spend: ports::Spend<'_>) -> Result<Option<Spent>, Error> {
         let spender = self.spender.get_or_init(|| {
             let (sender, waiting) = mpsc::channel(1024);
-            tokio::spawn(spend_in_batches(self.db.clone(), waiting));
+            tokio::spawn(spend_in_batches(self.db.writer().clone(), waiting));
             sender
         });
         let stopped = || Error::Internal(anyhow::anyhow!("the rotation task stopped"));
@@ -170,7 +170,7 @@ impl ports::Sessions for SessionStore {
             .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
             .find_also_related(session::Entity)
             .and_also_related(user::Entity)
-            .all(&self.db)
+            .all(self.db.reader())
             .await?
             .pop();
         let Some((token, Some(session), user)) = found else {
@@ -195,7 +195,7 @@ impl ports::Sessions for SessionStore {
 
     async fn find(&self, id: Uuid) -> Result<Option<Session>, Error> {
         Ok(session::Entity::find_by_id(id)
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -206,7 +206,7 @@ impl ports::Sessions for SessionStore {
             .filter(session::Column::RevokedAt.is_null())
             .filter(session::Column::ExpiresAt.gt(now))
             .order_by_desc(session::Column::CreatedAt)
-            .all(&self.db)
+            .all(self.db.reader())
             .await?
             .into_iter()
             .map(Into::into)
@@ -332,11 +332,11 @@ async fn end_sign_ins(
 /// its first refresh token. The claim comes first, so that a concurrent redemption of the same code
 /// waits for SQLite's one writer and then finds it claimed, having written nothing.
 async fn start_in_transaction(
-    db: &DatabaseConnection,
+    db: &Db,
     new: &NewSession<'_>,
     session: &Session,
 ) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
-    let txn = db.begin().await?;
+    let txn = db.writer().begin().await?;
     if let Some(code) = new.code
         && txn
             .execute(&claim(code, new.now, session.id))
@@ -345,7 +345,7 @@ async fn start_in_transaction(
             != 1
     {
         txn.rollback().await?;
-        let winner = claimed_by(db, code).await?;
+        let winner = claimed_by(db.reader(), code).await?;
         return Ok(Err(NotStarted::CodeUsed { winner }));
     }
     let mut row = session_row(session, new.sign_in_session);
@@ -369,7 +369,7 @@ async fn start_in_transaction(
 /// that row), its first token only from the session; so a check that fails writes nothing, and of
 /// concurrent redemptions of one code the later waits on the code's row lock and then claims nothing.
 async fn start_in_one_statement(
-    db: &DatabaseConnection,
+    db: &Db,
     new: &NewSession<'_>,
     session: &Session,
 ) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
@@ -404,12 +404,12 @@ async fn start_in_one_statement(
             .from(started)
             .to_owned(),
     );
-    if !db.query_all(&query).await?.is_empty() {
+    if !db.writer().query_all(&query).await?.is_empty() {
         return Ok(Ok(()));
     }
     // Nothing started: another redemption claimed the code, or the user's row is not as verified.
     let winner = match new.code {
-        Some(code) => claimed_by(db, code).await?,
+        Some(code) => claimed_by(db.reader(), code).await?,
         None => None,
     };
     Ok(Err(match winner {
@@ -667,7 +667,7 @@ mod tests {
 
     /// A SQLite file with one user, the default client, and `n` sessions whose first tokens hash to
     /// `[i; 32]`.
-    async fn sessions(n: u8) -> (tempfile::TempDir, DatabaseConnection, Vec<Uuid>) {
+    async fn sessions(n: u8) -> (tempfile::TempDir, Db, Vec<Uuid>) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
         let db = crate::store::connect(&url, 4).await.unwrap();
@@ -773,8 +773,14 @@ mod tests {
                 winner: Some(first.id)
             })
         );
-        assert_eq!(session::Entity::find().count(&db).await.unwrap(), 1);
-        assert_eq!(refresh_token::Entity::find().count(&db).await.unwrap(), 1);
+        assert_eq!(session::Entity::find().count(db.reader()).await.unwrap(), 1);
+        assert_eq!(
+            refresh_token::Entity::find()
+                .count(db.reader())
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     fn spend(
@@ -808,7 +814,7 @@ mod tests {
         .map(|(p, s, c)| spend(p, s, c).0)
         .collect();
 
-        let spent = spend_all(&db, &batch).await.unwrap();
+        let spent = spend_all(db.writer(), &batch).await.unwrap();
 
         // The two live tokens of this client are spent, each in its own session; another client's token
         // and one that does not exist are not.
@@ -819,7 +825,12 @@ mod tests {
         let store = SessionStore::new(db.clone());
         assert!(store.token(&[102; 32]).await.unwrap().is_none());
         // Spent means the successor exists: the same statement again inserts nothing.
-        assert!(spend_all(&db, &batch[..2]).await.unwrap().is_empty());
+        assert!(
+            spend_all(db.writer(), &batch[..2])
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -835,7 +846,7 @@ mod tests {
         }
         drop(sender);
 
-        tokio::spawn(spend_in_batches(db.clone(), waiting));
+        tokio::spawn(spend_in_batches(db.writer().clone(), waiting));
 
         // The second presentation learns nothing was spent for it only once its successor exists, so the
         // path it takes next sees a retry or reuse rather than an unknown token.

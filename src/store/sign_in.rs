@@ -5,12 +5,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
     sea_query::{Expr, ExprTrait, Query, UpdateStatement},
 };
 use uuid::Uuid;
 
-use super::Unique;
+use super::{Db, Unique};
 use crate::{
     entity::{authorization_code, sign_in_session, user},
     error::Error,
@@ -20,11 +20,11 @@ use crate::{
 
 #[derive(Clone)]
 pub struct SignInStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl SignInStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self { db }
     }
 }
@@ -48,7 +48,7 @@ impl ports::Codes for SignInStore {
             used_at: Set(None),
             session_id: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(self.db.writer())
         .await?;
         Ok(())
     }
@@ -57,7 +57,7 @@ impl ports::Codes for SignInStore {
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
         let Some((row, user)) = authorization_code::Entity::find_by_id(hash.to_vec())
             .find_also_related(user::Entity)
-            .all(&self.db)
+            .all(self.db.reader())
             .await?
             .pop()
         else {
@@ -129,7 +129,7 @@ impl ports::SignInSessions for SignInStore {
             expires_at: Set(expires_at),
             revoked_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(self.db.writer())
         .await?;
         Ok(id)
     }
@@ -142,7 +142,7 @@ impl ports::SignInSessions for SignInStore {
             .filter(S::TokenHash.eq(hash.to_vec()))
             .filter(S::RevokedAt.is_null())
             .filter(S::ExpiresAt.gt(now))
-            .one(&self.db)
+            .one(self.db.reader())
             .await?
         else {
             return Ok(None);

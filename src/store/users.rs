@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
 use async_trait::async_trait;
 
-use super::{Unique, sessions::revoke_all_in};
+use super::{Db, Unique, sessions::revoke_all_in};
 use crate::value::revocation::Revocation;
 use crate::{
     entity::user,
@@ -20,11 +20,11 @@ use crate::{
 
 #[derive(Clone)]
 pub struct UserStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl UserStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Db) -> Self {
         Self { db }
     }
 }
@@ -33,7 +33,7 @@ impl UserStore {
 impl ports::Users for UserStore {
     async fn find(&self, id: Uuid) -> Result<Option<User>, Error> {
         Ok(user::Entity::find_by_id(id)
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -43,7 +43,7 @@ impl ports::Users for UserStore {
             .select_only()
             .column(user::Column::IsActive)
             .into_tuple()
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?;
         Ok(active == Some(true))
     }
@@ -52,7 +52,7 @@ impl ports::Users for UserStore {
     async fn find_by_username(&self, name: &str) -> Result<Option<User>, Error> {
         Ok(user::Entity::find()
             .filter(user::Column::UsernameKey.eq(name.to_ascii_lowercase()))
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -60,7 +60,7 @@ impl ports::Users for UserStore {
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, Error> {
         Ok(user::Entity::find()
             .filter(user::Column::EmailKey.eq(email.to_lowercase()))
-            .unique(&self.db)
+            .unique(self.db.reader())
             .await?
             .map(Into::into))
     }
@@ -72,7 +72,7 @@ impl ports::Users for UserStore {
             .col_expr(user::Column::EmailVerified, Expr::value(false))
             .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(user::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db.writer())
             .await
             .map_err(|e| match super::unique_violation(&e) {
                 Some(_) => CreateUserError::EmailTaken,
@@ -91,7 +91,7 @@ impl ports::Users for UserStore {
             .col_expr(user::Column::EmailVerified, Expr::value(true))
             .filter(user::Column::Id.eq(id))
             .filter(user::Column::EmailKey.eq(email.to_lowercase()))
-            .exec(&self.db)
+            .exec(self.db.writer())
             .await?;
         Ok(marked.rows_affected == 1)
     }
@@ -106,7 +106,7 @@ impl ports::Users for UserStore {
             query = query.limit(limit).offset(offset);
         }
         Ok(query
-            .all(&self.db)
+            .all(self.db.reader())
             .await?
             .into_iter()
             .map(Into::into)
@@ -133,7 +133,7 @@ impl ports::Users for UserStore {
             updated_at: Set(now),
         };
         model
-            .insert(&self.db)
+            .insert(self.db.writer())
             .await
             .map_err(|e| match super::unique_violation(&e) {
                 Some(detail) if detail.contains("email") => CreateUserError::EmailTaken,
@@ -156,7 +156,7 @@ impl ports::Users for UserStore {
             .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(user::Column::Id.eq(id))
             .filter(user::Column::PasswordChangedAt.eq(verified))
-            .exec(&self.db)
+            .exec(self.db.writer())
             .await?;
         Ok(())
     }

@@ -221,7 +221,7 @@ on_both_databases! {
         assert_error(app.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client)]).await, 400, "invalid_grant").await;
         assert_eq!(app.me(won[0]["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
         // The loser wrote nothing: its session and the code's claim are one transaction.
-        assert_eq!(session::Entity::find().count(&app.state.db).await.unwrap(), 1);
+        assert_eq!(session::Entity::find().count(app.state.db.writer()).await.unwrap(), 1);
     }
 
     async fn a_code_needs_its_verifier_its_client_and_its_redirect_uri(backend: Backend) {

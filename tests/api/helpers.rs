@@ -560,7 +560,7 @@ impl TestApp {
         user::Entity::update_many()
             .col_expr(column, Expr::value(value))
             .filter(user::Column::UsernameKey.eq(user.username.to_ascii_lowercase()))
-            .exec(&self.state.db)
+            .exec(self.state.db.writer())
             .await
             .unwrap();
     }
@@ -707,10 +707,11 @@ impl TestApp {
 
     /// Rows in a table, to show that a refused request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
-        let backend = self.state.db.get_database_backend();
+        let backend = self.state.db.writer().get_database_backend();
         let row = self
             .state
             .db
+            .writer()
             .query_one_raw(Statement::from_string(
                 backend,
                 format!("SELECT COUNT(*) AS n FROM {table}"),

@@ -38,7 +38,7 @@ async fn expire_at(app: &TestApp, token: &str, at: chrono::DateTime<Utc>) {
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::ExpiresAt, Expr::value(at))
         .filter(refresh_token::Column::TokenHash.eq(secret::hash(token)))
-        .exec(&app.state.db)
+        .exec(app.state.db.writer())
         .await
         .unwrap();
 }
@@ -46,7 +46,7 @@ async fn expire_at(app: &TestApp, token: &str, at: chrono::DateTime<Utc>) {
 async fn exists(app: &TestApp, token: &str) -> bool {
     refresh_token::Entity::find()
         .filter(refresh_token::Column::TokenHash.eq(secret::hash(token)))
-        .one(&app.state.db)
+        .one(app.state.db.writer())
         .await
         .unwrap()
         .is_some()
@@ -120,7 +120,7 @@ on_both_databases! {
         let live = app.login(&user).await.refresh_token.unwrap();
         let first = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(secret::hash(&live)))
-            .one(&app.state.db)
+            .one(app.state.db.writer())
             .await
             .unwrap()
             .unwrap();
@@ -138,7 +138,7 @@ on_both_databases! {
             .collect();
         for rows in earlier.chunks(500) {
             let insert = refresh_token::Entity::insert_many(rows.to_vec());
-            insert.exec_without_returning(&app.state.db).await.unwrap();
+            insert.exec_without_returning(app.state.db.writer()).await.unwrap();
         }
 
         // Act

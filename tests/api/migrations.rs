@@ -25,7 +25,7 @@ async fn tables(db: &sea_orm::DatabaseConnection) -> Vec<bool> {
 on_both_databases! {
     async fn migrations_run_up_down_and_up_again(backend: Backend) {
         let test_db = TestDatabase::new(backend).await;
-        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
+        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap().writer().clone();
 
         Migrator::up(&db, None).await.unwrap();
         assert_eq!(tables(&db).await, [true; 6]);
@@ -85,7 +85,7 @@ on_both_databases! {
         use sea_orm::{ConnectionTrait, Statement};
         // Arrange: the schema just before the migration, with two addresses that differ only by case.
         let test_db = TestDatabase::new(backend).await;
-        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
+        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap().writer().clone();
         let before = Migrator::migrations()
             .iter()
             .position(|m| m.name() == "m20261206_000006_email_unique_ignoring_case")
@@ -132,7 +132,7 @@ on_both_databases! {
         use sea_orm::{ConnectionTrait, Statement};
         // Arrange: the schema just before the migration, with a client.
         let test_db = TestDatabase::new(backend).await;
-        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap();
+        let db = portcullis::store::connect(&test_db.url, 2).await.unwrap().writer().clone();
         let name = "m20261206_000007_client_redirect_uris";
         let before = Migrator::migrations().iter().position(|m| m.name() == name).unwrap();
         Migrator::up(&db, Some(before as u32)).await.unwrap();

@@ -318,7 +318,7 @@ on_both_databases! {
         let judy_links = {
             use portcullis::entity::account_token::{Column, Entity};
             use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-            Entity::find().filter(Column::UserId.eq(judy_id)).filter(Column::Purpose.eq("password_reset")).count(&app.state.db).await.unwrap()
+            Entity::find().filter(Column::UserId.eq(judy_id)).filter(Column::Purpose.eq("password_reset")).count(app.state.db.writer()).await.unwrap()
         };
         assert_eq!(judy_links, 0);
 

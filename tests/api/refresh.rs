@@ -16,12 +16,12 @@ async fn session_of(app: &TestApp, refresh: &str) -> session::Model {
     let hash = portcullis::oauth::secret::hash(refresh);
     let token = refresh_token::Entity::find()
         .filter(refresh_token::Column::TokenHash.eq(hash))
-        .one(&app.state.db)
+        .one(app.state.db.writer())
         .await
         .unwrap()
         .expect("the token is stored by its hash");
     session::Entity::find_by_id(token.session_id)
-        .one(&app.state.db)
+        .one(app.state.db.writer())
         .await
         .unwrap()
         .unwrap()
@@ -77,7 +77,7 @@ on_every_backend! {
         assert_ne!(a.access_token, b.access_token);
         assert_eq!(app.me(&b.access_token).await.status(), StatusCode::OK);
         let sid = session_of(&app, &rt1).await.id;
-        let rows = refresh_token::Entity::find().filter(refresh_token::Column::SessionId.eq(sid)).all(&app.state.db).await.unwrap();
+        let rows = refresh_token::Entity::find().filter(refresh_token::Column::SessionId.eq(sid)).all(app.state.db.writer()).await.unwrap();
         assert_eq!(rows.len(), 2, "rt1 and one successor");
 
         // Act: the successor is used; rt1 again is now reuse even within the window.
@@ -271,9 +271,9 @@ on_both_databases! {
         app.refreshed(&stale).await;
         let row = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(portcullis::oauth::secret::hash(&stale)))
-            .one(&app.state.db).await.unwrap().unwrap();
+            .one(app.state.db.writer()).await.unwrap().unwrap();
         refresh_token::ActiveModel { id: Set(row.id), expires_at: Set(Utc::now() - chrono::Duration::seconds(1)), ..Default::default() }
-            .update(&app.state.db).await.unwrap();
+            .update(app.state.db.writer()).await.unwrap();
 
         // Act
         let wider = app.token(&[("grant_type", "refresh_token"), ("refresh_token", &greedy), ("scope", "admin profile orders.read")]).await;
@@ -307,13 +307,13 @@ on_both_databases! {
         let rt = app.login(&user).await.refresh_token.unwrap();
         let now = Utc::now();
         let s = session_of(&app, &rt).await;
-        let row = refresh_token::Entity::find().filter(refresh_token::Column::SessionId.eq(s.id)).one(&app.state.db).await.unwrap().unwrap();
+        let row = refresh_token::Entity::find().filter(refresh_token::Column::SessionId.eq(s.id)).one(app.state.db.writer()).await.unwrap().unwrap();
         assert!((row.expires_at - now).num_seconds().abs_diff(3600) <= 5, "idle: {}", row.expires_at);
         assert!((s.expires_at - now).num_seconds().abs_diff(7200) <= 5, "absolute: {}", s.expires_at);
 
         // Past its idle lifetime: refused, and nothing written.
         refresh_token::ActiveModel { id: Set(row.id), expires_at: Set(now - chrono::Duration::seconds(1)), ..Default::default() }
-            .update(&app.state.db).await.unwrap();
+            .update(app.state.db.writer()).await.unwrap();
         assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
         assert_eq!(app.count("refresh_tokens").await, 1);
 
@@ -321,7 +321,7 @@ on_both_databases! {
         let rt = app.login(&user).await.refresh_token.unwrap();
         let s = session_of(&app, &rt).await;
         session::ActiveModel { id: Set(s.id), expires_at: Set(now - chrono::Duration::seconds(1)), ..Default::default() }
-            .update(&app.state.db).await.unwrap();
+            .update(app.state.db.writer()).await.unwrap();
         assert_error(app.refresh(&rt).await, 400, "invalid_grant").await;
     }
 
@@ -362,7 +362,7 @@ on_both_databases! {
         let s = session_of(&app, &rt).await;
         let long_ago = Utc::now() - chrono::Duration::minutes(10);
         session::ActiveModel { id: Set(s.id), last_used_at: Set(long_ago), ..Default::default() }
-            .update(&app.state.db).await.unwrap();
+            .update(app.state.db.writer()).await.unwrap();
 
         // Act
         let before = Utc::now();
@@ -372,7 +372,7 @@ on_both_databases! {
         let used = session_of(&app, &rt).await.last_used_at;
         assert!(used >= before - chrono::Duration::seconds(1), "last_used_at {used} not moved");
         app.refreshed(&rt).await;
-        let s = session::Entity::find_by_id(s.id).one(&app.state.db).await.unwrap().unwrap();
+        let s = session::Entity::find_by_id(s.id).one(app.state.db.writer()).await.unwrap().unwrap();
         assert_eq!(s.last_used_at, used);
     }
 
@@ -383,7 +383,7 @@ on_both_databases! {
         let s = session_of(&app, &rt).await;
         let successor = app.refreshed(&rt).await.refresh_token.unwrap();
         let hash = portcullis::oauth::secret::hash(&successor);
-        let row = refresh_token::Entity::find().filter(refresh_token::Column::TokenHash.eq(hash)).one(&app.state.db).await.unwrap().unwrap();
+        let row = refresh_token::Entity::find().filter(refresh_token::Column::TokenHash.eq(hash)).one(app.state.db.writer()).await.unwrap().unwrap();
         assert!(row.expires_at <= s.expires_at);
     }
 
@@ -408,7 +408,7 @@ on_both_databases! {
         let deleted = app.seed_user().await;
         let deleted_rt = app.login(&deleted).await.refresh_token.unwrap();
         let found = app.state.users.find_by_username(&deleted.username).await.unwrap().unwrap();
-        portcullis::entity::user::Entity::delete_by_id(found.id).exec(&app.state.db).await.unwrap();
+        portcullis::entity::user::Entity::delete_by_id(found.id).exec(app.state.db.writer()).await.unwrap();
         let revoked = app.login(&user).await;
         let resp = app.revoke(revoked.refresh_token.as_deref().unwrap()).await;
         assert_eq!(resp.status(), StatusCode::OK);

@@ -88,7 +88,7 @@ async fn a_reader_following_the_cursor_never_misses_an_entry_committed_concurren
     let each = 25;
     let done = std::sync::Arc::new(tokio::sync::Barrier::new(writers + 1));
     for w in 0..writers {
-        let (db, done) = (app.state.db.clone(), done.clone());
+        let (db, done) = (app.state.db.writer().clone(), done.clone());
         tokio::spawn(async move {
             for i in 0..each {
                 let txn = db.begin().await.unwrap();

@@ -97,7 +97,7 @@ on_both_databases! {
         let sid = claims["sid"].as_str().unwrap();
         let sid: uuid::Uuid = sid.parse().unwrap();
         use sea_orm::EntityTrait;
-        let session = portcullis::entity::session::Entity::find_by_id(sid).one(&app.state.db).await.unwrap().expect("the sid names a session");
+        let session = portcullis::entity::session::Entity::find_by_id(sid).one(app.state.db.writer()).await.unwrap().expect("the sid names a session");
         assert_eq!(session.client_id, app.settings.clients.default_client_id);
         assert_eq!(session.user_id.to_string(), claims["sub"].as_str().unwrap());
     }
@@ -185,7 +185,7 @@ on_both_databases! {
         let old = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap())
             .hash_password(user.password.as_bytes()).unwrap().to_string();
         portcullis::entity::user::ActiveModel { id: Set(stored.id), password_hash: Set(old.clone()), ..Default::default() }
-            .update(&app.state.db).await.unwrap();
+            .update(app.state.db.writer()).await.unwrap();
 
         // Act
         app.login(&user).await;
