@@ -27,7 +27,8 @@ use sea_orm::{
 #[derive(Clone, Debug)]
 pub struct Db {
     reader: DatabaseConnection,
-    writer: DatabaseConnection,
+    /// SQLite's writer; without one, the pool writes too.
+    writer: Option<DatabaseConnection>,
 }
 
 impl Db {
@@ -38,19 +39,24 @@ impl Db {
 
     /// For every statement or transaction that writes.
     pub fn writer(&self) -> &DatabaseConnection {
-        &self.writer
+        self.writer.as_ref().unwrap_or(&self.reader)
     }
 
-    /// Whether both pools answer.
+    /// Whether the database answers, to every pool.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.reader.ping().await?;
-        self.writer.ping().await
+        match &self.writer {
+            Some(writer) => writer.ping().await,
+            None => Ok(()),
+        }
     }
 
-    /// Closes both pools.
+    /// Closes every pool.
     pub async fn close(self) {
         self.reader.close().await.ok();
-        self.writer.close().await.ok();
+        if let Some(writer) = self.writer {
+            writer.close().await.ok();
+        }
     }
 }
 
@@ -68,8 +74,8 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     let reader = pool(url, max_connections).await?;
     // An in-memory SQLite database is one per connection: it keeps its one pool.
     let writer = match file {
-        Some(_) => pool(url, 1).await?,
-        None => reader.clone(),
+        Some(_) => Some(pool(url, 1).await?),
+        None => None,
     };
     Ok(Db { reader, writer })
 }
