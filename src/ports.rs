@@ -36,9 +36,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// `now` plus `ttl`, saturating.
+/// `now` plus `ttl`, saturating: a client's `max_age` may be any number of seconds.
 pub fn later(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 pub struct NewUser<'a> {
@@ -432,4 +435,24 @@ pub enum MessageKind {
 /// retries) after the request that caused it has been answered.
 pub trait Outbox: Send + Sync {
     fn send(&self, message: Message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, Duration::from_secs(60)),
+            now + chrono::Duration::seconds(60)
+        );
+        // Past chrono's range, and past what `TimeDelta` holds: the latest time, not a panic.
+        assert_eq!(
+            later(now, Duration::from_secs(100_000_000_000_000)),
+            DateTime::<Utc>::MAX_UTC
+        );
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+    }
 }

@@ -338,6 +338,9 @@ on_both_databases! {
         assert!(param(&redirected(&silent), "code").is_some());
         // prompt=login and an exceeded max_age show the page again.
         assert_eq!(browser.get(&request(&client, &[("prompt", Some("login"))])).await.status(), StatusCode::OK);
+        // A max_age past any date the clock can hold is no limit, not a crash.
+        let forever = browser.get(&request(&client, &[("max_age", Some("18446744073709551615"))])).await;
+        assert!(param(&redirected(&forever), "code").is_some());
         app.clock.advance(std::time::Duration::from_secs(120));
         assert_eq!(browser.get(&request(&client, &[("max_age", Some("60"))])).await.status(), StatusCode::OK);
 
