@@ -332,14 +332,16 @@ pub struct SignInSession {
 
 #[async_trait]
 pub trait SignInSessions: Send + Sync {
-    /// Stores a sign-in session by the hash of its cookie's value.
+    /// Stores a sign-in session by the hash of its cookie's value, for `user` as their row was read
+    /// when they proved their password; `None`, storing nothing, when it is no longer so (a password
+    /// change or a disable landed while the password was being checked).
     async fn create(
         &self,
         hash: Vec<u8>,
-        user_id: Uuid,
+        user: &User,
         auth_time: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<Uuid, Error>;
+    ) -> Result<Option<Uuid>, Error>;
     /// The session whose cookie hashes to `hash`, if it is live at `now` and its user is active and
     /// has not changed their password since it began.
     async fn find(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<SignInSession>, Error>;

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     error::Error,
     oauth::authorize::{Authorization, AuthorizationRequest, Refused},
+    ports::SignInSession,
     state::AppState,
 };
 
@@ -112,10 +113,14 @@ async fn sign_in(
             Err(Error::InvalidGrant("too long"))
         }
         Ok(()) => {
-            state
+            match state
                 .login
                 .password(&username, password, ip, state.clock.now())
                 .await
+            {
+                Ok(user) => state.authorizer.sign_in(&user).await,
+                Err(e) => Err(e),
+            }
         }
     };
     let form = SignInForm {
@@ -125,8 +130,10 @@ async fn sign_in(
         cookies,
         signup: state.settings.registration.enabled,
     };
-    let user = match checked {
-        Ok(user) => user,
+    // A user who changed their password or was disabled while it was checked is refused as any wrong
+    // password is.
+    let signed_in = match checked {
+        Ok(signed_in) => signed_in,
         Err(Error::InvalidGrant(_)) => {
             return form.show(
                 &username,
@@ -155,22 +162,18 @@ async fn sign_in(
         }
         Err(e) => return page::unavailable(site, e),
     };
-    tracing::info!(user = %user.id, client = %authorization.client.id, "signed in");
-    continue_signed_in(state, site, authorization, &user).await
+    tracing::info!(user = %signed_in.1.user.id, client = %authorization.client.id, "signed in");
+    continue_signed_in(state, site, authorization, signed_in).await
 }
 
-/// After a password was proven (on the sign-in or the sign-up page): a sign-in session, its cookie, and
-/// the code for the authorization under way.
+/// After a password was proven and a sign-in session started (on the sign-in or the sign-up page): its
+/// cookie, and the code for the authorization under way.
 pub async fn continue_signed_in(
     state: &AppState,
     site: &str,
     authorization: &Authorization,
-    user: &crate::value::account::User,
+    (cookie, session): (String, SignInSession),
 ) -> Response {
-    let (cookie, session) = match state.authorizer.sign_in(user).await {
-        Ok(signed_in) => signed_in,
-        Err(e) => return page::unavailable(site, e),
-    };
     let mut resp = match state.authorizer.code(authorization, &session).await {
         Ok(location) => page::redirect(&location),
         Err(refused) => refusal(site, refused),

@@ -136,12 +136,12 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         };
         return page::html(StatusCode::OK, page.render());
     }
+    let (cookie, session) = match state.authorizer.sign_in(&user).await {
+        Ok(signed_in) => signed_in,
+        Err(e) => return page::unavailable(&site, e),
+    };
     let Some(authorization) = authorization else {
         // Not on the way to an app: signed in here, and told so.
-        let (cookie, _) = match state.authorizer.sign_in(&user).await {
-            Ok(signed_in) => signed_in,
-            Err(e) => return page::unavailable(&site, e),
-        };
         let page = SignedUpPage {
             site: &site,
             username: &user.username,
@@ -150,7 +150,7 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
         page::set_session(state, &mut resp, &cookie);
         return resp;
     };
-    continue_signed_in(state, &site, &authorization, &user).await
+    continue_signed_in(state, &site, &authorization, (cookie, session)).await
 }
 
 /// The sign-up page, carrying the authorization request.

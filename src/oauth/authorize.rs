@@ -290,7 +290,8 @@ impl Authorizer {
     }
 
     /// Starts a sign-in session for `user`, who has just proven their password; returns the cookie's
-    /// value, which is stored only as its hash.
+    /// value, which is stored only as its hash. `invalid_grant` when the user changed their password or
+    /// was disabled since their row was read: a sign-in that completes after that does not survive it.
     pub async fn sign_in(&self, user: &User) -> Result<(String, SignInSession), Error> {
         let cookie = secret::generate();
         let now = self.clock.now();
@@ -298,11 +299,12 @@ impl Authorizer {
             .sign_ins
             .create(
                 secret::hash(&cookie),
-                user.id,
+                user,
                 now,
                 later(now, self.sign_in_ttl),
             )
-            .await?;
+            .await?
+            .ok_or(Error::InvalidGrant("the user changed while signing in"))?;
         let session = SignInSession {
             id,
             user: user.clone(),

@@ -39,7 +39,7 @@ use crate::{
     error::Error,
     ports::{self, NewSession, NotStarted, RefreshToken, Spent, SuccessorToken},
     value::{
-        account::Session,
+        account::{Session, User},
         revocation::{Entry, Revocation},
         scope::Scope,
     },
@@ -466,12 +466,7 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
 /// waits for the session and then revokes it; SQLite has one writer at a time. Started through a
 /// browser sign-in, only while that is live: a logout in between ends it.
 fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
-    select
-        .from(user::Entity)
-        .and_where(Expr::col(user::Column::Id).eq(new.user.id))
-        .and_where(Expr::col(user::Column::IsActive).eq(true))
-        .and_where(Expr::col(user::Column::PasswordChangedAt).eq(new.user.password_changed_at))
-        .lock_shared();
+    from_user_as_verified(select, new.user);
     if let Some(sign_in) = new.sign_in_session {
         select.and_where(Expr::exists(
             Query::select()
@@ -482,6 +477,17 @@ fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
                 .to_owned(),
         ));
     }
+}
+
+/// Makes `select` give a row only from `user`'s row as it was verified: active, and with the password
+/// it had then. Share-locked on PostgreSQL, as [`as_verified`] says.
+pub(super) fn from_user_as_verified(select: &mut SelectStatement, user: &User) {
+    select
+        .from(user::Entity)
+        .and_where(Expr::col(user::Column::Id).eq(user.id))
+        .and_where(Expr::col(user::Column::IsActive).eq(true))
+        .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
+        .lock_shared();
 }
 
 /// A session's first refresh token's row, as the values of a `SELECT`.
@@ -514,7 +520,7 @@ fn insert_token(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr>
 }
 
 /// `INSERT INTO table (columns) SELECT …`.
-fn insert_from<C: IntoIden>(
+pub(super) fn insert_from<C: IntoIden>(
     table: impl IntoTableRef,
     columns: impl IntoIterator<Item = C>,
     row: SelectStatement,

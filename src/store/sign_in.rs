@@ -10,12 +10,15 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Db, Unique};
+use super::{
+    Db, Unique,
+    sessions::{from_user_as_verified, insert_from},
+};
 use crate::{
     entity::{authorization_code, sign_in_session, user},
     error::Error,
     ports::{self, CodeGrant, NewCode, Redeemed, SignInSession},
-    value::scope::Scope,
+    value::{account::User, scope::Scope},
 };
 
 #[derive(Clone)]
@@ -113,25 +116,32 @@ pub(super) async fn claimed_by(
 
 #[async_trait]
 impl ports::SignInSessions for SignInStore {
+    /// One `INSERT … SELECT` from the user's row as it was verified: a password change or a disable
+    /// either commits first, and nothing is inserted, or comes after and ends this session with the
+    /// user's others.
     async fn create(
         &self,
         hash: Vec<u8>,
-        user_id: Uuid,
+        user: &User,
         auth_time: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<Uuid, Error> {
+    ) -> Result<Option<Uuid>, Error> {
+        use sign_in_session::Column as S;
         let id = Uuid::new_v4();
-        sign_in_session::Entity::insert(sign_in_session::ActiveModel {
-            id: Set(id),
-            token_hash: Set(hash),
-            user_id: Set(user_id),
-            auth_time: Set(auth_time),
-            expires_at: Set(expires_at),
-            revoked_at: Set(None),
-        })
-        .exec_without_returning(self.db.writer())
-        .await?;
-        Ok(id)
+        let mut row = Query::select()
+            .exprs([
+                Expr::value(id),
+                Expr::value(hash),
+                Expr::value(user.id),
+                Expr::value(auth_time),
+                Expr::value(expires_at),
+            ])
+            .to_owned();
+        from_user_as_verified(&mut row, user);
+        let columns = [S::Id, S::TokenHash, S::UserId, S::AuthTime, S::ExpiresAt];
+        let insert = insert_from(sign_in_session::Entity, columns, row)?;
+        let inserted = self.db.writer().execute(&insert).await?.rows_affected();
+        Ok((inserted == 1).then_some(id))
     }
 
     async fn find(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<SignInSession>, Error> {

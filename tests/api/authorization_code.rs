@@ -365,6 +365,50 @@ on_both_databases! {
         assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
     }
 
+    async fn a_sign_in_racing_a_password_change_never_outlives_it(backend: Backend) {
+        // Arrange: each round, browsers holding the sign-in form submit the old password as it changes.
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let mut raced = 0;
+        for round in 0..8 {
+            let user = app.seed_user().await;
+            let token = app.login(&user).await.access_token;
+            let mut browsers = Vec::new();
+            for _ in 0..4 {
+                let mut browser = Browser::new(&app);
+                let html = browser.get(&request(&client, &[])).await.text().await.unwrap();
+                let mut form = hidden_fields(&html);
+                form.extend([("username".to_owned(), user.username.clone()), ("password".to_owned(), user.password.clone())]);
+                browsers.push((browser, form));
+            }
+            let barrier = tokio::sync::Barrier::new(browsers.len() + 1);
+            let sign_ins = futures_util::future::join_all(browsers.iter_mut().map(|(browser, form)| {
+                let barrier = &barrier;
+                async move {
+                    barrier.wait().await;
+                    browser.post(form).await.status()
+                }
+            }));
+            let change = async {
+                barrier.wait().await;
+                app.change_password(&token, &user.password, "a brand new passphrase").await.status()
+            };
+            let (statuses, changed) = tokio::join!(sign_ins, change);
+            assert_eq!(changed, StatusCode::NO_CONTENT);
+
+            // Assert: whichever browsers the old password signed in, none is signed in after the change.
+            for ((browser, _), status) in browsers.iter_mut().zip(statuses) {
+                if status != StatusCode::SEE_OTHER {
+                    continue;
+                }
+                raced += 1;
+                let again = browser.get(&request(&client, &[])).await;
+                assert_eq!(again.status(), StatusCode::OK, "round {round}: a sign-in outlived the password change");
+            }
+        }
+        assert!(raced > 0, "some sign-ins completed with the old password");
+    }
+
     async fn housekeeping_deletes_codes_and_sign_in_sessions_past_their_lifetime(backend: Backend) {
         use portcullis::store::housekeeping::purge;
         let app = spawn_app(backend).await;
