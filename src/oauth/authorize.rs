@@ -10,7 +10,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::{grant::password::ADMIN_SCOPE, secret};
+use super::{
+    grant::{password::grantable, resolve_scope},
+    secret,
+};
 use crate::{
     error::Error,
     ports::{Clients, Clock, CodeGrant, Codes, NewCode, SignInSession, SignInSessions, later},
@@ -87,7 +90,8 @@ pub struct Authorization {
     pub redirect_to: String,
     /// As the request named it, if it did.
     pub redirect_uri: Option<String>,
-    pub scope: Scope,
+    /// As the request asked it, within the client's scopes; `None` for all the user may be granted.
+    pub scope: Option<Scope>,
     pub state: Option<String>,
     pub code_challenge: String,
     pub nonce: Option<String>,
@@ -216,8 +220,8 @@ impl Authorizer {
             ));
         }
         let scope = match req.scope.as_deref().map(Scope::parse) {
-            None => client.scopes.clone(),
-            Some(Ok(scope)) if scope.is_subset(&client.scopes) => scope,
+            None => None,
+            Some(Ok(scope)) if scope.is_subset(&client.scopes) => Some(scope),
             Some(_) => {
                 return Err(refuse(
                     "invalid_scope",
@@ -320,11 +324,14 @@ impl Authorizer {
         session: &SignInSession,
     ) -> Result<String, Refused> {
         let user = &session.user;
-        // `admin` is granted to admin users only, as at the token endpoint.
-        let scope = if user.is_admin {
-            authorization.scope.clone()
-        } else {
-            authorization.scope.without(ADMIN_SCOPE)
+        // As at the token endpoint: asking for `admin` without being an admin is `invalid_scope`.
+        let grantable = grantable(&authorization.client.scopes, user);
+        let Ok(scope) = resolve_scope(authorization.scope.clone(), &grantable) else {
+            return Err(Refused::Redirect(self.refusal(
+                authorization,
+                "invalid_scope",
+                "the admin scope is for admin users only",
+            )));
         };
         let code = secret::generate();
         let grant = CodeGrant {

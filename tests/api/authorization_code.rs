@@ -351,6 +351,35 @@ on_both_databases! {
         assert_eq!(param(&query, "state"), Some("st4te"));
     }
 
+    async fn the_admin_scope_is_asked_and_granted_as_at_the_token_endpoint(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app.seed_code_client("console", "openid admin", &[REDIRECT]).await;
+        let (user, admin) = (app.seed_user().await, app.seed_admin().await);
+        let granted = |answer: &Response| {
+            let code = param(&redirected(answer), "code").unwrap().to_owned();
+            let (app, client) = (&app, &client);
+            async move { redeem(app, client, &code, VERIFIER).await.json::<Value>().await.unwrap()["scope"].clone() }
+        };
+
+        // A user who is no admin: asking for it is invalid_scope, at the redirect URI, with state.
+        let mut browser = Browser::new(&app);
+        let asked = browser.sign_in(&request(&client, &[("scope", Some("openid admin"))]), &user, &user.password).await;
+        let query = redirected(&asked);
+        assert_eq!(param(&query, "error"), Some("invalid_scope"));
+        assert_eq!(param(&query, "state"), Some("st4te"));
+        assert!(param(&query, "code").is_none());
+        // Not asking gets what they may hold.
+        let unasked = browser.get(&request(&client, &[("scope", None)])).await;
+        assert_eq!(granted(&unasked).await, "openid");
+
+        // An admin gets it, asked or not.
+        let mut browser = Browser::new(&app);
+        let asked = browser.sign_in(&request(&client, &[("scope", Some("openid admin"))]), &admin, &admin.password).await;
+        assert_eq!(granted(&asked).await, "admin openid");
+        let unasked = browser.get(&request(&client, &[("scope", None)])).await;
+        assert_eq!(granted(&unasked).await, "admin openid");
+    }
+
     async fn a_password_change_ends_the_sign_in_session(backend: Backend) {
         let app = spawn_app(backend).await;
         let client = app_client(&app).await;

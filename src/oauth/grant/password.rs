@@ -4,10 +4,23 @@
 use std::net::IpAddr;
 
 use super::{Grants, Issued, resolve_scope};
-use crate::{error::Error, oauth::client::AuthenticatedClient, value::scope::Scope};
+use crate::{
+    error::Error,
+    oauth::client::AuthenticatedClient,
+    value::{account::User, scope::Scope},
+};
 
 /// Only admin users may hold this scope.
 pub const ADMIN_SCOPE: &str = "admin";
+
+/// What `user` may be granted of a client's scopes: `admin` only when they are an admin.
+pub fn grantable(client_scopes: &Scope, user: &User) -> Scope {
+    if user.is_admin {
+        client_scopes.clone()
+    } else {
+        client_scopes.without(ADMIN_SCOPE)
+    }
+}
 
 impl Grants {
     pub(super) async fn password(
@@ -26,12 +39,7 @@ impl Grants {
         }
         let now = self.clock.now();
         let user = self.login.password(username, password, ip, now).await?;
-        let grantable = if user.is_admin {
-            client.scopes.clone()
-        } else {
-            client.scopes.without(ADMIN_SCOPE)
-        };
-        let scope = resolve_scope(requested, &grantable)?;
+        let scope = resolve_scope(requested, &grantable(&client.scopes, &user))?;
         let started = self
             .start_session(&user, client, &scope, now, None, None)
             .await?
