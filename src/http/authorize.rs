@@ -239,6 +239,7 @@ pub fn refusal(site: &str, refused: Refused) -> Response {
     match refused {
         Refused::Page(message) => page::error(site, message),
         Refused::Redirect(location) => page::redirect(&location),
+        Refused::Failed(e) => page::unavailable(site, e),
     }
 }
 

@@ -69,6 +69,8 @@ pub enum Refused {
     Page(&'static str),
     /// Said to the client at its redirect URI (a `303` there).
     Redirect(String),
+    /// Storage could not say whether the client is known: nowhere to redirect to yet.
+    Failed(Error),
 }
 
 /// What `prompt` asks.
@@ -132,7 +134,7 @@ impl Authorizer {
             .clients
             .find_recent(client_id, &usable)
             .await
-            .map_err(|_| Refused::Page("the client cannot be looked up now; try again"))?
+            .map_err(Refused::Failed)?
             .ok_or(Refused::Page("unknown client_id"))?;
         if repeated("redirect_uri") {
             return Err(Refused::Page("redirect_uri is repeated"));

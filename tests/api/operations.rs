@@ -62,6 +62,15 @@ async fn readyz_names_the_database_when_it_goes_away_and_recovers_when_it_return
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["checks"]["database"], "down");
     assert_eq!(ready["status"], "unavailable");
+    // A page that needs it says so, rather than blaming the request.
+    let page = app
+        .http
+        .get(app.url("/oauth/authorize"))
+        .query(&[("client_id", "anyone"), ("response_type", "code")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // Act: it comes back.
     admin.execute_unprepared(&kick(&away)).await.unwrap();
