@@ -528,9 +528,15 @@ on_both_databases! {
         let query = redirected(&browser.get(&request(&client, &[("state", Some(long.as_str()))])).await);
         assert_eq!(param(&query, "error"), Some("invalid_request"));
         assert_eq!(param(&query, "state"), None);
-        let mut repeated = request(&client, &[]);
-        repeated.push(("scope".into(), "openid".into()));
-        assert_eq!(param(&redirected(&browser.get(&repeated).await), "error"), Some("invalid_request"));
+        // Any parameter but client_id and redirect_uri (a page, above) repeated, even with the same value.
+        for name in ["response_type", "scope", "state", "code_challenge", "code_challenge_method", "nonce", "prompt", "max_age", "login_hint"] {
+            let mut repeated = request(&client, &[("nonce", Some("n0nce")), ("prompt", Some("login")), ("max_age", Some("60")), ("login_hint", Some("someone"))]);
+            let value = repeated.iter().find(|(k, _)| k == name).unwrap().1.clone();
+            repeated.push((name.into(), value));
+            let query = redirected(&browser.get(&repeated).await);
+            assert_eq!(param(&query, "error"), Some("invalid_request"), "{name}");
+            assert!(param(&query, "error_description").unwrap().contains(name), "{name}");
+        }
         // A client registered without the grant hears it at its own redirect URI.
         let password_only = "password-only";
         app.state
