@@ -1,8 +1,10 @@
 //! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): which requests may sign the browser out
 //! without asking, where the browser may go afterwards, and what signing out ends.
 //!
-//! An error never redirects (§2: the OP must not redirect to the RP when it finds one), and the only
-//! place the browser is sent afterwards is a post-logout redirect URI registered for the client.
+//! The only place the browser is sent afterwards is a post-logout redirect URI registered for the
+//! client; a request that names another, or a hint this server cannot vouch for, still signs the browser
+//! out (after asking, without a valid hint) and then shows the signed-out page. Only a malformed request
+//! is refused.
 
 use std::sync::Arc;
 
@@ -80,13 +82,11 @@ impl SignOut {
         if req.state.as_ref().is_some_and(|s| s.len() > MAX_TEXT) {
             return Err(Refused::Page("state is too long"));
         }
-        let hint =
-            match req.id_token_hint.as_deref() {
-                None => None,
-                Some(token) => Some(self.verifier.id_token_hint(token).map_err(|_| {
-                    Refused::Page("id_token_hint is not an ID token of this server")
-                })?),
-            };
+        // A hint that is not an ID token of this server vouches for nothing: the user is asked.
+        let hint = req
+            .id_token_hint
+            .as_deref()
+            .and_then(|token| self.verifier.id_token_hint(token).ok());
         // The client is the one named, or the hint's audience. When both are given and differ, the
         // browser is still signed out but sent nowhere: neither can vouch for the other's URI.
         let disagree = matches!((req.client_id.as_deref(), &hint), (Some(named), Some(hint)) if named != hint.aud);
@@ -99,26 +99,18 @@ impl SignOut {
             None => None,
             Some(id) => self.clients.find(id).await.map_err(Refused::Failed)?,
         };
-        if req.client_id.is_some() && client.is_none() {
-            return Err(Refused::Page("unknown client_id"));
-        }
-        let then = match req.post_logout_redirect_uri.as_deref() {
-            None => None,
-            Some(_) if disagree => None,
-            Some(presented) => {
-                let registered = client.as_ref().is_some_and(|c| {
-                    c.post_logout_redirect_uris
-                        .iter()
-                        .any(|r| r.matches(presented))
-                });
-                if !registered {
-                    return Err(Refused::Page(
-                        "post_logout_redirect_uri is not registered for this client",
-                    ));
-                }
-                Some(with_state(presented, req.state.as_deref()))
-            }
-        };
+        let then = req
+            .post_logout_redirect_uri
+            .as_deref()
+            .filter(|presented| {
+                !disagree
+                    && client.as_ref().is_some_and(|c| {
+                        c.post_logout_redirect_uris
+                            .iter()
+                            .any(|r| r.matches(presented))
+                    })
+            })
+            .map(|registered| with_state(registered, req.state.as_deref()));
         let at_once = match (session, &hint) {
             (None, _) => true,
             (Some(session), Some(hint)) => hint.sub == session.user.id.to_string(),

@@ -155,34 +155,54 @@ on_both_databases! {
         let client = logout_client(&app).await;
         let stranger_client = logout_client(&app).await;
         let user = app.seed_user().await;
-        let mut browser = Browser::new(&app);
-        let tokens = signed_in(&app, &mut browser, &client, &user).await;
-        let hint = tokens["id_token"].as_str().unwrap();
-        let mut tampered = hint.to_owned();
-        tampered.truncate(hint.len() - 4);
-        tampered.push_str("AAAA");
 
-        for (case, params) in [
-            ("unregistered URI", vec![("id_token_hint", hint), ("post_logout_redirect_uri", "https://evil.example/")]),
-            ("a registered URI with a different case", vec![("id_token_hint", hint), ("post_logout_redirect_uri", "https://app.example.com/Signed-out")]),
-            ("no client to check it against", vec![("post_logout_redirect_uri", SIGNED_OUT)]),
-            ("unknown client_id", vec![("client_id", "nobody"), ("post_logout_redirect_uri", SIGNED_OUT)]),
-            ("a tampered hint", vec![("id_token_hint", tampered.as_str()), ("post_logout_redirect_uri", SIGNED_OUT)]),
-            ("a hint that is no token", vec![("id_token_hint", "x.y.z"), ("post_logout_redirect_uri", SIGNED_OUT)]),
-            ("a repeated parameter", vec![("client_id", client.as_str()), ("client_id", client.as_str())]),
+        // Each case in a browser of its own: (case, parameters with HINT for its ID token, whether that
+        // hint lets it sign out without asking).
+        const HINT: &str = "the browser's own ID token";
+        const TAMPERED: &str = "the browser's own ID token, its signature altered";
+        for (case, params, at_once) in [
+            ("unregistered URI", vec![("id_token_hint", HINT), ("post_logout_redirect_uri", "https://evil.example/")], true),
+            ("a registered URI with a different case", vec![("id_token_hint", HINT), ("post_logout_redirect_uri", "https://app.example.com/Signed-out")], true),
+            ("a client_id that is not the hint's audience", vec![("id_token_hint", HINT), ("client_id", stranger_client.as_str()), ("post_logout_redirect_uri", SIGNED_OUT)], true),
+            ("no client to check it against", vec![("post_logout_redirect_uri", SIGNED_OUT)], false),
+            ("unknown client_id", vec![("client_id", "nobody"), ("post_logout_redirect_uri", SIGNED_OUT)], false),
+            ("a tampered hint", vec![("id_token_hint", TAMPERED), ("post_logout_redirect_uri", SIGNED_OUT)], false),
+            ("a hint that is no token", vec![("id_token_hint", "x.y.z"), ("post_logout_redirect_uri", SIGNED_OUT)], false),
         ] {
-            let resp = browser.get_at("/oauth/logout", &pairs(&params)).await;
-            assert_page(&resp, StatusCode::BAD_REQUEST);
-            assert!(!session_cookie_cleared(&resp), "{case}");
-        }
-        assert!(still_signed_in(&mut browser, &client).await, "nobody was signed out");
+            let mut browser = Browser::new(&app);
+            let tokens = signed_in(&app, &mut browser, &client, &user).await;
+            let hint = tokens["id_token"].as_str().unwrap();
+            let tampered = format!("{}AAAA", &hint[..hint.len() - 4]);
+            let params: Vec<(String, String)> = params
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), match v { HINT => hint.to_owned(), TAMPERED => tampered.clone(), v => v.to_owned() }))
+                .collect();
 
-        // A client_id that is not the hint's audience: signed out all the same, and sent nowhere.
-        let params = pairs(&[("id_token_hint", hint), ("client_id", stranger_client.as_str()), ("post_logout_redirect_uri", SIGNED_OUT)]);
-        let resp = browser.get_at("/oauth/logout", &params).await;
-        assert_page(&resp, StatusCode::OK);
-        assert!(session_cookie_cleared(&resp));
-        assert!(!still_signed_in(&mut browser, &client).await);
+            let mut resp = browser.get_at("/oauth/logout", &params).await;
+            if !at_once {
+                // Asked first, and signed out only once the user confirms.
+                assert_page(&resp, StatusCode::OK);
+                assert!(!session_cookie_cleared(&resp), "{case}");
+                let html = resp.text().await.unwrap();
+                assert!(still_signed_in(&mut browser, &client).await, "{case}");
+                resp = browser.post_to("/oauth/logout", &hidden_fields(&html)).await;
+            }
+
+            // Signed out, and shown the signed-out page rather than sent anywhere.
+            assert_page(&resp, StatusCode::OK);
+            assert!(resp.headers().get("location").is_none(), "{case}");
+            assert!(session_cookie_cleared(&resp), "{case}");
+            assert!(!still_signed_in(&mut browser, &client).await, "{case}");
+        }
+
+        // A malformed request is refused, and signs nobody out.
+        let mut browser = Browser::new(&app);
+        signed_in(&app, &mut browser, &client, &user).await;
+        let repeated = pairs(&[("client_id", client.as_str()), ("client_id", client.as_str())]);
+        let resp = browser.get_at("/oauth/logout", &repeated).await;
+        assert_page(&resp, StatusCode::BAD_REQUEST);
+        assert!(!session_cookie_cleared(&resp));
+        assert!(still_signed_in(&mut browser, &client).await, "nobody was signed out");
     }
 
     async fn a_confirmation_without_the_anti_csrf_token_signs_nobody_out(backend: Backend) {
