@@ -243,16 +243,21 @@ on_both_databases! {
         assert_error(redeem(&app, &client, "no-such-code", VERIFIER).await, 400, "invalid_grant").await;
         let missing = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", "x")]).await;
         assert_error(missing, 400, "invalid_request").await;
+        // None of them started a session or used up its code.
+        assert_eq!(app.count("sessions").await, 0);
+        assert_eq!(app.count("authorization_codes WHERE used_at IS NOT NULL").await, 0);
     }
 
-    async fn a_wrong_password_and_an_unknown_user_get_the_same_page_and_no_code(backend: Backend) {
+    async fn a_wrong_password_an_unknown_user_and_a_disabled_one_get_the_same_page_and_no_code(backend: Backend) {
         let app = spawn_app(backend).await;
         let client = app_client(&app).await;
         let user = app.seed_user().await;
         let nobody = TestUser { username: "nobody-here".into(), password: "whatever it is".into() };
+        let disabled = app.seed_user().await;
+        app.disable_in_database(&disabled).await;
 
         let mut pages = Vec::new();
-        for (who, password) in [(&user, "not the password"), (&nobody, "whatever it is")] {
+        for (who, password) in [(&user, "not the password"), (&nobody, "whatever it is"), (&disabled, disabled.password.as_str())] {
             let mut browser = Browser::new(&app);
             let resp = browser.sign_in(&request(&client, &[]), who, password).await;
             assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -263,6 +268,27 @@ on_both_databases! {
             pages.push(html.replace(&who.username, "USERNAME").split("<label for=\"username\">").nth(1).unwrap().to_owned());
         }
         assert_eq!(pages[0], pages[1]);
+        assert_eq!(pages[0], pages[2]);
+        assert_eq!(app.count("sign_in_sessions").await, 0);
+    }
+
+    async fn the_sign_in_page_shares_the_login_limit_and_says_how_long_to_wait(backend: Backend) {
+        let app = crate::helpers::spawn_app_with(backend, |s| s.rate_limit.login_per_user = std::num::NonZeroU32::new(2).unwrap()).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+
+        // One login at the token endpoint and one on the page use up the user's two.
+        app.login(&user).await;
+        let signed_in = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let limited = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
+
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        let html = limited.text().await.unwrap();
+        assert!(html.contains(&format!("Try again in {wait} seconds.")), "{html}");
+        assert_error(app.token(&crate::helpers::password_form(&user.username, &user.password)).await, 429, "rate_limited").await;
     }
 
     async fn a_sign_in_without_the_anti_csrf_token_signs_nobody_in(backend: Backend) {
@@ -294,6 +320,7 @@ on_both_databases! {
         with_token.push(("username".into(), user.username.clone()));
         with_token.push(("password".into(), user.password.clone()));
         assert_eq!(stranger.post(&with_token).await.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.count("sign_in_sessions").await, 0);
     }
 
     async fn behind_https_the_cookies_are_secure_and_the_anti_csrf_one_cannot_be_planted(backend: Backend) {
@@ -438,6 +465,20 @@ on_both_databases! {
         assert!(raced > 0, "some sign-ins completed with the old password");
     }
 
+    async fn a_disabled_user_s_sign_in_session_ends(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let user = app.seed_user().await;
+        let mut browser = Browser::new(&app);
+        browser.sign_in(&request(&client, &[]), &user, &user.password).await;
+
+        app.disable_in_database(&user).await;
+
+        assert_eq!(browser.get(&request(&client, &[])).await.status(), StatusCode::OK, "the sign-in page again");
+        let silent = browser.get(&request(&client, &[("prompt", Some("none"))])).await;
+        assert_eq!(param(&redirected(&silent), "error"), Some("login_required"));
+    }
+
     async fn housekeeping_deletes_codes_and_sign_in_sessions_past_their_lifetime(backend: Backend) {
         use portcullis::store::housekeeping::purge;
         let app = spawn_app(backend).await;
@@ -524,6 +565,7 @@ on_both_databases! {
             assert_eq!(param(&query, "iss"), Some(app.settings.issuer().as_str()), "{case}");
             assert!(param(&query, "code").is_none(), "{case}");
         }
+        assert_eq!(app.count("authorization_codes").await, 0, "no refusal wrote a code");
         // A 4,000-character state is refused, and not echoed.
         let query = redirected(&browser.get(&request(&client, &[("state", Some(long.as_str()))])).await);
         assert_eq!(param(&query, "error"), Some("invalid_request"));
