@@ -528,6 +528,8 @@ on_both_databases! {
             ("other scheme", request(&client, &[("redirect_uri", Some("http://app.example.com/callback"))])),
             ("other port", request(&client, &[("redirect_uri", Some("https://app.example.com:8443/callback"))])),
             ("two registered, none named", request(&client, &[("redirect_uri", None)])),
+            ("oversized client_id", request(&"c".repeat(5000), &[])),
+            ("oversized redirect_uri", request(&client, &[("redirect_uri", Some(&format!("{REDIRECT}{}", "a".repeat(5000))))])),
         ] {
             let resp = browser.get(&params).await;
             assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{case}");
@@ -558,6 +560,12 @@ on_both_databases! {
             ("prompt", request(&client, &[("prompt", Some("consent"))]), "invalid_request"),
             ("max_age", request(&client, &[("max_age", Some("-1"))]), "invalid_request"),
             ("long nonce", request(&client, &[("nonce", Some(long.as_str()))]), "invalid_request"),
+            ("long login_hint", request(&client, &[("login_hint", Some(long.as_str()))]), "invalid_request"),
+            ("long challenge", request(&client, &[("code_challenge", Some(long.as_str()))]), "invalid_request"),
+            ("long scope", request(&client, &[("scope", Some(&format!("openid {long}")))]), "invalid_scope"),
+            ("long response_type", request(&client, &[("response_type", Some(long.as_str()))]), "unsupported_response_type"),
+            ("long prompt", request(&client, &[("prompt", Some(long.as_str()))]), "invalid_request"),
+            ("long max_age", request(&client, &[("max_age", Some(&"9".repeat(4000)))]), "invalid_request"),
         ] {
             let query = redirected(&browser.get(&params).await);
             assert_eq!(param(&query, "error"), Some(error), "{case}");
