@@ -138,6 +138,13 @@ pub async fn answer(state: &AppState, mut req: Request) -> Response {
     }
     let (cookie, session) = match state.authorizer.sign_in(&user).await {
         Ok(signed_in) => signed_in,
+        // Disabled, or its password changed, in the moment since it was created: trying again won't do.
+        Err(Error::InvalidGrant(_)) => {
+            return page::error(
+                &site,
+                "The account changed as it was signed in: sign in again.",
+            );
+        }
         Err(e) => return page::unavailable(&site, e),
     };
     let Some(authorization) = authorization else {

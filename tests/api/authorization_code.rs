@@ -465,6 +465,24 @@ on_both_databases! {
         assert!(raced > 0, "some sign-ins completed with the old password");
     }
 
+    async fn a_sign_in_session_starts_only_from_the_user_as_their_password_was_checked(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (changed, disabled) = (app.seed_user().await, app.seed_user().await);
+        for (user, change) in [(&changed, "password"), (&disabled, "disable")] {
+            // The user as the sign-in read them, before the change lands.
+            let as_checked = app.state.users.find_by_username(&user.username).await.unwrap().unwrap();
+            match change {
+                "password" => app.change_password_in_database(user).await,
+                _ => app.disable_in_database(user).await,
+            }
+
+            let started = app.state.authorizer.sign_in(&as_checked).await;
+
+            assert!(matches!(started, Err(portcullis::error::Error::InvalidGrant(_))), "{change}");
+        }
+        assert_eq!(app.count("sign_in_sessions").await, 0);
+    }
+
     async fn a_disabled_user_s_sign_in_session_ends(backend: Backend) {
         let app = spawn_app(backend).await;
         let client = app_client(&app).await;
