@@ -319,6 +319,22 @@ impl Settings {
         if self.tokens.access_ttl == 0 {
             return bad("tokens.access_ttl", "must be at least 1 second");
         }
+        // Longer is a mistake, and a time past chrono's range could be neither signed nor stored.
+        const CENTURY: u64 = 100 * 365 * 24 * 60 * 60;
+        for (key, ttl) in [
+            ("tokens.access_ttl", self.tokens.access_ttl),
+            ("tokens.id_token_ttl", self.tokens.id_token_ttl.unwrap_or(0)),
+            ("login.session_ttl", self.login.session_ttl),
+            ("login.code_ttl", self.login.code_ttl),
+            ("refresh.idle_ttl", self.refresh.idle_ttl),
+            ("refresh.absolute_ttl", self.refresh.absolute_ttl),
+            ("password_reset.ttl", self.password_reset.ttl),
+            ("email_verification.ttl", self.email_verification.ttl),
+        ] {
+            if ttl > CENTURY {
+                return bad(key, "must be at most 100 years");
+            }
+        }
         if self.tokens.id_token_ttl == Some(0) {
             return bad("tokens.id_token_ttl", "must be at least 1 second");
         }
@@ -495,6 +511,14 @@ mod tests {
         for key in ["server.read_timeout", "server.idle_timeout"] {
             let err = with(key, 0).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
+        }
+        for key in [
+            "tokens.access_ttl",
+            "login.session_ttl",
+            "refresh.absolute_ttl",
+        ] {
+            let err = with(key, u64::MAX / 2).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("100 years"), "{err}");
         }
         let err = with("password.min_length", 500).unwrap_err().to_string();
         assert!(err.contains("password.min_length"), "{err}");
