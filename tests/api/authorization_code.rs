@@ -237,6 +237,10 @@ on_both_databases! {
         let wrong_verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj";
         assert_error(redeem(&app, &client, &code().await, wrong_verifier).await, 400, "invalid_grant").await;
         assert_error(redeem(&app, &client, &code().await, "short").await, 400, "invalid_grant").await;
+        // Of the right length but outside RFC 7636's alphabet, and longer than its 128 characters.
+        let plus = format!("{}+", &VERIFIER[..VERIFIER.len() - 1]);
+        assert_error(redeem(&app, &client, &code().await, &plus).await, 400, "invalid_grant").await;
+        assert_error(redeem(&app, &client, &code().await, &"a".repeat(129)).await, 400, "invalid_grant").await;
         assert_error(redeem(&app, &other, &code().await, VERIFIER).await, 400, "invalid_grant").await;
         let elsewhere = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", &code().await), ("redirect_uri", "http://127.0.0.1/cb"), ("code_verifier", VERIFIER)]).await;
         assert_error(elsewhere, 400, "invalid_grant").await;
