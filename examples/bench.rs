@@ -511,7 +511,7 @@ impl Target {
         }
         // The code flow's client, on a build that has the flow: a baseline from before it refuses the
         // command, and skips the code flow's rows.
-        {
+        let has_code_flow = {
             let args = [
                 "clients",
                 "create",
@@ -525,11 +525,12 @@ impl Target {
                 "--redirect-uri",
                 CODE_REDIRECT,
             ];
-            let created = run_command(&build.binary, &args, &db_url, None).await;
-            if build.label != "baseline" {
-                created?;
+            match run_command(&build.binary, &args, &db_url, None).await {
+                Ok(_) => true,
+                Err(_) if build.label == "baseline" => false,
+                Err(e) => return Err(e),
             }
-        }
+        };
         let keys = dir.path().join("keys");
         portcullis::keys::generate(&keys, 2048)?;
         let server = start_server(&build.binary, &db_url, redis_url.as_deref(), &keys, dir)?;
@@ -568,15 +569,12 @@ impl Target {
             ));
         }
         api.chains = chains;
-        // A baseline from before the code flow has no sign-in page: its code-flow rows are skipped.
-        for user in &api.users {
-            match sign_in(&api, user).await {
-                Some((_, cookie)) => api.sign_ins.push(cookie),
-                None if build.label == "baseline" => {
-                    api.sign_ins.clear();
-                    break;
-                }
-                None => anyhow::bail!("the sign-in page did not sign {user} in"),
+        if has_code_flow {
+            for user in &api.users {
+                let (_, cookie) = sign_in(&api, user)
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("the sign-in page did not sign {user} in"))?;
+                api.sign_ins.push(cookie);
             }
         }
         api.etag = http
