@@ -374,7 +374,7 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The routes a browser may call from another origin (the contract's `server.cors_origins`): the token,
 /// revocation, users and sessions endpoints, by their labels in [`ROUTES`].
-const CORS_ROUTES: [&str; 8] = [
+const CORS_ROUTES: [&str; 12] = [
     "/oauth/token",
     "/oauth/revoke",
     // Single-page apps ask who signed in from the browser.
@@ -384,6 +384,10 @@ const CORS_ROUTES: [&str; 8] = [
     "/users/me/password",
     "/users/me/sessions",
     "/users/me/sessions/{id}",
+    "/users/me/email-verification",
+    "/users/email-verification/confirm",
+    "/users/password-reset",
+    "/users/password-reset/confirm",
 ];
 
 /// CORS for the configured origins, and always for the issuer's own: browsers send `Origin` on a
@@ -396,7 +400,7 @@ fn cors(origins: &[String], issuer: &url::Url) -> Option<Cors> {
     Some(
         Cors::new()
             .allow_origins(origins.iter().map(String::as_str).chain([own.as_str()]))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .allow_credentials(false),
     )

@@ -60,6 +60,11 @@ on_both_databases! {
             ("/users/me/sessions", "GET"),
             ("/users/me/sessions", "DELETE"),
             ("/users/me/sessions/0193a0c4-7b5e-7000-8000-000000000000", "DELETE"),
+            ("/users/me", "PATCH"),
+            ("/users/me/email-verification", "POST"),
+            ("/users/email-verification/confirm", "POST"),
+            ("/users/password-reset", "POST"),
+            ("/users/password-reset/confirm", "POST"),
         ];
         let closed = [
             ("/oauth/introspect", "POST"),
