@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Error,
-    oauth::{grant::password::ADMIN_SCOPE, login::LoginGuard, revocation::Revoker, secret},
+    oauth::{client, grant::password::ADMIN_SCOPE, login::LoginGuard, revocation::Revoker, secret},
     password::{self, Hasher, Verified},
     ports::{Clients, Clock, CreateClientError, CreateUserError, NewClient, NewUser, Users},
     value::{
@@ -172,7 +172,10 @@ impl Accounts {
             description: why.into(),
         };
         let id = new.id;
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ':') {
+        if id.is_empty()
+            || id.len() > client::MAX_ID
+            || id.chars().any(|c| c.is_control() || c == ':')
+        {
             return Err(invalid(
                 "a client id has 1 to 128 characters, without ':' or control characters",
             ));
@@ -190,6 +193,10 @@ impl Accounts {
             ClientSecret::Public => (None, None),
             ClientSecret::Given(s) if s.len() < MIN_SECRET_LENGTH => {
                 return Err(invalid("a client secret must have at least 32 characters"));
+            }
+            // The token endpoint refuses anything longer, so such a client could never authenticate.
+            ClientSecret::Given(s) if s.len() > client::MAX_SECRET => {
+                return Err(invalid("a client secret must have at most 256 bytes"));
             }
             ClientSecret::Given(s) => (Some(s), None),
             ClientSecret::Generate => {

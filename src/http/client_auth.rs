@@ -7,12 +7,9 @@ use poem::{Request, http::header};
 use super::form::storable;
 use crate::{
     error::Error,
-    oauth::client::{self, AuthenticatedClient, Lookup, Presented},
+    oauth::client::{self, AuthenticatedClient, Lookup, MAX_ID, MAX_SECRET, Presented},
     state::AppState,
 };
-
-const MAX_ID: usize = 128;
-const MAX_SECRET: usize = 256;
 
 /// Authenticates what a request presented against this server's clients, a request with no client at all
 /// being the default public client's; the request's log line names the client from here on.

@@ -10,6 +10,11 @@ use crate::{
     value::{account::Client, grant_type::GrantType, scope::Scope},
 };
 
+/// The longest client id and secret (in bytes) a client may have; anything longer presented is refused
+/// before any lookup.
+pub const MAX_ID: usize = 128;
+pub const MAX_SECRET: usize = 256;
+
 /// What a request presented to identify its client, before anything was checked.
 #[derive(Debug)]
 pub enum Presented {

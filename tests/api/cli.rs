@@ -159,3 +159,47 @@ async fn the_cli_refuses_a_weak_password_and_a_bad_configuration_naming_the_key(
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("tokens.access_ttl"), "{stderr}");
 }
+
+/// A secret the token endpoint could never accept (over 256 bytes) is refused when the client is made,
+/// as one too short is; the longest accepted authenticates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_accepts_only_client_secrets_the_token_endpoint_accepts() {
+    // Arrange
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let create = |id: &str, secret: &str| {
+        portcullis(
+            &db.url,
+            &[
+                "clients",
+                "create",
+                "--id",
+                id,
+                "--grants",
+                "client_credentials",
+                "--secret-stdin",
+            ],
+            Some(&format!("{secret}\n")),
+        )
+    };
+    let longest = "s".repeat(256);
+
+    // Act
+    let too_long = refused(&create("too-long", &"s".repeat(257)));
+    let too_short = refused(&create("too-short", &"s".repeat(31)));
+    ok(&create("longest", &longest));
+
+    // Assert
+    assert!(too_long.contains("at most 256"), "{too_long}");
+    assert!(too_short.contains("at least 32"), "{too_short}");
+    let listed = ok(&portcullis(&db.url, &["clients", "list"], None));
+    assert!(
+        !listed.contains("too-long") && !listed.contains("too-short"),
+        "{listed}"
+    );
+    let url = db.url.clone();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.database.url = url).await;
+    let resp = app
+        .token_basic("longest", &longest, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
