@@ -319,9 +319,15 @@ impl Settings {
         if self.tokens.access_ttl == 0 {
             return bad("tokens.access_ttl", "must be at least 1 second");
         }
-        // Longer is a mistake, and a time past chrono's range could be neither signed nor stored.
+        // Longer is a mistake, and a time past chrono's or the clock's range could be neither signed,
+        // stored nor waited for.
         const CENTURY: u64 = 100 * 365 * 24 * 60 * 60;
-        for (key, ttl) in [
+        for (key, seconds) in [
+            ("server.read_timeout", self.server.read_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("keys.jwks_max_age", self.keys.jwks_max_age),
+            ("keys.publish_ahead", self.keys.publish_ahead.unwrap_or(0)),
+            ("keys.rescan_interval", self.keys.rescan_interval),
             ("tokens.access_ttl", self.tokens.access_ttl),
             ("tokens.id_token_ttl", self.tokens.id_token_ttl.unwrap_or(0)),
             ("login.session_ttl", self.login.session_ttl),
@@ -330,8 +336,19 @@ impl Settings {
             ("refresh.absolute_ttl", self.refresh.absolute_ttl),
             ("password_reset.ttl", self.password_reset.ttl),
             ("email_verification.ttl", self.email_verification.ttl),
+            ("refresh.reuse_grace", self.refresh.reuse_grace),
+            ("throttle.base_delay", self.throttle.base_delay),
+            ("throttle.max_delay", self.throttle.max_delay),
+            (
+                "password.hash_queue_wait_ms",
+                self.password.hash_queue_wait_ms / 1000,
+            ),
+            (
+                "maintenance.purge_interval",
+                self.maintenance.purge_interval,
+            ),
         ] {
-            if ttl > CENTURY {
+            if seconds > CENTURY {
                 return bad(key, "must be at most 100 years");
             }
         }
@@ -513,9 +530,18 @@ mod tests {
             assert!(err.contains(key), "{err}");
         }
         for key in [
+            "server.read_timeout",
+            "server.idle_timeout",
+            "keys.jwks_max_age",
+            "keys.publish_ahead",
+            "keys.rescan_interval",
             "tokens.access_ttl",
             "login.session_ttl",
             "refresh.absolute_ttl",
+            "refresh.reuse_grace",
+            "throttle.max_delay",
+            "password.hash_queue_wait_ms",
+            "maintenance.purge_interval",
         ] {
             let err = with(key, u64::MAX / 2).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("100 years"), "{err}");

@@ -247,3 +247,20 @@ async fn a_slow_client_within_each_bound_is_answered_and_kept() {
     let resp = read_response(&mut stream).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+/// The longest timeouts the configuration accepts (100 years) are waited for, not overflowed: one
+/// connection is answered twice (a deadline past the clock's range dropped it after its first answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_timeouts_accepted_keep_a_connection_serving() {
+    const CENTURY: u64 = 100 * 365 * 24 * 60 * 60;
+    let app = app_with(CENTURY, CENTURY).await;
+    let mut stream = connect(&app).await;
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = read_response(&mut stream).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+}
