@@ -8,7 +8,8 @@
 //! `/proc/PID/status` (reset between scenarios). A scenario bounded by a limit is judged against that limit
 //! measured again just before and just after it. It prints one table: each scenario's requests per server
 //! CPU-second next to the limit that bounds it. The browser flow's rows (a whole sign-in round, a signed-in
-//! authorize, and one with the code's redemption) run on builds that have it.
+//! authorize, the redemption of codes issued before the row counts, and the two as a pair) run on builds
+//! that have it.
 //!
 //! On PostgreSQL it then seeds the tables with what months of logins leave without housekeeping
 //! (500,000 sessions, 5,000,000 refresh tokens), measures refresh and introspection again beside their
@@ -102,10 +103,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "password grant",
     "sign-in round (code flow)",
     "authorize, signed in (SSO)",
+    "code redemption",
     "SSO authorize + code redemption",
     "refresh (rotation)",
     "client_credentials",
@@ -452,6 +454,8 @@ struct Api {
     chains: Vec<tokio::sync::Mutex<String>>,
     /// Per connection, a browser sign-in session's cookie; empty for a build without the code flow.
     sign_ins: Vec<String>,
+    /// Per connection, codes issued before the redemption row starts counting, for it to redeem.
+    codes: Vec<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Target {
@@ -545,6 +549,7 @@ impl Target {
             etag: String::new(),
             chains: Vec::new(),
             sign_ins: Vec::new(),
+            codes: (0..CONNECTIONS).map(|_| Default::default()).collect(),
         };
         for user in &api.users {
             let resp = http
@@ -777,9 +782,6 @@ async fn run_backend(
             record(t, "sign-in round (code flow)", bound, result);
         }
     }
-    // Each build's signed-in authorize, in server CPU-seconds per request: what a redemption costs is
-    // the pair's cost less this.
-    let mut sso_costs: Vec<(&'static str, f64)> = Vec::new();
     if on("authorize, signed in (SSO)") {
         let turn = with_code_flow(in_turn(&mut targets));
         let (limit, results) = bracketed(
@@ -788,11 +790,43 @@ async fn run_backend(
         )
         .await;
         for (t, result) in turn.iter().zip(results) {
-            sso_costs.push((t.build, result.2 / result.0 as f64));
             record(
                 t,
                 "authorize, signed in (SSO)",
                 Bound::Fraction("RS256 sign/core", limit, 0.7),
+                result,
+            );
+        }
+    }
+    // A redemption with `openid` signs two tokens, access and ID: the signing limit allows half as many
+    // of them as of one-token requests.
+    if on("code redemption") {
+        let turn = with_code_flow(in_turn(&mut targets));
+        // No redemption is quicker than its two signatures, and the server has no more than every core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let ceiling = machine.sign() / 2.0 * cores;
+        let measured: &[&Target] = &turn;
+        let (limit, results) = bracketed(
+            || machine.sign(),
+            in_turns(measured, length, |i, length| {
+                let target = measured[i];
+                async move {
+                    // Issued before the server's CPU is counted, so the row counts redemptions only.
+                    issue_codes(&target.api, length, ceiling).await;
+                    let driven = drive(target, length, CONNECTIONS, redemption).await;
+                    for codes in &target.api.codes {
+                        codes.lock().unwrap().clear();
+                    }
+                    [driven]
+                }
+            }),
+        )
+        .await;
+        for (t, [result]) in turn.iter().zip(results) {
+            record(
+                t,
+                "code redemption",
+                Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7),
                 result,
             );
         }
@@ -804,22 +838,10 @@ async fn run_backend(
             side_by_side(&turn, length, CONNECTIONS, sso_and_redemption),
         )
         .await;
-        // A redemption with `openid` signs two tokens, access and ID: the signing limit allows half
-        // as many of them as of one-token requests.
-        let redemptions = Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7);
+        // The pair signs what a redemption signs, and its authorize signs nothing.
+        let pairs = Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7);
         for (t, result) in turn.iter().zip(results) {
-            // The redemption alone: the pair's CPU less the authorize's, per pair.
-            if let Some(&(_, sso_cost)) = sso_costs.iter().find(|(build, _)| *build == t.build) {
-                let (pairs, ref latencies, cpu, rss) = result;
-                let alone = (pairs, latencies.clone(), cpu - sso_cost * pairs as f64, rss);
-                record(
-                    t,
-                    "code redemption (the pair less the authorize)",
-                    redemptions,
-                    alone,
-                );
-            }
-            record(t, "SSO authorize + code redemption", redemptions, result);
+            record(t, "SSO authorize + code redemption", pairs, result);
         }
     }
 
@@ -1126,7 +1148,41 @@ async fn sso_authorize(api: Arc<Api>, _: usize, worker: usize) -> bool {
     sso_code(&api, worker).await.is_some()
 }
 
-/// A code, then its redemption: the pair's rate is a lower bound of the redemption's own.
+/// More codes than can be redeemed in `length` at `ceiling` redemptions a second, each connection
+/// issuing its own share.
+async fn issue_codes(api: &Arc<Api>, length: Duration, ceiling: f64) {
+    let per_connection = (ceiling * length.as_secs_f64() / CONNECTIONS as f64).ceil();
+    let issuers: Vec<_> = (0..CONNECTIONS)
+        .map(|worker| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for _ in 0..per_connection as usize {
+                    codes.extend(sso_code(&api, worker).await);
+                }
+                *api.codes[worker].lock().unwrap() = codes;
+            })
+        })
+        .collect();
+    for issuer in issuers {
+        let _ = issuer.await;
+    }
+}
+
+/// One of the codes issued before the row: redeemed, or, when they have run out, nothing for the rest of
+/// the row (counted as no request).
+async fn redemption(api: Arc<Api>, _: usize, worker: usize) -> bool {
+    let code = api.codes[worker].lock().unwrap().pop();
+    match code {
+        Some(code) => redeem(&api, &code).await,
+        None => {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            false
+        }
+    }
+}
+
+/// A code, then its redemption.
 async fn sso_and_redemption(api: Arc<Api>, _: usize, worker: usize) -> bool {
     match sso_code(&api, worker).await {
         Some(code) => redeem(&api, &code).await,
