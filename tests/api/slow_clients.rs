@@ -48,6 +48,15 @@ async fn until_closed(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
         .expect("the server should have closed the connection")
 }
 
+/// `GET /healthz` on `stream`, and its whole response.
+async fn healthz(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(stream).await
+}
+
 /// One whole response (head and `Content-Length` body), leaving the connection open.
 async fn read_response(stream: &mut TcpStream) -> String {
     let read = async {
@@ -161,11 +170,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     // The head timeout is far away: what closes the connection is its being idle.
     let app = app_with(30, 1).await;
     let mut stream = connect(&app).await;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = read_response(&mut stream).await;
+    let resp = healthz(&mut stream).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(
         !resp.to_ascii_lowercase().contains("connection: close"),
@@ -240,11 +245,7 @@ async fn a_slow_client_within_each_bound_is_answered_and_kept() {
 
     // Idle for less than idle_timeout, the same connection takes another request.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = read_response(&mut stream).await;
+    let resp = healthz(&mut stream).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
@@ -256,11 +257,7 @@ async fn the_longest_timeouts_accepted_keep_a_connection_serving() {
     let app = app_with(CENTURY, CENTURY).await;
     let mut stream = connect(&app).await;
     for _ in 0..2 {
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let resp = read_response(&mut stream).await;
+        let resp = healthz(&mut stream).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
 }
