@@ -52,9 +52,35 @@ impl RevocationFeed {
 #[async_trait]
 impl ports::RevocationLog for RevocationFeed {
     /// Appends revocations in a transaction of their own.
+    /// Appends what the log does not hold yet: revoking one token again (anyone holding it may, at
+    /// request rate) must not grow the log and the feed by an entry each time. Under the append lock, so
+    /// concurrent repeats append it once.
     async fn record(&self, revocations: &[Revocation]) -> Result<(), Error> {
+        use revocation::Column as R;
         let txn = super::begin_write(&self.db).await?;
-        append(&txn, revocations).await?;
+        lock(&txn).await?;
+        let mut new = Vec::with_capacity(revocations.len());
+        for r in revocations {
+            let (kind, value, not_before) = r.entry.parts();
+            let held = revocation::Entity::find()
+                .select_only()
+                .column(R::Seq)
+                .filter(R::Kind.eq(kind))
+                .filter(R::Value.eq(value))
+                .filter(match not_before {
+                    Some(t) => R::NotBefore.eq(t),
+                    None => R::NotBefore.is_null(),
+                })
+                .filter(R::ExpiresAt.gte(r.expires_at))
+                .limit(1)
+                .into_tuple::<i64>()
+                .one(&txn)
+                .await?;
+            if held.is_none() {
+                new.push(r.clone());
+            }
+        }
+        append(&txn, &new).await?;
         Ok(txn.commit().await?)
     }
 
@@ -124,14 +150,9 @@ impl ports::RevocationLog for RevocationFeed {
     }
 }
 
-/// Appends revocations inside `txn`. Numbers must become visible in order, or a reader who saw number
-/// n could later find a lower one committed and a cursor would skip it: PostgreSQL hands out sequence
-/// numbers before commit, so its writers take turns under a lock held until commit; SQLite has one
-/// writer at a time already.
-pub async fn append(txn: &impl ConnectionTrait, revocations: &[Revocation]) -> Result<(), DbErr> {
-    if revocations.is_empty() {
-        return Ok(());
-    }
+/// Takes the append lock until `txn` ends (PostgreSQL; SQLite's one writer is the lock). Taken again by
+/// the same transaction, it is held already.
+async fn lock(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
     if txn.get_database_backend() == DatabaseBackend::Postgres {
         txn.execute_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -140,6 +161,18 @@ pub async fn append(txn: &impl ConnectionTrait, revocations: &[Revocation]) -> R
         ))
         .await?;
     }
+    Ok(())
+}
+
+/// Appends revocations inside `txn`. Numbers must become visible in order, or a reader who saw number
+/// n could later find a lower one committed and a cursor would skip it: PostgreSQL hands out sequence
+/// numbers before commit, so its writers take turns under a lock held until commit; SQLite has one
+/// writer at a time already.
+pub async fn append(txn: &impl ConnectionTrait, revocations: &[Revocation]) -> Result<(), DbErr> {
+    if revocations.is_empty() {
+        return Ok(());
+    }
+    lock(txn).await?;
     let now = Utc::now();
     // In statements of bounded size: PostgreSQL takes at most 65,535 parameters, five a row.
     for chunk in revocations.chunks(1000) {

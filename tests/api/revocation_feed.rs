@@ -78,6 +78,34 @@ on_both_databases! {
     }
 }
 
+on_both_databases! {
+    async fn revoking_one_token_again_and_again_records_it_once(backend: Backend) {
+        // Arrange
+        let app = spawn_app(backend).await;
+        let rs = app.resource_server().await;
+        let user = app.seed_user().await;
+        let token = app.login(&user).await.access_token;
+        let entries = || async {
+            let page: Value = app.http.get(app.url("/oauth/revocations")).basic_auth(&rs.id, rs.secret.as_deref())
+                .send().await.unwrap().json().await.unwrap();
+            page["entries"].as_array().unwrap().clone()
+        };
+
+        // Act: once, then five times at once, then again.
+        assert_eq!(app.revoke(&token).await.status(), StatusCode::OK);
+        let again = futures_util::future::join_all((0..5).map(|_| app.revoke(&token))).await;
+        assert_eq!(app.revoke(&token).await.status(), StatusCode::OK);
+
+        // Assert: every answer as RFC 7009 says, one entry, and the token still refused.
+        assert!(again.iter().all(|r| r.status() == StatusCode::OK));
+        let listed = entries().await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["value"], claims_of(&token)["jti"]);
+        let resp = app.http.get(app.url("/users/me")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+}
+
 /// A reader following the feed's cursor sees every entry, however the writers' commits interleave: on
 /// PostgreSQL a number handed out earlier could otherwise commit after a later one the reader saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
