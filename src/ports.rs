@@ -270,8 +270,8 @@ pub trait RevocationLog: Send + Sync {
 pub trait DenyList: Send + Sync {
     async fn add(&self, revocations: &[Revocation]) -> Result<(), Error>;
     async fn is_denied(&self, claims: &AccessClaims) -> Result<bool, Error>;
-    /// A ticket to pass to [`DenyList::mark_copied`] after a rebuild that started now.
-    fn rebuild_started(&self) -> u64;
+    /// A ticket to pass to [`DenyList::mark_copied`] after a rebuild that starts now.
+    async fn begin_rebuild(&self) -> Result<u64, Error>;
     /// Whether the copy may lack entries (a failed write, a Redis that restarted empty).
     async fn incomplete(&self) -> Result<bool, Error>;
     /// Records that the copy holds the log up to `upto`, and, after a rebuild, that it is complete

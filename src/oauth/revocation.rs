@@ -180,16 +180,17 @@ impl Revoker {
     /// by this instance, another one or the command line.
     pub async fn sync(&self) -> Result<(), Error> {
         let mut cursor = self.cursor.lock().await;
-        let started = self.deny.rebuild_started();
         let rebuild = cursor.is_none() || self.deny.incomplete().await?;
+        let started = match rebuild {
+            true => Some(self.deny.begin_rebuild().await?),
+            false => None,
+        };
         let (entries, next) = self
             .feed
             .since(if rebuild { None } else { *cursor }, self.clock.now())
             .await?;
         self.deny.add(&entries).await?;
-        self.deny
-            .mark_copied(next, rebuild.then_some(started))
-            .await?;
+        self.deny.mark_copied(next, started).await?;
         if rebuild {
             tracing::info!(
                 entries = entries.len(),

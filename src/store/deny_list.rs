@@ -63,6 +63,9 @@ pub struct DenyList {
     copied: AtomicI64,
     /// Wakes whoever rebuilds the list when it is found incomplete.
     rebuild: Notify,
+    /// The Redis key that stands while this instance rebuilds: gone at the end, Redis lost what the
+    /// rebuild wrote.
+    guard: String,
 }
 
 enum Backend {
@@ -89,6 +92,7 @@ impl DenyList {
             loaded: AtomicU64::new(0),
             copied: AtomicI64::new(0),
             rebuild: Notify::new(),
+            guard: format!("deny:rebuilding:{}", uuid::Uuid::new_v4()),
         }
     }
 
@@ -141,9 +145,14 @@ impl ports::DenyList for DenyList {
     }
 
     /// Where a rebuild starts: pass it to [`DenyList::mark_copied`] once every live entry is listed,
-    /// so that a failure during the rebuild keeps the copy incomplete.
-    fn rebuild_started(&self) -> u64 {
-        self.failed.load(Ordering::SeqCst)
+    /// so that a failure during the rebuild keeps the copy incomplete. On Redis it sets this instance's
+    /// guard, which a flush during the rebuild takes with it.
+    async fn begin_rebuild(&self) -> Result<u64, Error> {
+        let started = self.failed.load(Ordering::SeqCst);
+        if let Backend::Redis(r) = &self.backend {
+            r.set_guard(&self.guard).await?;
+        }
+        Ok(started)
     }
 
     /// Whether the copy may lack entries: a write failed here, or Redis lost what this instance copied
@@ -159,10 +168,20 @@ impl ports::DenyList for DenyList {
     }
 
     /// Records that the list holds every live entry of the log up to number `upto`; with `rebuilt`, where
-    /// the rebuild that did it began ([`DenyList::rebuild_started`]).
+    /// the rebuild that did it began ([`DenyList::begin_rebuild`]). On Redis, only if nothing was lost
+    /// meanwhile: a catch-up finds the mark still there, a rebuild its guard; else the copy is incomplete
+    /// and is rebuilt.
     async fn mark_copied(&self, upto: i64, rebuilt: Option<u64>) -> Result<(), Error> {
-        if let Backend::Redis(r) = &self.backend {
-            r.raise_mark(upto).await?;
+        if let Backend::Redis(r) = &self.backend
+            && !r
+                .raise_mark(upto, rebuilt.map(|_| self.guard.as_str()))
+                .await?
+        {
+            self.rebuild.notify_one();
+            return Err(DenyError::Unavailable(
+                "Redis lost entries while they were copied; the list is being rebuilt".into(),
+            )
+            .into());
         }
         self.copied.fetch_max(upto, Ordering::SeqCst);
         // Only failures before the rebuild began are repaired by it.
@@ -238,18 +257,42 @@ impl RedisDenyList {
     }
 
     /// Raises the mark to `upto`, never lowers it: instances that copied less must not undo what another
-    /// one recorded.
-    async fn raise_mark(&self, upto: i64) -> Result<(), DenyError> {
+    /// one recorded. A catch-up raises only a mark that is there, a rebuild only while its `guard` is
+    /// (and ends it): either gone means Redis was emptied after the entries were read, and a mark set
+    /// then would vouch for entries it lacks. `false` when it was not raised for that reason.
+    async fn raise_mark(&self, upto: i64, guard: Option<&str>) -> Result<bool, DenyError> {
         let script = redis::Script::new(
-            "local v = tonumber(redis.call('GET', KEYS[1]) or '-1') \
-             if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1]) end",
+            "local v = redis.call('GET', KEYS[1]) \
+             if ARGV[2] == '1' then \
+               if redis.call('DEL', KEYS[2]) == 0 then return 0 end \
+             elseif not v then return 0 end \
+             if tonumber(ARGV[1]) > tonumber(v or '-1') then redis.call('SET', KEYS[1], ARGV[1]) end \
+             return 1",
         );
         let mut conn = self.conn.clone();
         let mut call = script.key(format!("{}{LOADED}", self.prefix));
-        call.arg(upto);
-        bounded(call.invoke_async::<()>(&mut conn))
+        call.key(format!("{}{}", self.prefix, guard.unwrap_or_default()))
+            .arg(upto)
+            .arg(if guard.is_some() { "1" } else { "0" });
+        bounded(call.invoke_async::<i64>(&mut conn))
             .await
+            .map(|raised| raised == 1)
             .map_err(DenyError::Unavailable)
+    }
+
+    /// Sets `guard` for the length of a rebuild; it expires on its own should this instance stop midway.
+    async fn set_guard(&self, guard: &str) -> Result<(), DenyError> {
+        let mut conn = self.conn.clone();
+        bounded(
+            redis::cmd("SET")
+                .arg(format!("{}{guard}", self.prefix))
+                .arg(1)
+                .arg("EX")
+                .arg(3600)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(DenyError::Unavailable)
     }
 
     async fn mark(&self) -> Result<Option<i64>, DenyError> {
@@ -356,9 +399,8 @@ mod tests {
     /// An in-process list filled from an empty log.
     async fn filled() -> DenyList {
         let list = DenyList::memory();
-        list.mark_copied(0, Some(list.rebuild_started()))
-            .await
-            .unwrap();
+        let started = list.begin_rebuild().await.unwrap();
+        list.mark_copied(0, Some(started)).await.unwrap();
         list
     }
 

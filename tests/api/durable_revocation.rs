@@ -400,3 +400,74 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
     )
     .await;
 }
+
+/// Redis emptied while a copy is under way (after the log was read, before the copy is marked) is not
+/// vouched for: neither a catch-up nor a rebuild marks an emptied Redis complete, so every instance goes on
+/// finding it incomplete and rebuilds it, instead of calling its revoked tokens live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_overtaken_by_a_flush_does_not_mark_redis_complete() {
+    use portcullis::{ports::DenyList as _, store::deny_list::DenyList};
+    // Arrange: a list of its own prefix, as an instance has.
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4());
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let list = DenyList::redis(
+        redis::aio::ConnectionManager::new(client.clone())
+            .await
+            .unwrap(),
+        &prefix,
+    );
+    let redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mark = || {
+        let (mut redis, key) = (redis.clone(), format!("{prefix}deny:loaded"));
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<i64>>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+    // What FLUSHALL does to this installation's keys, leaving other tests' alone.
+    let flush = || {
+        let (mut redis, pattern) = (redis.clone(), format!("{prefix}*"));
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<()>(&mut redis)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let started = list.begin_rebuild().await.unwrap();
+    list.mark_copied(3, Some(started)).await.unwrap();
+    list.mark_copied(5, None).await.unwrap();
+    assert_eq!(mark().await, Some(5));
+
+    // Act and assert: emptied during a catch-up, then during a rebuild.
+    flush().await;
+    assert!(list.mark_copied(7, None).await.is_err());
+    assert_eq!(mark().await, None, "a catch-up marked an emptied Redis");
+    assert!(list.incomplete().await.unwrap());
+    let started = list.begin_rebuild().await.unwrap();
+    flush().await;
+    assert!(list.mark_copied(7, Some(started)).await.is_err());
+    assert_eq!(
+        mark().await,
+        None,
+        "a rebuild marked a Redis emptied under it"
+    );
+
+    // A rebuild nothing disturbs marks it complete again.
+    let started = list.begin_rebuild().await.unwrap();
+    list.mark_copied(7, Some(started)).await.unwrap();
+    assert_eq!(mark().await, Some(7));
+    assert!(!list.incomplete().await.unwrap());
+    flush().await;
+}
