@@ -51,10 +51,9 @@ impl RevocationFeed {
 
 #[async_trait]
 impl ports::RevocationLog for RevocationFeed {
-    /// Appends revocations in a transaction of their own.
-    /// Appends what the log does not hold yet: revoking one token again (anyone holding it may, at
-    /// request rate) must not grow the log and the feed by an entry each time. Under the append lock, so
-    /// concurrent repeats append it once.
+    /// Appends, in a transaction of their own, the revocations the log does not hold yet: revoking one
+    /// token again (anyone holding it may, at request rate) must not grow the log and the feed by an
+    /// entry each time. Checked under the append lock, so concurrent repeats append it once.
     async fn record(&self, revocations: &[Revocation]) -> Result<(), Error> {
         use revocation::Column as R;
         let txn = super::begin_write(&self.db).await?;
