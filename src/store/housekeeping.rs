@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Db, revocation_feed::RevocationFeed};
+use super::{Db, revocation_feed::RevocationFeed, sessions::unexpired_token};
 use crate::entity::{authorization_code, refresh_token, session, sign_in_session};
 
 /// Rows per statement.
@@ -150,13 +150,6 @@ async fn ended_sessions(
 ) -> Result<(u64, u64), DbErr> {
     use refresh_token::Column as T;
     use session::Column as S;
-    let t = Alias::new("t");
-    let unexpired_token = Query::select()
-        .expr(Expr::val(1))
-        .from_as(refresh_token::Entity, t.clone())
-        .and_where(Expr::col((t.clone(), T::SessionId)).equals((session::Entity, S::Id)))
-        .and_where(Expr::col((t, T::ExpiresAt)).gt(cutoff))
-        .to_owned();
     let ids: Vec<Uuid> = session::Entity::find()
         .select_only()
         .column(S::Id)
@@ -166,7 +159,7 @@ async fn ended_sessions(
                 .or(S::ExpiresAt.lte(cutoff))
                 .or(S::CreatedAt
                     .lte(cutoff)
-                    .and(Expr::exists(unexpired_token).not())),
+                    .and(Expr::exists(unexpired_token(cutoff)).not())),
         )
         .limit(BATCH)
         .into_tuple()

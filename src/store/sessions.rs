@@ -205,6 +205,7 @@ impl ports::Sessions for SessionStore {
             .filter(session::Column::UserId.eq(user_id))
             .filter(session::Column::RevokedAt.is_null())
             .filter(session::Column::ExpiresAt.gt(now))
+            .filter(Expr::exists(unexpired_token(now)))
             .order_by_desc(session::Column::CreatedAt)
             .all(self.db.reader())
             .await?
@@ -326,6 +327,21 @@ async fn end_sign_ins(
         .exec(txn)
         .await?;
     Ok(())
+}
+
+/// A token of the session in the outer query that is unexpired at `at`: without one, the session has
+/// gone idle (one that never had a refresh token is idle from the start).
+pub(super) fn unexpired_token(at: DateTime<Utc>) -> SelectStatement {
+    use refresh_token::Column as T;
+    let t = Alias::new("t");
+    Query::select()
+        .expr(Expr::val(1))
+        .from_as(refresh_token::Entity, t.clone())
+        .and_where(
+            Expr::col((t.clone(), T::SessionId)).equals((session::Entity, session::Column::Id)),
+        )
+        .and_where(Expr::col((t, T::ExpiresAt)).gt(at))
+        .to_owned()
 }
 
 /// Starts `session` in one transaction: the code's claim, the session from the user's row as verified,

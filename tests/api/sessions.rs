@@ -127,3 +127,28 @@ on_every_backend! {
         assert_error(resp, 404, "not_found").await;
     }
 }
+
+on_both_databases! {
+    async fn a_session_gone_idle_is_no_longer_listed(backend: Backend) {
+        // Arrange: two logins; a minute's idle lifetime; only the second is refreshed in time.
+        let app = crate::helpers::spawn_app_with(backend, |s| s.refresh.idle_ttl = 60).await;
+        let user = app.seed_user().await;
+        let idle = app.login(&user).await;
+        let kept = app.login(&user).await;
+        app.clock.advance(std::time::Duration::from_secs(40));
+        let resp = app.refresh(kept.refresh_token.as_deref().unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let me = resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+
+        // Act: the first login's token has been idle past its lifetime, the second's not.
+        app.clock.advance(std::time::Duration::from_secs(30));
+        let resp = app.http.get(app.url("/users/me/sessions")).bearer_auth(&me).send().await.unwrap();
+
+        // Assert
+        assert_eq!(resp.status(), StatusCode::OK);
+        let listed: Vec<Value> = resp.json().await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [claims_of(&kept.access_token)["sid"].as_str().unwrap()]);
+        assert_error(app.refresh(idle.refresh_token.as_deref().unwrap()).await, 400, "invalid_grant").await;
+    }
+}
