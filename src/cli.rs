@@ -159,7 +159,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
     let dir = &settings.keys.dir;
-    let (ahead, ttl) = (settings.keys.publish_ahead(), settings.access_ttl());
+    let (ahead, ttl) = (
+        settings.key_signs_after(),
+        settings.key_outlives_successor(),
+    );
     match cmd {
         KeysCommand::Generate { bits } => {
             let (path, kid) = crate::keys::generate(dir, bits)?;

@@ -408,6 +408,23 @@ impl Settings {
         Duration::from_secs(self.tokens.id_token_ttl.unwrap_or(self.tokens.access_ttl))
     }
 
+    /// How long after a key file is written it may sign: `keys.publish_ahead`, counted from the rescan at
+    /// which the last instance can have published it, a `keys.rescan_interval` after the file appeared;
+    /// `0` still means at once, as the operator asked.
+    pub fn key_signs_after(&self) -> Duration {
+        match self.keys.publish_ahead() {
+            Duration::ZERO => Duration::ZERO,
+            ahead => ahead + Duration::from_secs(self.keys.rescan_interval),
+        }
+    }
+
+    /// How long a key stays published after its successor may sign: an instance goes on signing with it
+    /// until its next rescan, and a token so signed lives as long as the longer of the access and ID
+    /// token lifetimes.
+    pub fn key_outlives_successor(&self) -> Duration {
+        self.access_ttl().max(self.id_token_ttl()) + Duration::from_secs(self.keys.rescan_interval)
+    }
+
     pub fn lifetimes(&self) -> crate::oauth::grant::Lifetimes {
         crate::oauth::grant::Lifetimes {
             session: Duration::from_secs(self.refresh.absolute_ttl),
@@ -488,6 +505,17 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://data/portcullis.db?mode=rwc");
         assert!(s.redis.url.is_none());
         assert_eq!(s.keys.publish_ahead(), Duration::from_secs(300));
+        // Published on every instance for publish_ahead before signing; kept as long as any token it
+        // signed may live, rescans included.
+        assert_eq!(s.key_signs_after(), Duration::from_secs(300 + 30));
+        assert_eq!(s.key_outlives_successor(), Duration::from_secs(900 + 30));
+        let at_once = with("keys.publish_ahead", 0).unwrap();
+        assert_eq!(at_once.key_signs_after(), Duration::ZERO);
+        let long_id_tokens = with("tokens.id_token_ttl", 3600).unwrap();
+        assert_eq!(
+            long_id_tokens.key_outlives_successor(),
+            Duration::from_secs(3600 + 30)
+        );
         assert_eq!(s.tokens.access_ttl, 900);
         assert_eq!(s.refresh.idle_ttl, 604_800);
         assert_eq!(s.refresh.absolute_ttl, 2_592_000);

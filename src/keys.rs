@@ -146,15 +146,15 @@ pub struct Refused {
 pub struct KeyStore {
     dir: PathBuf,
     publish_ahead: Duration,
-    access_ttl: Duration,
+    outlives: Duration,
     current: RwLock<Arc<KeySet>>,
 }
 
 impl KeyStore {
     /// Loads every key in `dir`. A folder without a key, or with a file that cannot sign, is an error:
     /// the operator learns of a bad file at start rather than from a failing token request.
-    pub fn load(dir: &Path, publish_ahead: Duration, access_ttl: Duration) -> anyhow::Result<Self> {
-        let (set, refused) = scan(dir, publish_ahead, access_ttl, Utc::now())?;
+    pub fn load(dir: &Path, publish_ahead: Duration, outlives: Duration) -> anyhow::Result<Self> {
+        let (set, refused) = scan(dir, publish_ahead, outlives, Utc::now())?;
         if !refused.is_empty() {
             bail!(
                 "keys.dir holds a file that cannot sign: {}; remove or replace it",
@@ -164,7 +164,7 @@ impl KeyStore {
         Ok(Self {
             dir: dir.to_owned(),
             publish_ahead,
-            access_ttl,
+            outlives,
             current: RwLock::new(Arc::new(set)),
         })
     }
@@ -177,7 +177,7 @@ impl KeyStore {
     /// JWKS bytes and ETag change only when the published set does. A file that cannot sign is logged
     /// and left out, so that it cannot keep the other keys from changing. Returns whether anything changed.
     pub fn rescan(&self) -> anyhow::Result<bool> {
-        let (set, refused) = scan(&self.dir, self.publish_ahead, self.access_ttl, Utc::now())?;
+        let (set, refused) = scan(&self.dir, self.publish_ahead, self.outlives, Utc::now())?;
         for file in &refused {
             tracing::error!(
                 file = %file.path.display(),
@@ -219,16 +219,16 @@ impl KeyState {
 }
 
 /// The state of each key, given their creation times in ascending order. The signing key is the newest
-/// one published for at least `publish_ahead` (the oldest while none is); an older key retires when its
-/// successor becomes eligible and expires `access_ttl` later, when the last token it signed has.
+/// one created at least `publish_ahead` ago (the oldest while none is); an older key retires when its
+/// successor becomes eligible and expires `outlives` later, when the last token it signed has.
 pub fn classify(
     created: &[DateTime<Utc>],
     now: DateTime<Utc>,
     publish_ahead: Duration,
-    access_ttl: Duration,
+    outlives: Duration,
 ) -> Vec<KeyState> {
     let publish_ahead = chrono::Duration::from_std(publish_ahead).unwrap_or(chrono::Duration::MAX);
-    let access_ttl = chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::MAX);
+    let outlives = chrono::Duration::from_std(outlives).unwrap_or(chrono::Duration::MAX);
     let signing = created
         .iter()
         .rposition(|&c| c + publish_ahead <= now)
@@ -237,7 +237,7 @@ pub fn classify(
         .map(|i| match i.cmp(&signing) {
             std::cmp::Ordering::Greater => KeyState::Next,
             std::cmp::Ordering::Equal => KeyState::Signing,
-            std::cmp::Ordering::Less if created[i + 1] + publish_ahead + access_ttl > now => {
+            std::cmp::Ordering::Less if created[i + 1] + publish_ahead + outlives > now => {
                 KeyState::Retiring
             }
             std::cmp::Ordering::Less => KeyState::Expired,
@@ -248,12 +248,12 @@ pub fn classify(
 fn scan(
     dir: &Path,
     publish_ahead: Duration,
-    access_ttl: Duration,
+    outlives: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<(KeySet, Vec<Refused>)> {
     let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
-    let states = classify(&created, now, publish_ahead, access_ttl);
+    let states = classify(&created, now, publish_ahead, outlives);
     let signing = keys[states
         .iter()
         .position(|&s| s == KeyState::Signing)
@@ -331,11 +331,11 @@ pub struct Inventory {
 pub fn inventory(
     dir: &Path,
     publish_ahead: Duration,
-    access_ttl: Duration,
+    outlives: Duration,
 ) -> anyhow::Result<Inventory> {
     let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
-    let states = classify(&created, Utc::now(), publish_ahead, access_ttl);
+    let states = classify(&created, Utc::now(), publish_ahead, outlives);
     Ok(Inventory {
         keys: keys.into_iter().zip(states).collect(),
         refused,
@@ -347,10 +347,10 @@ pub fn inventory(
 pub fn prune(
     dir: &Path,
     publish_ahead: Duration,
-    access_ttl: Duration,
+    outlives: Duration,
 ) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
     let mut removed = Vec::new();
-    let Inventory { keys, refused } = inventory(dir, publish_ahead, access_ttl)?;
+    let Inventory { keys, refused } = inventory(dir, publish_ahead, outlives)?;
     for (key, state) in keys {
         if state == KeyState::Expired {
             std::fs::remove_file(&key.path)

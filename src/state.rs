@@ -159,8 +159,8 @@ impl AppState {
         crate::store::migrate(&db).await?;
         let keys = Arc::new(KeyStore::load(
             &settings.keys.dir,
-            settings.keys.publish_ahead(),
-            settings.access_ttl(),
+            settings.key_signs_after(),
+            settings.key_outlives_successor(),
         )?);
         let stores = Stores::new(&db, &settings, metrics.clone(), clock.clone())?;
         let default_scopes = Scope::parse(&settings.clients.default_scopes.join(" "))

@@ -64,10 +64,14 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     let user = app.seed_user().await;
     let old = app.login(&user).await.access_token;
     let old_kid = kid_of(&old);
-    let (ahead, ttl) = (Duration::from_secs(2), Duration::from_secs(6));
+    let (ahead, ttl) = (
+        app.settings.key_signs_after(),
+        app.settings.key_outlives_successor(),
+    );
 
     // Act: rotate.
     let (_, new_kid) = portcullis::keys::generate(&path, 2048).unwrap();
+    let rotated = std::time::Instant::now();
 
     // Assert: the next key is published before any token carries it.
     eventually(
@@ -111,7 +115,7 @@ async fn a_rotation_with_the_server_running_publishes_first_signs_later_and_prun
     );
 
     // Once every token it signed has expired, prune removes it and it leaves the JWKS.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep_until((rotated + ahead + ttl + Duration::from_secs(1)).into()).await;
     let (removed, _) = portcullis::keys::prune(&path, ahead, ttl).unwrap();
     assert_eq!(
         removed.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
