@@ -139,13 +139,22 @@ impl Accounts {
     ) -> Result<(), Error> {
         let now = self.clock.now();
         self.login.check(&user.username, ip, now).await?;
-        let matches = current.chars().count() <= password::MAX_LENGTH
-            && self
-                .hasher
-                .verify(current, Some(user.password_hash.clone()))
-                .await?
-                != Verified::Mismatch;
-        self.login.record(&user.username, ip, now, matches).await;
+        let verified = match current.chars().count() <= password::MAX_LENGTH {
+            true => {
+                self.hasher
+                    .verify(current, Some(user.password_hash.clone()))
+                    .await
+            }
+            false => Ok(Verified::Mismatch),
+        };
+        let matches = match verified {
+            Ok(verified) => verified != Verified::Mismatch,
+            Err(e) => {
+                self.login.unchecked(&user.username, ip).await;
+                return Err(e);
+            }
+        };
+        self.login.record(&user.username, ip, matches).await;
         if !matches {
             return Err(Error::InvalidCurrentPassword);
         }

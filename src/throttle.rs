@@ -4,6 +4,11 @@
 //! success resets it. More than `throttle.user_ceiling` failures for one username within an hour, from
 //! all addresses together, delay every address the same way.
 //!
+//! An attempt is counted when it is admitted, before its password is checked, in one atomic step with the
+//! check that admits it: attempts sent at once see each other, so no burst slips past a delay. A success
+//! then resets the address's count and takes itself back from the username's; an attempt whose password
+//! could not be checked at all takes itself back from both.
+//!
 //! Addresses are counted as the rate limits count them ([`address_key`]: an IPv6 client by its /64).
 //! Keyed by username *and* address, an attacker failing from elsewhere cannot lock a user out of their
 //! own address, except past the looser per-username ceiling. Unknown usernames are counted alike.
@@ -59,25 +64,30 @@ impl Throttle {
         }
     }
 
-    /// Seconds this attempt must still wait, rounded up (0: go ahead). Times are milliseconds since the
-    /// epoch: whole seconds would let a one-second delay round down to nothing.
-    pub async fn wait(&self, username: &str, ip: IpAddr, now: i64) -> Result<u64, String> {
+    /// Admits an attempt, counting it as a failure until it is known to be otherwise, or answers the
+    /// seconds it must still wait, rounded up, counting nothing. Times are milliseconds since the epoch:
+    /// whole seconds would let a one-second delay round down to nothing.
+    pub async fn admit(&self, username: &str, ip: IpAddr, now: i64) -> Result<u64, String> {
         let (address, user) = keys(username, ip);
-        let [by_address, by_user] = self.counters.read([&address, &user], now).await?;
-        let r = &self.rules;
-        let address_wait = wait(by_address, i64::from(r.failures), r, now);
-        let user_wait = wait(by_user, i64::from(r.user_ceiling) + 1, r, now);
-        Ok(address_wait.max(user_wait).div_ceil(MS as u64))
+        let waited = self
+            .counters
+            .admit(&address, &user, &self.rules, now)
+            .await?;
+        Ok(waited.div_ceil(MS as u64))
     }
 
-    pub async fn failed(&self, username: &str, ip: IpAddr, now: i64) -> Result<(), String> {
-        let (address, user) = keys(username, ip);
-        self.counters.failed(&address, &user, now).await
-    }
-
+    /// The admitted attempt's password was right: the address starts afresh, and the username's count
+    /// loses the attempt.
     pub async fn succeeded(&self, username: &str, ip: IpAddr) -> Result<(), String> {
-        let (address, _) = keys(username, ip);
-        self.counters.reset(&address).await
+        let (address, user) = keys(username, ip);
+        self.counters.take_back(&address, &user, true).await
+    }
+
+    /// The admitted attempt's password could not be checked (storage or the hashing queue failed): it
+    /// counts for nothing.
+    pub async fn unchecked(&self, username: &str, ip: IpAddr) -> Result<(), String> {
+        let (address, user) = keys(username, ip);
+        self.counters.take_back(&address, &user, false).await
     }
 
     /// Drops expired in-process counters (Redis expires its own); `now` in milliseconds.
@@ -113,81 +123,87 @@ fn keys(username: &str, ip: IpAddr) -> (String, String) {
     )
 }
 
+/// The milliseconds owed before an attempt, given both counters.
+fn owed(by_address: Counter, by_user: Counter, r: &ThrottleSettings, now: i64) -> u64 {
+    let address_wait = wait(by_address, i64::from(r.failures), r, now);
+    let user_wait = wait(by_user, i64::from(r.user_ceiling) + 1, r, now);
+    address_wait.max(user_wait)
+}
+
+/// [`Counters::admit`] in Redis: both counters read, the delay computed as [`wait`] computes it, and the
+/// attempt counted, in one step no other attempt can come between. KEYS: address, user; ARGV: now (ms),
+/// failures threshold, user ceiling + 1, base and max delay (s), the address's and the user's memory (s).
+const ADMIT: &str = r"
+local function owed(key, threshold)
+  local n = tonumber(redis.call('HGET', key, 'n') or '0')
+  local last = tonumber(redis.call('HGET', key, 'last') or '0')
+  threshold = math.max(threshold, 1)
+  if n < threshold then return 0 end
+  local doublings = math.min(math.max(n - threshold, 0), 32)
+  local delay = math.min(tonumber(ARGV[4]) * 2 ^ doublings, tonumber(ARGV[5]))
+  return math.max(last + delay * 1000 - tonumber(ARGV[1]), 0)
+end
+local wait = math.max(owed(KEYS[1], tonumber(ARGV[2])), owed(KEYS[2], tonumber(ARGV[3])))
+if wait > 0 then return wait end
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'last', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'n', 1)
+redis.call('HSET', KEYS[2], 'last', ARGV[1])
+-- The hour starts at the first failure and is not extended by later ones.
+redis.call('EXPIRE', KEYS[2], ARGV[7], 'NX')
+return 0
+";
+
+/// [`Counters::take_back`] in Redis: KEYS: address, user; ARGV: '1' when the password was right.
+const TAKE_BACK: &str = r"
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1])
+elseif tonumber(redis.call('HGET', KEYS[1], 'n') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
+if tonumber(redis.call('HGET', KEYS[2], 'n') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[2], 'n', -1)
+end
+return 0
+";
+
 impl Counters {
-    async fn read(&self, keys: [&str; 2], now: i64) -> Result<[Counter; 2], String> {
+    async fn admit(
+        &self,
+        address: &str,
+        user: &str,
+        r: &ThrottleSettings,
+        now: i64,
+    ) -> Result<u64, String> {
         match self {
             Self::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let mut pipe = redis::pipe();
-                for key in keys {
-                    pipe.cmd("HMGET")
-                        .arg(format!("{prefix}{key}"))
-                        .arg("n")
-                        .arg("last");
-                }
-                let rows: Vec<(Option<i64>, Option<i64>)> =
-                    bounded(pipe.query_async(&mut conn)).await?;
-                let counter = |(n, last): (Option<i64>, Option<i64>)| Counter {
-                    failures: n.unwrap_or(0),
-                    last: last.unwrap_or(0),
-                    expires: 0,
-                };
-                Ok([counter(rows[0]), counter(rows[1])])
+                let script = redis::Script::new(ADMIT);
+                let mut call = script.key(format!("{prefix}{address}"));
+                call.key(format!("{prefix}{user}"))
+                    .arg(now)
+                    .arg(r.failures)
+                    .arg(i64::from(r.user_ceiling) + 1)
+                    .arg(r.base_delay)
+                    .arg(r.max_delay)
+                    .arg(ADDRESS_MEMORY_SECS)
+                    .arg(USER_WINDOW_SECS);
+                let owed: i64 = bounded(call.invoke_async(&mut conn)).await?;
+                Ok(owed.max(0) as u64)
             }
             Self::Memory(map) => {
-                let map = map.lock().expect("throttle lock");
-                let get = |k: &str| {
+                let mut map = map.lock().expect("throttle lock");
+                let get = |map: &HashMap<String, Counter>, k: &str| {
                     map.get(k)
                         .filter(|c| c.expires > now)
                         .copied()
                         .unwrap_or_default()
                 };
-                Ok([get(keys[0]), get(keys[1])])
-            }
-        }
-    }
-
-    async fn failed(&self, address: &str, user: &str, now: i64) -> Result<(), String> {
-        match self {
-            Self::Redis { conn, prefix } => {
-                let mut conn = conn.clone();
-                let (address, user) = (format!("{prefix}{address}"), format!("{prefix}{user}"));
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("HINCRBY")
-                    .arg(&address)
-                    .arg("n")
-                    .arg(1)
-                    .ignore()
-                    .cmd("HSET")
-                    .arg(&address)
-                    .arg("last")
-                    .arg(now)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&address)
-                    .arg(ADDRESS_MEMORY_SECS)
-                    .ignore()
-                    .cmd("HINCRBY")
-                    .arg(&user)
-                    .arg("n")
-                    .arg(1)
-                    .ignore()
-                    .cmd("HSET")
-                    .arg(&user)
-                    .arg("last")
-                    .arg(now)
-                    .ignore()
-                    // The hour starts at the first failure and is not extended by later ones.
-                    .cmd("EXPIRE")
-                    .arg(&user)
-                    .arg(USER_WINDOW_SECS)
-                    .arg("NX")
-                    .ignore();
-                bounded(pipe.query_async::<()>(&mut conn)).await
-            }
-            Self::Memory(map) => {
-                let mut map = map.lock().expect("throttle lock");
+                let owed = owed(get(&map, address), get(&map, user), r, now);
+                if owed > 0 {
+                    return Ok(owed);
+                }
                 let mut bump = |key: &str, fresh_expiry: i64, extend: bool| {
                     let c = map.entry(key.to_owned()).or_default();
                     if c.expires <= now {
@@ -205,24 +221,32 @@ impl Counters {
                 };
                 bump(address, now + ADDRESS_MEMORY_SECS * MS, true);
                 bump(user, now + USER_WINDOW_SECS * MS, false);
-                Ok(())
+                Ok(0)
             }
         }
     }
 
-    async fn reset(&self, address: &str) -> Result<(), String> {
+    /// Takes an admitted attempt back from the counts; `right` (the password was) resets the address.
+    async fn take_back(&self, address: &str, user: &str, right: bool) -> Result<(), String> {
         match self {
             Self::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                bounded(
-                    redis::cmd("DEL")
-                        .arg(format!("{prefix}{address}"))
-                        .query_async::<()>(&mut conn),
-                )
-                .await
+                let script = redis::Script::new(TAKE_BACK);
+                let mut call = script.key(format!("{prefix}{address}"));
+                call.key(format!("{prefix}{user}"))
+                    .arg(if right { "1" } else { "0" });
+                bounded(call.invoke_async::<()>(&mut conn)).await
             }
             Self::Memory(map) => {
-                map.lock().expect("throttle lock").remove(address);
+                let mut map = map.lock().expect("throttle lock");
+                if right {
+                    map.remove(address);
+                } else if let Some(c) = map.get_mut(address) {
+                    c.failures = (c.failures - 1).max(0);
+                }
+                if let Some(c) = map.get_mut(user) {
+                    c.failures = (c.failures - 1).max(0);
+                }
                 Ok(())
             }
         }
@@ -246,19 +270,38 @@ mod tests {
     async fn delays_start_after_the_threshold_double_and_stop_at_the_maximum() {
         let t = Throttle::memory(rules());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut waits = Vec::new();
-        for now in 0..6 {
-            t.failed("alice", ip, now * 100_000).await.unwrap();
-            waits.push(t.wait("alice", ip, now * 100_000).await.unwrap());
+        // Each admitted attempt counts as a failure until taken back: three reach the threshold.
+        for _ in 0..3 {
+            assert_eq!(t.admit("alice", ip, 0).await.unwrap(), 0);
         }
-        assert_eq!(waits, [0, 0, 2, 4, 8, 10]);
+        let (mut now, mut delays) = (0, Vec::new());
+        for _ in 0..4 {
+            let owed = t.admit("alice", ip, now).await.unwrap();
+            delays.push(owed);
+            assert_eq!(
+                t.admit("alice", ip, now).await.unwrap(),
+                owed,
+                "a refusal counts nothing"
+            );
+            now += owed as i64 * MS;
+            assert_eq!(t.admit("alice", ip, now).await.unwrap(), 0);
+        }
+        assert_eq!(delays, [2, 4, 8, 10]);
         // Time pays the delay off, to the millisecond; part of a second still owed counts as one.
-        assert_eq!(t.wait("alice", ip, 500_000 + 9_999).await.unwrap(), 1);
-        assert_eq!(t.wait("alice", ip, 500_000 + 10_000).await.unwrap(), 0);
-        // Another address is not slowed while the user is under the ceiling... but six failures in the
-        // hour are over it (5), so every address waits too.
+        assert_eq!(t.admit("alice", ip, now + 9_999).await.unwrap(), 1);
+        assert_eq!(t.admit("alice", ip, now + 10_000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn over_the_ceiling_every_address_waits() {
+        let t = Throttle::memory(rules());
+        for i in 1..=6 {
+            let ip: IpAddr = format!("192.0.2.{i}").parse().unwrap();
+            assert_eq!(t.admit("alice", ip, 0).await.unwrap(), 0);
+        }
+        // Six failures in the hour are over the ceiling (5): a seventh address waits too.
         assert_eq!(
-            t.wait("alice", "192.0.2.2".parse().unwrap(), 500_000)
+            t.admit("alice", "192.0.2.7".parse().unwrap(), 0)
                 .await
                 .unwrap(),
             2
@@ -270,17 +313,19 @@ mod tests {
         let t = Throttle::memory(rules());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         for i in 1..=3 {
-            t.failed("alice", ip(&format!("2001:db8:1:2::{i}")), 0)
+            t.admit("alice", ip(&format!("2001:db8:1:2::{i}")), 0)
                 .await
                 .unwrap();
         }
         assert_eq!(
-            t.wait("alice", ip("2001:db8:1:2:ab::cd"), 0).await.unwrap(),
+            t.admit("alice", ip("2001:db8:1:2:ab::cd"), 0)
+                .await
+                .unwrap(),
             2
         );
-        assert_eq!(t.wait("alice", ip("2001:db8:1:3::1"), 0).await.unwrap(), 0);
+        assert_eq!(t.admit("alice", ip("2001:db8:1:3::1"), 0).await.unwrap(), 0);
         t.succeeded("alice", ip("2001:db8:1:2::99")).await.unwrap();
-        assert_eq!(t.wait("alice", ip("2001:db8:1:2::1"), 0).await.unwrap(), 0);
+        assert_eq!(t.admit("alice", ip("2001:db8:1:2::1"), 0).await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -288,10 +333,21 @@ mod tests {
         let t = Throttle::memory(rules());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            t.failed("Alice", ip, 0).await.unwrap();
+            t.admit("Alice", ip, 0).await.unwrap();
         }
-        assert_eq!(t.wait("ALICE", ip, 0).await.unwrap(), 2);
+        assert_eq!(t.admit("ALICE", ip, 0).await.unwrap(), 2);
         t.succeeded("alice", ip).await.unwrap();
-        assert_eq!(t.wait("alice", ip, 0).await.unwrap(), 0);
+        assert_eq!(t.admit("alice", ip, 0).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_never_checked_counts_for_nothing() {
+        let t = Throttle::memory(rules());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(t.admit("alice", ip, 0).await.unwrap(), 0);
+            t.unchecked("alice", ip).await.unwrap();
+        }
+        assert_eq!(t.admit("alice", ip, 0).await.unwrap(), 0);
     }
 }

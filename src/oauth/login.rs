@@ -52,16 +52,26 @@ impl LoginGuard {
         now: DateTime<Utc>,
     ) -> Result<User, Error> {
         self.check(username, ip, now).await?;
-        let user = self.users.find_by_username(username).await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self.hasher.verify(password.clone(), stored).await?;
+        let checked = async {
+            let user = self.users.find_by_username(username).await?;
+            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            let verified = self.hasher.verify(password.clone(), stored).await?;
+            Ok::<_, Error>((user, verified))
+        };
+        let (user, verified) = match checked.await {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.unchecked(username, ip).await;
+                return Err(e);
+            }
+        };
         let refusal = match (&user, &verified) {
             (Some(user), Verified::Match { .. }) if user.is_active => None,
             (None, _) => Some("unknown user"),
             (Some(user), Verified::Mismatch) if user.is_active => Some("wrong password"),
             (Some(_), _) => Some("disabled user"),
         };
-        self.record(username, ip, now, refusal.is_none()).await;
+        self.record(username, ip, refusal.is_none()).await;
         let Some(user) = user.filter(|_| refusal.is_none()) else {
             return Err(Error::InvalidGrant(refusal.unwrap_or("unknown user")));
         };
@@ -90,11 +100,13 @@ impl LoginGuard {
         }
     }
 
-    /// Refuses the attempt while earlier failures delay it.
+    /// Refuses the attempt while earlier failures delay it; else admits it, counted as a failure until
+    /// [`LoginGuard::record`] or [`LoginGuard::unchecked`] says otherwise, so that attempts sent at once
+    /// cannot all pass before any of them is counted.
     pub async fn check(&self, username: &str, ip: IpAddr, now: DateTime<Utc>) -> Result<(), Error> {
         match self
             .throttle
-            .wait(username, ip, now.timestamp_millis())
+            .admit(username, ip, now.timestamp_millis())
             .await
         {
             Ok(0) => Ok(()),
@@ -112,17 +124,18 @@ impl LoginGuard {
         }
     }
 
-    /// Counts a password check: a failure delays the next ones, a success resets this address's count.
-    pub async fn record(&self, username: &str, ip: IpAddr, now: DateTime<Utc>, success: bool) {
-        let result = if success {
-            self.throttle.succeeded(username, ip).await
-        } else {
-            self.throttle
-                .failed(username, ip, now.timestamp_millis())
-                .await
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "throttle unavailable; attempt not counted");
+    /// Settles an admitted attempt by its password check: a failure stays counted and delays the next
+    /// ones, a success resets this address's count.
+    pub async fn record(&self, username: &str, ip: IpAddr, success: bool) {
+        if success && let Err(e) = self.throttle.succeeded(username, ip).await {
+            tracing::warn!(error = %e, "throttle unavailable; success not counted");
+        }
+    }
+
+    /// Settles an admitted attempt whose password could not be checked: it counts for nothing.
+    pub async fn unchecked(&self, username: &str, ip: IpAddr) {
+        if let Err(e) = self.throttle.unchecked(username, ip).await {
+            tracing::warn!(error = %e, "throttle unavailable; unchecked attempt still counted");
         }
     }
 

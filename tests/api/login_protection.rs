@@ -275,6 +275,35 @@ on_every_backend! {
         assert_error(wrong().await, 400, "invalid_grant").await;
     }
 
+    async fn attempts_sent_at_once_get_one_password_check_past_the_threshold(backend: Backend, deny: Deny) {
+        // Arrange: delays from the second failure; one failure already counted.
+        let app = spawn_app_with(backend, |s| {
+            with_deny(s, deny);
+            behind_a_proxy(s);
+            s.throttle.failures = 2;
+            s.throttle.base_delay = 60;
+        }).await;
+        let user = app.seed_user().await;
+        let here = "198.51.100.7";
+        assert_error(login_from(&app, here, &user.username, "not the password at all").await, 400, "invalid_grant").await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+
+        // Act: eight wrong passwords released at once.
+        let attempts = (0..8).map(|i| {
+            let (app, user, barrier) = (&app, &user, barrier.clone());
+            async move {
+                barrier.wait().await;
+                login_from(app, here, &user.username, &format!("wrong guess number {i}")).await.status()
+            }
+        });
+        let statuses = futures_util::future::join_all(attempts).await;
+
+        // Assert: the one that reached the threshold was checked; the rest waited unchecked.
+        let checked = statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+        let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!((checked, refused), (1, 7), "{statuses:?}");
+    }
+
     async fn the_per_username_ceiling_delays_every_address_and_unknown_names_count_alike(backend: Backend, deny: Deny) {
         let app = spawn_app_with(backend, |s| {
             with_deny(s, deny);
