@@ -334,6 +334,15 @@ on_both_databases! {
     }
 }
 
+/// The deny list's `deny:loaded` mark under `prefix`, as Redis holds it now.
+async fn loaded_mark(redis: &redis::aio::MultiplexedConnection, prefix: &str) -> Option<i64> {
+    redis::cmd("GET")
+        .arg(format!("{prefix}deny:loaded"))
+        .query_async::<Option<i64>>(&mut redis.clone())
+        .await
+        .unwrap()
+}
+
 /// A Redis that fails over to a replica behind the log (it has the mark, an older one, but lacks the
 /// newest entries) is found out and rebuilt, rather than taken for complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,16 +364,7 @@ async fn a_redis_behind_what_was_copied_into_it_is_rebuilt_not_believed() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mark = || {
-        let (mut redis, key) = (redis.clone(), format!("{prefix}deny:loaded"));
-        async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<i64>>(&mut redis)
-                .await
-                .unwrap()
-        }
-    };
+    let mark = || loaded_mark(&redis, &prefix);
     eventually(
         Duration::from_secs(5),
         "the sync records the revocation as copied",
@@ -417,16 +417,7 @@ async fn a_copy_overtaken_by_a_flush_does_not_mark_redis_complete() {
         &prefix,
     );
     let redis = client.get_multiplexed_async_connection().await.unwrap();
-    let mark = || {
-        let (mut redis, key) = (redis.clone(), format!("{prefix}deny:loaded"));
-        async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<i64>>(&mut redis)
-                .await
-                .unwrap()
-        }
-    };
+    let mark = || loaded_mark(&redis, &prefix);
     // What FLUSHALL does to this installation's keys, leaving other tests' alone.
     let flush = || {
         let (mut redis, pattern) = (redis.clone(), format!("{prefix}*"));
