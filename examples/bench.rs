@@ -799,7 +799,8 @@ async fn run_backend(
         }
     }
     // A redemption with `openid` signs two tokens, access and ID: the signing limit allows half as many
-    // of them as of one-token requests.
+    // of them as of one-token requests. The pair's authorize signs nothing, so the pair is held to it too.
+    let two_signatures = |limit: f64| Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7);
     if on("code redemption") {
         let turn = with_code_flow(in_turn(&mut targets));
         // No redemption is quicker than its two signatures, and the server has no more than every core.
@@ -813,22 +814,13 @@ async fn run_backend(
                 async move {
                     // Issued before the server's CPU is counted, so the row counts redemptions only.
                     issue_codes(&target.api, length, ceiling).await;
-                    let driven = drive(target, length, CONNECTIONS, redemption).await;
-                    for codes in &target.api.codes {
-                        codes.lock().unwrap().clear();
-                    }
-                    [driven]
+                    [drive(target, length, CONNECTIONS, redemption).await]
                 }
             }),
         )
         .await;
         for (t, [result]) in turn.iter().zip(results) {
-            record(
-                t,
-                "code redemption",
-                Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7),
-                result,
-            );
+            record(t, "code redemption", two_signatures(limit), result);
         }
     }
     if on("SSO authorize + code redemption") {
@@ -838,10 +830,13 @@ async fn run_backend(
             side_by_side(&turn, length, CONNECTIONS, sso_and_redemption),
         )
         .await;
-        // The pair signs what a redemption signs, and its authorize signs nothing.
-        let pairs = Bound::Fraction("RS256 sign/core / 2", limit / 2.0, 0.7);
         for (t, result) in turn.iter().zip(results) {
-            record(t, "SSO authorize + code redemption", pairs, result);
+            record(
+                t,
+                "SSO authorize + code redemption",
+                two_signatures(limit),
+                result,
+            );
         }
     }
 
@@ -1149,7 +1144,7 @@ async fn sso_authorize(api: Arc<Api>, _: usize, worker: usize) -> bool {
 }
 
 /// More codes than can be redeemed in `length` at `ceiling` redemptions a second, each connection
-/// issuing its own share.
+/// issuing its own share in place of what an earlier turn left.
 async fn issue_codes(api: &Arc<Api>, length: Duration, ceiling: f64) {
     let per_connection = (ceiling * length.as_secs_f64() / CONNECTIONS as f64).ceil();
     let issuers: Vec<_> = (0..CONNECTIONS)

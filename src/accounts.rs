@@ -139,13 +139,12 @@ impl Accounts {
     ) -> Result<(), Error> {
         let now = self.clock.now();
         self.login.check(&user.username, ip, now).await?;
-        let verified = match current.chars().count() <= password::MAX_LENGTH {
-            true => {
-                self.hasher
-                    .verify(current, Some(user.password_hash.clone()))
-                    .await
-            }
-            false => Ok(Verified::Mismatch),
+        let verified = if current.chars().count() <= password::MAX_LENGTH {
+            self.hasher
+                .verify(current, Some(user.password_hash.clone()))
+                .await
+        } else {
+            Ok(Verified::Mismatch)
         };
         let matches = match verified {
             Ok(verified) => verified != Verified::Mismatch,

@@ -145,7 +145,7 @@ pub struct Refused {
 /// Shares the current [`KeySet`]; readers take a cheap `Arc` clone and never wait on a scan.
 pub struct KeyStore {
     dir: PathBuf,
-    publish_ahead: Duration,
+    signs_after: Duration,
     outlives: Duration,
     current: RwLock<Arc<KeySet>>,
 }
@@ -153,8 +153,8 @@ pub struct KeyStore {
 impl KeyStore {
     /// Loads every key in `dir`. A folder without a key, or with a file that cannot sign, is an error:
     /// the operator learns of a bad file at start rather than from a failing token request.
-    pub fn load(dir: &Path, publish_ahead: Duration, outlives: Duration) -> anyhow::Result<Self> {
-        let (set, refused) = scan(dir, publish_ahead, outlives, Utc::now())?;
+    pub fn load(dir: &Path, signs_after: Duration, outlives: Duration) -> anyhow::Result<Self> {
+        let (set, refused) = scan(dir, signs_after, outlives, Utc::now())?;
         if !refused.is_empty() {
             bail!(
                 "keys.dir holds a file that cannot sign: {}; remove or replace it",
@@ -163,7 +163,7 @@ impl KeyStore {
         }
         Ok(Self {
             dir: dir.to_owned(),
-            publish_ahead,
+            signs_after,
             outlives,
             current: RwLock::new(Arc::new(set)),
         })
@@ -177,7 +177,7 @@ impl KeyStore {
     /// JWKS bytes and ETag change only when the published set does. A file that cannot sign is logged
     /// and left out, so that it cannot keep the other keys from changing. Returns whether anything changed.
     pub fn rescan(&self) -> anyhow::Result<bool> {
-        let (set, refused) = scan(&self.dir, self.publish_ahead, self.outlives, Utc::now())?;
+        let (set, refused) = scan(&self.dir, self.signs_after, self.outlives, Utc::now())?;
         for file in &refused {
             tracing::error!(
                 file = %file.path.display(),
@@ -219,25 +219,26 @@ impl KeyState {
 }
 
 /// The state of each key, given their creation times in ascending order. The signing key is the newest
-/// one created at least `publish_ahead` ago (the oldest while none is); an older key retires when its
-/// successor becomes eligible and expires `outlives` later, when the last token it signed has.
+/// one created at least `signs_after` ago (the oldest while none is); an older key retires when its
+/// successor becomes eligible and expires `outlives` later, when the last token it signed has. Both come
+/// from the configuration (`Settings::key_signs_after`, `Settings::key_outlives_successor`).
 pub fn classify(
     created: &[DateTime<Utc>],
     now: DateTime<Utc>,
-    publish_ahead: Duration,
+    signs_after: Duration,
     outlives: Duration,
 ) -> Vec<KeyState> {
-    let publish_ahead = chrono::Duration::from_std(publish_ahead).unwrap_or(chrono::Duration::MAX);
+    let signs_after = chrono::Duration::from_std(signs_after).unwrap_or(chrono::Duration::MAX);
     let outlives = chrono::Duration::from_std(outlives).unwrap_or(chrono::Duration::MAX);
     let signing = created
         .iter()
-        .rposition(|&c| c + publish_ahead <= now)
+        .rposition(|&c| c + signs_after <= now)
         .unwrap_or(0);
     (0..created.len())
         .map(|i| match i.cmp(&signing) {
             std::cmp::Ordering::Greater => KeyState::Next,
             std::cmp::Ordering::Equal => KeyState::Signing,
-            std::cmp::Ordering::Less if created[i + 1] + publish_ahead + outlives > now => {
+            std::cmp::Ordering::Less if created[i + 1] + signs_after + outlives > now => {
                 KeyState::Retiring
             }
             std::cmp::Ordering::Less => KeyState::Expired,
@@ -247,13 +248,13 @@ pub fn classify(
 
 fn scan(
     dir: &Path,
-    publish_ahead: Duration,
+    signs_after: Duration,
     outlives: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<(KeySet, Vec<Refused>)> {
     let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
-    let states = classify(&created, now, publish_ahead, outlives);
+    let states = classify(&created, now, signs_after, outlives);
     let signing = keys[states
         .iter()
         .position(|&s| s == KeyState::Signing)
@@ -330,12 +331,12 @@ pub struct Inventory {
 /// The keys in `dir` with their states now, and the files refused.
 pub fn inventory(
     dir: &Path,
-    publish_ahead: Duration,
+    signs_after: Duration,
     outlives: Duration,
 ) -> anyhow::Result<Inventory> {
     let (keys, refused) = read_dir(dir)?;
     let created: Vec<_> = keys.iter().map(|k| k.created_at).collect();
-    let states = classify(&created, Utc::now(), publish_ahead, outlives);
+    let states = classify(&created, Utc::now(), signs_after, outlives);
     Ok(Inventory {
         keys: keys.into_iter().zip(states).collect(),
         refused,
@@ -346,11 +347,11 @@ pub fn inventory(
 /// still verify a live token is never removed.
 pub fn prune(
     dir: &Path,
-    publish_ahead: Duration,
+    signs_after: Duration,
     outlives: Duration,
 ) -> anyhow::Result<(Vec<Arc<Key>>, Vec<Refused>)> {
     let mut removed = Vec::new();
-    let Inventory { keys, refused } = inventory(dir, publish_ahead, outlives)?;
+    let Inventory { keys, refused } = inventory(dir, signs_after, outlives)?;
     for (key, state) in keys {
         if state == KeyState::Expired {
             std::fs::remove_file(&key.path)

@@ -13,7 +13,11 @@
 //! Keyed by username *and* address, an attacker failing from elsewhere cannot lock a user out of their
 //! own address, except past the looser per-username ceiling. Unknown usernames are counted alike.
 
-use std::{collections::HashMap, net::IpAddr, sync::Mutex};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{LazyLock, Mutex},
+};
 
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
@@ -133,7 +137,9 @@ fn owed(by_address: Counter, by_user: Counter, r: &ThrottleSettings, now: i64) -
 /// [`Counters::admit`] in Redis: both counters read, the delay computed as [`wait`] computes it, and the
 /// attempt counted, in one step no other attempt can come between. KEYS: address, user; ARGV: now (ms),
 /// failures threshold, user ceiling + 1, base and max delay (s), the address's and the user's memory (s).
-const ADMIT: &str = r"
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local function owed(key, threshold)
   local n = tonumber(redis.call('HGET', key, 'n') or '0')
   local last = tonumber(redis.call('HGET', key, 'last') or '0')
@@ -153,10 +159,14 @@ redis.call('HSET', KEYS[2], 'last', ARGV[1])
 -- The hour starts at the first failure and is not extended by later ones.
 redis.call('EXPIRE', KEYS[2], ARGV[7], 'NX')
 return 0
-";
+",
+    )
+});
 
 /// [`Counters::take_back`] in Redis: KEYS: address, user; ARGV: '1' when the password was right.
-const TAKE_BACK: &str = r"
+static TAKE_BACK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if ARGV[1] == '1' then
   redis.call('DEL', KEYS[1])
 elseif tonumber(redis.call('HGET', KEYS[1], 'n') or '0') > 0 then
@@ -166,7 +176,9 @@ if tonumber(redis.call('HGET', KEYS[2], 'n') or '0') > 0 then
   redis.call('HINCRBY', KEYS[2], 'n', -1)
 end
 return 0
-";
+",
+    )
+});
 
 impl Counters {
     async fn admit(
@@ -179,8 +191,7 @@ impl Counters {
         match self {
             Self::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let script = redis::Script::new(ADMIT);
-                let mut call = script.key(format!("{prefix}{address}"));
+                let mut call = ADMIT.key(format!("{prefix}{address}"));
                 call.key(format!("{prefix}{user}"))
                     .arg(now)
                     .arg(r.failures)
@@ -231,8 +242,7 @@ impl Counters {
         match self {
             Self::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let script = redis::Script::new(TAKE_BACK);
-                let mut call = script.key(format!("{prefix}{address}"));
+                let mut call = TAKE_BACK.key(format!("{prefix}{address}"));
                 call.key(format!("{prefix}{user}"))
                     .arg(if right { "1" } else { "0" });
                 bounded(call.invoke_async::<()>(&mut conn)).await

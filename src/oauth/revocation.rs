@@ -181,9 +181,10 @@ impl Revoker {
     pub async fn sync(&self) -> Result<(), Error> {
         let mut cursor = self.cursor.lock().await;
         let rebuild = cursor.is_none() || self.deny.incomplete().await?;
-        let started = match rebuild {
-            true => Some(self.deny.begin_rebuild().await?),
-            false => None,
+        let started = if rebuild {
+            Some(self.deny.begin_rebuild().await?)
+        } else {
+            None
         };
         let (entries, next) = self
             .feed
