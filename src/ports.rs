@@ -131,8 +131,8 @@ pub struct NewSession<'a> {
 /// Why a session was not started.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotStarted {
-    /// The user was disabled or changed their password since they were verified, or the browser
-    /// sign-in the session was started through has ended.
+    /// The user was disabled or changed their password since they were verified, the browser sign-in
+    /// the session was started through has ended, or the client was deleted.
     UserChanged,
     /// The code was claimed already: by the redemption that started this session, if one did.
     CodeUsed { winner: Option<Uuid> },

@@ -2,7 +2,8 @@
 //! when); what they mean (reuse, a retry within the grace window) is the refresh grant's to decide.
 //!
 //! A session starts with its first refresh token and, in the code flow, the claim of its code, all or
-//! nothing: in one transaction on SQLite, in one statement on PostgreSQL.
+//! nothing: in one statement on PostgreSQL; on SQLite in one transaction with the other starts waiting
+//! for its one writer (group commit, as rotations are spent below).
 //!
 //! A token is spent when its successor exists. The successor's hash is derived from the token's, so
 //! rotation is one `INSERT .. SELECT .. ON CONFLICT DO NOTHING`: of many concurrent uses exactly one
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
     sea_query::{
         Alias, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, IntoCondition,
         IntoIden, IntoTableRef, OnConflict, Query, SelectStatement, UnionType, WithClause,
@@ -32,14 +33,14 @@ use uuid::Uuid;
 use super::{
     Db, Unique,
     revocation_feed::append,
-    sign_in::{claim, claimed_by},
+    sign_in::{claim, claimed_by, unclaimed},
 };
 use crate::{
-    entity::{authorization_code, refresh_token, session, sign_in_session, user},
+    entity::{authorization_code, client, refresh_token, session, sign_in_session, user},
     error::Error,
     ports::{self, NewSession, NotStarted, RefreshToken, Spent, SuccessorToken},
     value::{
-        account::{Session, User},
+        account::Session,
         revocation::{Entry, Revocation},
         scope::Scope,
     },
@@ -50,11 +51,48 @@ pub struct SessionStore {
     db: Db,
     /// Where rotations wait for the statement that spends them; its task starts with the first.
     spender: Arc<OnceLock<mpsc::Sender<Waiting>>>,
+    /// On SQLite, where session starts wait for the transaction that starts them; its task starts with
+    /// the first.
+    starter: Arc<OnceLock<mpsc::Sender<Starting>>>,
 }
 
-/// At most this many rotations share one statement: each size is a statement of its own that every
-/// connection keeps prepared.
+/// At most this many rotations share one statement (each size is a statement of its own that every
+/// connection keeps prepared), and this many session starts one transaction.
 const MAX_BATCH: usize = 16;
+
+/// A session to start, owned, as it waits for the transaction that starts it.
+struct Starting {
+    session: Session,
+    /// The user's password as verified: the session starts only while it is still theirs.
+    password_changed_at: DateTime<Utc>,
+    refresh: Option<(Vec<u8>, DateTime<Utc>)>,
+    sign_in_session: Option<Uuid>,
+    code: Option<Vec<u8>>,
+    /// Whether it started.
+    answer: oneshot::Sender<Result<bool, String>>,
+}
+
+impl Starting {
+    fn new(new: NewSession<'_>, answer: oneshot::Sender<Result<bool, String>>) -> Self {
+        Self {
+            session: Session {
+                id: Uuid::new_v4(),
+                user_id: new.user.id,
+                client_id: new.client_id.to_owned(),
+                scope: new.scope.clone(),
+                created_at: new.now,
+                last_used_at: new.now,
+                expires_at: new.expires_at,
+                revoked_at: None,
+            },
+            password_changed_at: new.user.password_changed_at,
+            refresh: new.refresh,
+            sign_in_session: new.sign_in_session,
+            code: new.code.map(<[u8]>::to_vec),
+            answer,
+        }
+    }
+}
 
 /// One rotation waiting for its statement.
 struct Waiting {
@@ -83,6 +121,7 @@ impl SessionStore {
         Self {
             db,
             spender: Arc::default(),
+            starter: Arc::default(),
         }
     }
 
@@ -114,21 +153,40 @@ impl SessionStore {
 #[async_trait]
 impl ports::Sessions for SessionStore {
     async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error> {
-        let session = Session {
-            id: Uuid::new_v4(),
-            user_id: new.user.id,
-            client_id: new.client_id.to_owned(),
-            scope: new.scope.clone(),
-            created_at: new.now,
-            last_used_at: new.now,
-            expires_at: new.expires_at,
-            revoked_at: None,
-        };
+        let code = new.code;
+        let (answer, answered) = oneshot::channel();
+        let starting = Starting::new(new, answer);
+        let session = starting.session.clone();
         let started = match self.db.writer().get_database_backend() {
-            DbBackend::Postgres => start_in_one_statement(&self.db, &new, &session).await?,
-            _ => start_in_transaction(&self.db, &new, &session).await?,
+            DbBackend::Postgres => start_in_one_statement(self.db.writer(), &starting).await?,
+            _ => {
+                let starter = self.starter.get_or_init(|| {
+                    let (sender, waiting) = mpsc::channel(1024);
+                    tokio::spawn(start_in_batches(self.db.clone(), waiting));
+                    sender
+                });
+                let stopped = || Error::Internal(anyhow::anyhow!("the session start task stopped"));
+                starter.send(starting).await.map_err(|_| stopped())?;
+                answered
+                    .await
+                    .map_err(|_| stopped())?
+                    .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?
+            }
         };
-        Ok(started.map(|()| session))
+        if started {
+            return Ok(Ok(session));
+        }
+        // Not started: another redemption claimed the code, or the user's row is not as verified.
+        let winner = match code {
+            Some(code) => claimed_by(self.db.reader(), code).await?,
+            None => None,
+        };
+        Ok(Err(match winner {
+            Some(winner) => NotStarted::CodeUsed {
+                winner: Some(winner),
+            },
+            None => NotStarted::UserChanged,
+        }))
     }
 
     /// Waits for the next statement of [`spend_in_batches`].
@@ -344,73 +402,71 @@ pub(super) fn unexpired_token(at: DateTime<Utc>) -> SelectStatement {
         .to_owned()
 }
 
-/// Starts `session` in one transaction: the code's claim, the session from the user's row as verified,
-/// its first refresh token. The claim comes first, so that a concurrent redemption of the same code
-/// waits for SQLite's one writer and then finds it claimed, having written nothing.
+/// Starts each session of `batch` that may start, in one transaction: one commit and one WAL write for
+/// them all. Each session is inserted only as [`as_verified`] says and while its code is unclaimed;
+/// only then is the code claimed and the first token inserted. So a start whose check fails writes
+/// nothing, and a later redemption of a code claimed here finds it claimed. Their ids.
 async fn start_in_transaction(
     db: &Db,
-    new: &NewSession<'_>,
-    session: &Session,
-) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
-    let txn = db.writer().begin().await?;
-    if let Some(code) = new.code
-        && txn
-            .execute(&claim(code, new.now, session.id))
-            .await?
-            .rows_affected()
-            != 1
-    {
-        txn.rollback().await?;
-        let winner = claimed_by(db.reader(), code).await?;
-        return Ok(Err(NotStarted::CodeUsed { winner }));
-    }
-    let mut row = session_row(session, new.sign_in_session);
-    as_verified(&mut row, new);
-    if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
-        // At once, not when the connection is next used: the code's claim holds the write lock.
-        txn.rollback().await?;
-        return Ok(Err(NotStarted::UserChanged));
-    }
-    if let Some((hash, idle_expiry)) = &new.refresh {
-        let token = first_token(session, hash, *idle_expiry);
-        txn.execute(&insert_token(token)?).await?;
+    batch: &[Starting],
+) -> Result<HashSet<Uuid>, sea_orm::DbErr> {
+    let txn = super::begin_write(db).await?;
+    let mut started = HashSet::with_capacity(batch.len());
+    for s in batch {
+        let mut row = session_row(s);
+        as_verified(&mut row, s);
+        if let Some(code) = &s.code {
+            row.and_where(Expr::exists(unclaimed(code)));
+        }
+        if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
+            continue;
+        }
+        if let Some(code) = &s.code {
+            txn.execute(&claim(code, s.session.created_at, s.session.id))
+                .await?;
+        }
+        if let Some((hash, idle_expiry)) = &s.refresh {
+            txn.execute(&insert_token(first_token(&s.session, hash, *idle_expiry))?)
+                .await?;
+        }
+        started.insert(s.session.id);
     }
     txn.commit().await?;
-    Ok(Ok(()))
+    Ok(started)
 }
 
-/// Starts `session` in one statement, which PostgreSQL makes atomic as a transaction is, in one round
-/// trip instead of five. Each step selects from the one before: the code is claimed only while the
-/// user's row is as verified, the session is inserted only from the claim (or, without a code, from
-/// that row), its first token only from the session; so a check that fails writes nothing, and of
+/// Starts `s` in one statement, which PostgreSQL makes atomic as a transaction is, in one round trip
+/// instead of five. Each step selects from the one before: the code is claimed only while the user's
+/// row is as verified, the session is inserted only from the claim (or, without a code, from that
+/// row), its first token only from the session; so a check that fails writes nothing, and of
 /// concurrent redemptions of one code the later waits on the code's row lock and then claims nothing.
+/// Whether it started.
 async fn start_in_one_statement(
-    db: &Db,
-    new: &NewSession<'_>,
-    session: &Session,
-) -> Result<Result<(), NotStarted>, sea_orm::DbErr> {
+    db: &DatabaseConnection,
+    s: &Starting,
+) -> Result<bool, sea_orm::DbErr> {
     let (claimed, started) = (Alias::new("claimed"), Alias::new("started"));
     let mut with = WithClause::new();
-    let mut row = session_row(session, new.sign_in_session);
-    match new.code {
+    let mut row = session_row(s);
+    match &s.code {
         Some(code) => {
             let mut verified = Query::select();
             verified.expr(Expr::value(1));
-            as_verified(&mut verified, new);
-            let mut claim = claim(code, new.now, session.id);
+            as_verified(&mut verified, s);
+            let mut claim = claim(code, s.session.created_at, s.session.id);
             claim
                 .and_where(Expr::exists(verified))
                 .returning_col(authorization_code::Column::CodeHash);
             with.cte(cte(claimed.clone(), claim));
             row.from(claimed);
         }
-        None => as_verified(&mut row, new),
+        None => as_verified(&mut row, s),
     }
     let mut insert = insert_session(row)?;
     insert.returning_col(session::Column::Id);
     with.cte(cte(started.clone(), insert));
-    if let Some((hash, idle_expiry)) = &new.refresh {
-        let mut token = first_token(session, hash, *idle_expiry);
+    if let Some((hash, idle_expiry)) = &s.refresh {
+        let mut token = first_token(&s.session, hash, *idle_expiry);
         token.from(started.clone());
         with.cte(cte(Alias::new("token"), insert_token(token)?));
     }
@@ -420,20 +476,7 @@ async fn start_in_one_statement(
             .from(started)
             .to_owned(),
     );
-    if !db.writer().query_all(&query).await?.is_empty() {
-        return Ok(Ok(()));
-    }
-    // Nothing started: another redemption claimed the code, or the user's row is not as verified.
-    let winner = match new.code {
-        Some(code) => claimed_by(db.reader(), code).await?,
-        None => None,
-    };
-    Ok(Err(match winner {
-        Some(winner) => NotStarted::CodeUsed {
-            winner: Some(winner),
-        },
-        None => NotStarted::UserChanged,
-    }))
+    Ok(!db.query_all(&query).await?.is_empty())
 }
 
 fn cte(
@@ -447,7 +490,8 @@ fn cte(
 }
 
 /// The new session's row, as the values of a `SELECT` still to be given its source.
-fn session_row(session: &Session, sign_in_session: Option<Uuid>) -> SelectStatement {
+fn session_row(s: &Starting) -> SelectStatement {
+    let session = &s.session;
     Query::select()
         .exprs([
             Expr::value(session.id),
@@ -457,7 +501,7 @@ fn session_row(session: &Session, sign_in_session: Option<Uuid>) -> SelectStatem
             Expr::value(session.created_at),
             Expr::value(session.last_used_at),
             Expr::value(session.expires_at),
-            Expr::value(sign_in_session),
+            Expr::value(s.sign_in_session),
         ])
         .to_owned()
 }
@@ -480,10 +524,19 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
 /// Makes `select` give a row only from the user's row as it was verified. On PostgreSQL that row is
 /// share-locked, so a password change or a disable either commits first (and nothing is selected) or
 /// waits for the session and then revokes it; SQLite has one writer at a time. Started through a
-/// browser sign-in, only while that is live: a logout in between ends it.
-fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
-    from_user_as_verified(select, new.user);
-    if let Some(sign_in) = new.sign_in_session {
+/// browser sign-in, only while that is live: a logout in between ends it. And only while the client
+/// exists: a start for a client deleted meanwhile starts nothing, rather than failing the session's
+/// foreign key (and on SQLite the transaction it shares with the starts waiting beside it).
+fn as_verified(select: &mut SelectStatement, s: &Starting) {
+    from_user_as_verified(select, s.session.user_id, s.password_changed_at);
+    select.and_where(Expr::exists(
+        Query::select()
+            .expr(Expr::value(1))
+            .from(client::Entity)
+            .and_where(Expr::col(client::Column::ClientId).eq(s.session.client_id.as_str()))
+            .to_owned(),
+    ));
+    if let Some(sign_in) = s.sign_in_session {
         select.and_where(Expr::exists(
             Query::select()
                 .expr(Expr::value(1))
@@ -495,14 +548,18 @@ fn as_verified(select: &mut SelectStatement, new: &NewSession<'_>) {
     }
 }
 
-/// Makes `select` give a row only from `user`'s row as it was verified: active, and with the password
+/// Makes `select` give a row only from the user's row as it was verified: active, and with the password
 /// it had then. Share-locked on PostgreSQL, as [`as_verified`] says.
-pub(super) fn from_user_as_verified(select: &mut SelectStatement, user: &User) {
+pub(super) fn from_user_as_verified(
+    select: &mut SelectStatement,
+    user_id: Uuid,
+    password_changed_at: DateTime<Utc>,
+) {
     select
         .from(user::Entity)
-        .and_where(Expr::col(user::Column::Id).eq(user.id))
+        .and_where(Expr::col(user::Column::Id).eq(user_id))
         .and_where(Expr::col(user::Column::IsActive).eq(true))
-        .and_where(Expr::col(user::Column::PasswordChangedAt).eq(user.password_changed_at))
+        .and_where(Expr::col(user::Column::PasswordChangedAt).eq(password_changed_at))
         .lock_shared();
 }
 
@@ -576,6 +633,36 @@ async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Wa
         }
         for s in again {
             let _ = s.answer.send(Ok(None));
+        }
+    }
+}
+
+/// Starts whatever sessions are waiting, up to [`MAX_BATCH`], in one SQLite transaction, and again
+/// until every [`SessionStore`] is gone.
+async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<Starting>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A code presented twice at once is claimed by its first presentation. The others are answered
+        // after the transaction, so that they find it claimed and by which session.
+        let mut seen = HashSet::new();
+        let (first, again): (Vec<Starting>, Vec<Starting>) = batch
+            .drain(..)
+            .partition(|s| s.code.as_ref().is_none_or(|c| seen.insert(c.clone())));
+        match start_in_transaction(&db, &first).await {
+            Ok(started) => {
+                for s in first {
+                    let _ = s.answer.send(Ok(started.contains(&s.session.id)));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for s in first {
+                    let _ = s.answer.send(Err(e.clone()));
+                }
+            }
+        }
+        for s in again {
+            let _ = s.answer.send(Ok(false));
         }
     }
 }
@@ -741,24 +828,26 @@ mod tests {
         }
     }
 
-    /// A redemption claims its code as its session starts: a second start with the code finds it
-    /// claimed, hears the first one's session, and writes nothing.
-    #[tokio::test]
-    async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
-        use sea_orm::PaginatorTrait;
+    async fn alice(db: &Db) -> crate::value::account::User {
+        UserStore::new(db.clone())
+            .find_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap()
+    }
 
+    /// A code of client `c` for `user`, hashing to `hash`.
+    async fn create_code(
+        db: &Db,
+        user: &crate::value::account::User,
+        scope: &Scope,
+        hash: [u8; 32],
+        now: DateTime<Utc>,
+    ) {
         use crate::{
             ports::{CodeGrant, Codes, NewCode},
             store::sign_in::SignInStore,
         };
-        let (_dir, db, _) = sessions(0).await;
-        let user = UserStore::new(db.clone())
-            .find_by_username("alice")
-            .await
-            .unwrap()
-            .unwrap();
-        let scope = Scope::parse("profile").unwrap();
-        let now = Utc::now();
         let grant = CodeGrant {
             client_id: "c".into(),
             user_id: user.id,
@@ -769,15 +858,31 @@ mod tests {
             nonce: None,
             auth_time: now,
         };
-        let code = [7; 32];
         let new_code = NewCode {
-            hash: code.to_vec(),
+            hash: hash.to_vec(),
             grant: &grant,
             expires_at: later(now, TTL),
         };
         Codes::create(&SignInStore::new(db.clone()), new_code)
             .await
             .unwrap();
+    }
+
+    async fn count<E: EntityTrait<Model: Sync>>(db: &Db) -> u64 {
+        use sea_orm::PaginatorTrait;
+        E::find().count(db.reader()).await.unwrap()
+    }
+
+    /// A redemption claims its code as its session starts: a second start with the code finds it
+    /// claimed, hears the first one's session, and writes nothing.
+    #[tokio::test]
+    async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
+        let (_dir, db, _) = sessions(0).await;
+        let user = alice(&db).await;
+        let scope = Scope::parse("profile").unwrap();
+        let now = Utc::now();
+        let code = [7; 32];
+        create_code(&db, &user, &scope, code, now).await;
         let store = SessionStore::new(db.clone());
         let start = |token: u8| {
             store.start(NewSession {
@@ -795,14 +900,62 @@ mod tests {
                 winner: Some(first.id)
             })
         );
-        assert_eq!(session::Entity::find().count(db.reader()).await.unwrap(), 1);
-        assert_eq!(
-            refresh_token::Entity::find()
-                .count(db.reader())
-                .await
-                .unwrap(),
-            1
-        );
+        assert_eq!(count::<session::Entity>(&db).await, 1);
+        assert_eq!(count::<refresh_token::Entity>(&db).await, 1);
+    }
+
+    /// Starts that wait together share one transaction, and each is answered as if it ran alone: of a
+    /// code presented twice at once the first presentation starts a session; a user whose password
+    /// changed since it was verified, and a client deleted meanwhile, start none; and nothing is
+    /// written for those that did not start.
+    #[tokio::test]
+    async fn starts_that_wait_together_are_each_answered_as_if_alone() {
+        let (_dir, db, _) = sessions(0).await;
+        let user = alice(&db).await;
+        let changed = crate::value::account::User {
+            password_changed_at: user.password_changed_at - chrono::TimeDelta::seconds(1),
+            ..user.clone()
+        };
+        let scope = Scope::parse("profile").unwrap();
+        let now = Utc::now();
+        let code = [7; 32];
+        create_code(&db, &user, &scope, code, now).await;
+        let (sender, waiting) = mpsc::channel(8);
+        let mut answers = Vec::new();
+        // All wait before the task starts, so they share one transaction.
+        for (user, token, code, client_id) in [
+            (&user, 1, Some(&code[..]), "c"),
+            (&user, 2, Some(&code[..]), "c"),
+            (&changed, 3, None, "c"),
+            (&user, 4, None, "c"),
+            (&user, 5, None, "deleted"),
+        ] {
+            let (answer, answered) = oneshot::channel();
+            let new = NewSession {
+                code,
+                client_id,
+                ..new_session(user, &scope, token, now)
+            };
+            sender.send(Starting::new(new, answer)).await.unwrap();
+            answers.push(answered);
+        }
+        drop(sender);
+
+        tokio::spawn(start_in_batches(db.clone(), waiting));
+
+        let mut started = Vec::new();
+        for answered in answers {
+            started.push(answered.await.unwrap().unwrap());
+        }
+        assert_eq!(started, [true, false, false, true, false]);
+        assert_eq!(count::<session::Entity>(&db).await, 2);
+        let store = SessionStore::new(db.clone());
+        for (token, exists) in [(1, true), (2, false), (3, false), (4, true), (5, false)] {
+            assert_eq!(store.token(&[token; 32]).await.unwrap().is_some(), exists);
+        }
+        let winner = claimed_by(db.reader(), &code).await.unwrap().unwrap();
+        let first = store.token(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(winner, first.session_id);
     }
 
     fn spend(

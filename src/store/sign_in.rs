@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-    sea_query::{Expr, ExprTrait, Query, UpdateStatement},
+    sea_query::{Expr, ExprTrait, Query, SelectStatement, UpdateStatement},
 };
 use uuid::Uuid;
 
@@ -103,6 +103,17 @@ pub(super) fn claim(hash: &[u8], now: DateTime<Utc>, session: Uuid) -> UpdateSta
         .to_owned()
 }
 
+/// The code hashed `hash` while no redemption has claimed it.
+pub(super) fn unclaimed(hash: &[u8]) -> SelectStatement {
+    use authorization_code::Column as C;
+    Query::select()
+        .expr(Expr::value(1))
+        .from(authorization_code::Entity)
+        .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
+        .and_where(Expr::col(C::UsedAt).is_null())
+        .to_owned()
+}
+
 /// The session the redemption that claimed the code started.
 pub(super) async fn claimed_by(
     db: &impl ConnectionTrait,
@@ -137,7 +148,7 @@ impl ports::SignInSessions for SignInStore {
                 Expr::value(expires_at),
             ])
             .to_owned();
-        from_user_as_verified(&mut row, user);
+        from_user_as_verified(&mut row, user.id, user.password_changed_at);
         let columns = [S::Id, S::TokenHash, S::UserId, S::AuthTime, S::ExpiresAt];
         let insert = insert_from(sign_in_session::Entity, columns, row)?;
         let inserted = self.db.writer().execute(&insert).await?.rows_affected();
