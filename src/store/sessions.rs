@@ -176,7 +176,8 @@ impl ports::Sessions for SessionStore {
         if started {
             return Ok(Ok(session));
         }
-        // Not started: another redemption claimed the code, or the user's row is not as verified.
+        // Not started: another redemption claimed the code, or else a check of `as_verified` failed or
+        // the code is gone.
         let winner = match code {
             Some(code) => claimed_by(self.db.reader(), code).await?,
             None => None,
@@ -421,9 +422,15 @@ async fn start_in_transaction(
         if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
             continue;
         }
-        if let Some(code) = &s.code {
-            txn.execute(&claim(code, s.session.created_at, s.session.id))
-                .await?;
+        // Unclaimed a statement ago, in this transaction: anything else would be a second session.
+        if let Some(code) = &s.code
+            && txn
+                .execute(&claim(code, s.session.created_at, s.session.id))
+                .await?
+                .rows_affected()
+                != 1
+        {
+            return Err(sea_orm::DbErr::Custom("a code claimed twice".into()));
         }
         if let Some((hash, idle_expiry)) = &s.refresh {
             txn.execute(&insert_token(first_token(&s.session, hash, *idle_expiry))?)
@@ -525,8 +532,9 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
 /// share-locked, so a password change or a disable either commits first (and nothing is selected) or
 /// waits for the session and then revokes it; SQLite has one writer at a time. Started through a
 /// browser sign-in, only while that is live: a logout in between ends it. And only while the client
-/// exists: a start for a client deleted meanwhile starts nothing, rather than failing the session's
-/// foreign key (and on SQLite the transaction it shares with the starts waiting beside it).
+/// exists: a start for a client deleted since it was authenticated starts nothing, rather than failing
+/// the session's foreign key (and on SQLite the transaction it shares with the starts waiting beside
+/// it). On PostgreSQL a deletion committing while the start's own statement runs can still fail it.
 fn as_verified(select: &mut SelectStatement, s: &Starting) {
     from_user_as_verified(select, s.session.user_id, s.password_changed_at);
     select.and_where(Expr::exists(
@@ -642,27 +650,26 @@ async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Wa
 async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<Starting>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A request gone (its client hung up) while it waited starts nothing: its code stays unused.
+        batch.retain(|s| !s.answer.is_closed());
         // A code presented twice at once is claimed by its first presentation. The others are answered
         // after the transaction, so that they find it claimed and by which session.
         let mut seen = HashSet::new();
         let (first, again): (Vec<Starting>, Vec<Starting>) = batch
             .drain(..)
             .partition(|s| s.code.as_ref().is_none_or(|c| seen.insert(c.clone())));
-        match start_in_transaction(&db, &first).await {
-            Ok(started) => {
-                for s in first {
-                    let _ = s.answer.send(Ok(started.contains(&s.session.id)));
-                }
-            }
-            Err(e) => {
-                let e = e.to_string();
-                for s in first {
-                    let _ = s.answer.send(Err(e.clone()));
-                }
-            }
+        let started = start_in_transaction(&db, &first)
+            .await
+            .map_err(|e| e.to_string());
+        for s in first {
+            let answer = started.as_ref().map(|ids| ids.contains(&s.session.id));
+            let _ = s.answer.send(answer.map_err(String::clone));
         }
+        // When the transaction failed, the code is not claimed: its other presentations fail alike.
         for s in again {
-            let _ = s.answer.send(Ok(false));
+            let _ = s
+                .answer
+                .send(started.as_ref().map(|_| false).map_err(String::clone));
         }
     }
 }
@@ -906,8 +913,8 @@ mod tests {
 
     /// Starts that wait together share one transaction, and each is answered as if it ran alone: of a
     /// code presented twice at once the first presentation starts a session; a user whose password
-    /// changed since it was verified, and a client deleted meanwhile, start none; and nothing is
-    /// written for those that did not start.
+    /// changed since it was verified, a client deleted meanwhile and a request gone while it waited
+    /// start none; and nothing is written for those that did not start.
     #[tokio::test]
     async fn starts_that_wait_together_are_each_answered_as_if_alone() {
         let (_dir, db, _) = sessions(0).await;
@@ -929,6 +936,7 @@ mod tests {
             (&changed, 3, None, "c"),
             (&user, 4, None, "c"),
             (&user, 5, None, "deleted"),
+            (&user, 6, None, "c"),
         ] {
             let (answer, answered) = oneshot::channel();
             let new = NewSession {
@@ -940,6 +948,8 @@ mod tests {
             answers.push(answered);
         }
         drop(sender);
+        // The last one's request is gone before the task starts.
+        drop(answers.pop());
 
         tokio::spawn(start_in_batches(db.clone(), waiting));
 
@@ -950,12 +960,57 @@ mod tests {
         assert_eq!(started, [true, false, false, true, false]);
         assert_eq!(count::<session::Entity>(&db).await, 2);
         let store = SessionStore::new(db.clone());
-        for (token, exists) in [(1, true), (2, false), (3, false), (4, true), (5, false)] {
+        for (token, exists) in [
+            (1, true),
+            (2, false),
+            (3, false),
+            (4, true),
+            (5, false),
+            (6, false),
+        ] {
             assert_eq!(store.token(&[token; 32]).await.unwrap().is_some(), exists);
         }
         let winner = claimed_by(db.reader(), &code).await.unwrap().unwrap();
         let first = store.token(&[1; 32]).await.unwrap().unwrap();
         assert_eq!(winner, first.session_id);
+    }
+
+    /// A transaction that fails fails every start in it, a code's second presentation too, and writes
+    /// nothing: the code stays unused.
+    #[tokio::test]
+    async fn a_failed_transaction_answers_every_start_in_it_with_its_error() {
+        let (_dir, db, _) = sessions(1).await;
+        let user = alice(&db).await;
+        let scope = Scope::parse("profile").unwrap();
+        let now = Utc::now();
+        let code = [7; 32];
+        create_code(&db, &user, &scope, code, now).await;
+        let (sender, waiting) = mpsc::channel(8);
+        let mut answers = Vec::new();
+        // The first token's hash is the existing session's: its insert fails the transaction.
+        for token in [0, 2] {
+            let (answer, answered) = oneshot::channel();
+            let new = NewSession {
+                code: Some(&code),
+                ..new_session(&user, &scope, token, now)
+            };
+            sender.send(Starting::new(new, answer)).await.unwrap();
+            answers.push(answered);
+        }
+        drop(sender);
+
+        tokio::spawn(start_in_batches(db.clone(), waiting));
+
+        for answered in answers {
+            assert!(answered.await.unwrap().is_err());
+        }
+        assert_eq!(count::<session::Entity>(&db).await, 1);
+        let row = authorization_code::Entity::find_by_id(code.to_vec())
+            .unique(db.reader())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.used_at, row.session_id), (None, None));
     }
 
     fn spend(
