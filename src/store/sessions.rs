@@ -843,18 +843,27 @@ mod tests {
             .unwrap()
     }
 
-    /// A code of client `c` for `user`, hashing to `hash`.
-    async fn create_code(
-        db: &Db,
-        user: &crate::value::account::User,
-        scope: &Scope,
-        hash: [u8; 32],
+    /// What the code tests start from: a SQLite file with `n` sessions as [`sessions`] makes them, and an
+    /// unused code of client `c` for alice, hashing to `[7; 32]`.
+    struct WithCode {
+        _dir: tempfile::TempDir,
+        db: Db,
+        user: crate::value::account::User,
+        scope: Scope,
         now: DateTime<Utc>,
-    ) {
+        code: [u8; 32],
+    }
+
+    async fn with_code(n: u8) -> WithCode {
         use crate::{
             ports::{CodeGrant, Codes, NewCode},
             store::sign_in::SignInStore,
         };
+        let (_dir, db, _) = sessions(n).await;
+        let user = alice(&db).await;
+        let scope = Scope::parse("profile").unwrap();
+        let now = Utc::now();
+        let code = [7; 32];
         let grant = CodeGrant {
             client_id: "c".into(),
             user_id: user.id,
@@ -866,13 +875,41 @@ mod tests {
             auth_time: now,
         };
         let new_code = NewCode {
-            hash: hash.to_vec(),
+            hash: code.to_vec(),
             grant: &grant,
             expires_at: later(now, TTL),
         };
         Codes::create(&SignInStore::new(db.clone()), new_code)
             .await
             .unwrap();
+        WithCode {
+            _dir,
+            db,
+            user,
+            scope,
+            now,
+            code,
+        }
+    }
+
+    /// `starts` waiting, in order, for a task not yet running, so that they share one transaction; and
+    /// where each will be answered.
+    fn waiting(
+        starts: Vec<NewSession<'_>>,
+    ) -> (
+        mpsc::Receiver<Starting>,
+        Vec<oneshot::Receiver<Result<bool, String>>>,
+    ) {
+        let (sender, waiting) = mpsc::channel(starts.len());
+        let answers = starts
+            .into_iter()
+            .map(|new| {
+                let (answer, answered) = oneshot::channel();
+                sender.try_send(Starting::new(new, answer)).ok().unwrap();
+                answered
+            })
+            .collect();
+        (waiting, answers)
     }
 
     async fn count<E: EntityTrait<Model: Sync>>(db: &Db) -> u64 {
@@ -884,12 +921,14 @@ mod tests {
     /// claimed, hears the first one's session, and writes nothing.
     #[tokio::test]
     async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
-        let (_dir, db, _) = sessions(0).await;
-        let user = alice(&db).await;
-        let scope = Scope::parse("profile").unwrap();
-        let now = Utc::now();
-        let code = [7; 32];
-        create_code(&db, &user, &scope, code, now).await;
+        let WithCode {
+            _dir,
+            db,
+            user,
+            scope,
+            now,
+            code,
+        } = with_code(0).await;
         let store = SessionStore::new(db.clone());
         let start = |token: u8| {
             store.start(NewSession {
@@ -917,37 +956,33 @@ mod tests {
     /// start none; and nothing is written for those that did not start.
     #[tokio::test]
     async fn starts_that_wait_together_are_each_answered_as_if_alone() {
-        let (_dir, db, _) = sessions(0).await;
-        let user = alice(&db).await;
+        let WithCode {
+            _dir,
+            db,
+            user,
+            scope,
+            now,
+            code,
+        } = with_code(0).await;
         let changed = crate::value::account::User {
             password_changed_at: user.password_changed_at - chrono::TimeDelta::seconds(1),
             ..user.clone()
         };
-        let scope = Scope::parse("profile").unwrap();
-        let now = Utc::now();
-        let code = [7; 32];
-        create_code(&db, &user, &scope, code, now).await;
-        let (sender, waiting) = mpsc::channel(8);
-        let mut answers = Vec::new();
-        // All wait before the task starts, so they share one transaction.
-        for (user, token, code, client_id) in [
+        let starts = [
             (&user, 1, Some(&code[..]), "c"),
             (&user, 2, Some(&code[..]), "c"),
             (&changed, 3, None, "c"),
             (&user, 4, None, "c"),
             (&user, 5, None, "deleted"),
             (&user, 6, None, "c"),
-        ] {
-            let (answer, answered) = oneshot::channel();
-            let new = NewSession {
-                code,
-                client_id,
-                ..new_session(user, &scope, token, now)
-            };
-            sender.send(Starting::new(new, answer)).await.unwrap();
-            answers.push(answered);
-        }
-        drop(sender);
+        ]
+        .into_iter()
+        .map(|(user, token, code, client_id)| NewSession {
+            code,
+            client_id,
+            ..new_session(user, &scope, token, now)
+        });
+        let (waiting, mut answers) = waiting(starts.collect());
         // The last one's request is gone before the task starts.
         drop(answers.pop());
 
@@ -979,25 +1014,20 @@ mod tests {
     /// nothing: the code stays unused.
     #[tokio::test]
     async fn a_failed_transaction_answers_every_start_in_it_with_its_error() {
-        let (_dir, db, _) = sessions(1).await;
-        let user = alice(&db).await;
-        let scope = Scope::parse("profile").unwrap();
-        let now = Utc::now();
-        let code = [7; 32];
-        create_code(&db, &user, &scope, code, now).await;
-        let (sender, waiting) = mpsc::channel(8);
-        let mut answers = Vec::new();
+        let WithCode {
+            _dir,
+            db,
+            user,
+            scope,
+            now,
+            code,
+        } = with_code(1).await;
         // The first token's hash is the existing session's: its insert fails the transaction.
-        for token in [0, 2] {
-            let (answer, answered) = oneshot::channel();
-            let new = NewSession {
-                code: Some(&code),
-                ..new_session(&user, &scope, token, now)
-            };
-            sender.send(Starting::new(new, answer)).await.unwrap();
-            answers.push(answered);
-        }
-        drop(sender);
+        let starts = [0, 2].map(|token| NewSession {
+            code: Some(&code),
+            ..new_session(&user, &scope, token, now)
+        });
+        let (waiting, answers) = waiting(starts.into());
 
         tokio::spawn(start_in_batches(db.clone(), waiting));
 
