@@ -53,14 +53,14 @@ pub struct SessionStore {
     spender: Arc<OnceLock<mpsc::Sender<Waiting>>>,
     /// On SQLite, where session starts wait for the transaction that starts them; its task starts with
     /// the first.
-    starter: Arc<OnceLock<mpsc::Sender<Starting>>>,
+    starter: Arc<OnceLock<mpsc::Sender<(Starting, Answer)>>>,
 }
 
 /// At most this many rotations share one statement (each size is a statement of its own that every
 /// connection keeps prepared), and this many session starts one transaction.
 const MAX_BATCH: usize = 16;
 
-/// A session to start, owned, as it waits for the transaction that starts it.
+/// A session to start, owned, as the statement or transaction that starts it needs it.
 struct Starting {
     session: Session,
     /// The user's password as verified: the session starts only while it is still theirs.
@@ -68,12 +68,13 @@ struct Starting {
     refresh: Option<(Vec<u8>, DateTime<Utc>)>,
     sign_in_session: Option<Uuid>,
     code: Option<Vec<u8>>,
-    /// Whether it started.
-    answer: oneshot::Sender<Result<bool, String>>,
 }
 
+/// Where a start waiting on SQLite hears whether it started.
+type Answer = oneshot::Sender<Result<bool, String>>;
+
 impl Starting {
-    fn new(new: NewSession<'_>, answer: oneshot::Sender<Result<bool, String>>) -> Self {
+    fn new(new: NewSession<'_>) -> Self {
         Self {
             session: Session {
                 id: Uuid::new_v4(),
@@ -89,7 +90,6 @@ impl Starting {
             refresh: new.refresh,
             sign_in_session: new.sign_in_session,
             code: new.code.map(<[u8]>::to_vec),
-            answer,
         }
     }
 }
@@ -154,8 +154,7 @@ impl SessionStore {
 impl ports::Sessions for SessionStore {
     async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error> {
         let code = new.code;
-        let (answer, answered) = oneshot::channel();
-        let starting = Starting::new(new, answer);
+        let starting = Starting::new(new);
         let session = starting.session.clone();
         let started = match self.db.writer().get_database_backend() {
             DbBackend::Postgres => start_in_one_statement(self.db.writer(), &starting).await?,
@@ -166,7 +165,11 @@ impl ports::Sessions for SessionStore {
                     sender
                 });
                 let stopped = || Error::Internal(anyhow::anyhow!("the session start task stopped"));
-                starter.send(starting).await.map_err(|_| stopped())?;
+                let (answer, answered) = oneshot::channel();
+                starter
+                    .send((starting, answer))
+                    .await
+                    .map_err(|_| stopped())?;
                 answered
                     .await
                     .map_err(|_| stopped())?
@@ -647,29 +650,32 @@ async fn spend_in_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Wa
 
 /// Starts whatever sessions are waiting, up to [`MAX_BATCH`], in one SQLite transaction, and again
 /// until every [`SessionStore`] is gone.
-async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<Starting>) {
+async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<(Starting, Answer)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A request gone (its client hung up) while it waited starts nothing: its code stays unused.
-        batch.retain(|s| !s.answer.is_closed());
+        batch.retain(|(_, answer)| !answer.is_closed());
         // A code presented twice at once is claimed by its first presentation. The others are answered
         // after the transaction, so that they find it claimed and by which session.
         let mut seen = HashSet::new();
-        let (first, again): (Vec<Starting>, Vec<Starting>) = batch
+        let (first, again): (Vec<_>, Vec<_>) = batch
             .drain(..)
-            .partition(|s| s.code.as_ref().is_none_or(|c| seen.insert(c.clone())));
-        let started = start_in_transaction(&db, &first)
+            .partition(|(s, _)| s.code.as_ref().is_none_or(|c| seen.insert(c.clone())));
+        let (starts, answers): (Vec<Starting>, Vec<Answer>) = first.into_iter().unzip();
+        let started = start_in_transaction(&db, &starts)
             .await
             .map_err(|e| e.to_string());
-        for s in first {
-            let answer = started.as_ref().map(|ids| ids.contains(&s.session.id));
-            let _ = s.answer.send(answer.map_err(String::clone));
+        for (s, answer) in starts.iter().zip(answers) {
+            let _ = answer.send(
+                started
+                    .as_ref()
+                    .map(|ids| ids.contains(&s.session.id))
+                    .map_err(String::clone),
+            );
         }
         // When the transaction failed, the code is not claimed: its other presentations fail alike.
-        for s in again {
-            let _ = s
-                .answer
-                .send(started.as_ref().map(|_| false).map_err(String::clone));
+        for (_, answer) in again {
+            let _ = answer.send(started.as_ref().map(|_| false).map_err(String::clone));
         }
     }
 }
@@ -892,20 +898,17 @@ mod tests {
         }
     }
 
+    type Answered = oneshot::Receiver<Result<bool, String>>;
+
     /// `starts` waiting, in order, for a task not yet running, so that they share one transaction; and
     /// where each will be answered.
-    fn waiting(
-        starts: Vec<NewSession<'_>>,
-    ) -> (
-        mpsc::Receiver<Starting>,
-        Vec<oneshot::Receiver<Result<bool, String>>>,
-    ) {
+    fn waiting(starts: Vec<NewSession<'_>>) -> (mpsc::Receiver<(Starting, Answer)>, Vec<Answered>) {
         let (sender, waiting) = mpsc::channel(starts.len());
         let answers = starts
             .into_iter()
             .map(|new| {
                 let (answer, answered) = oneshot::channel();
-                sender.try_send(Starting::new(new, answer)).ok().unwrap();
+                sender.try_send((Starting::new(new), answer)).ok().unwrap();
                 answered
             })
             .collect();
