@@ -24,7 +24,8 @@ use sea_orm::{
     QueryOrder, QuerySelect,
     sea_query::{
         Alias, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, IntoCondition,
-        IntoIden, IntoTableRef, OnConflict, Query, SelectStatement, UnionType, WithClause,
+        IntoIden, IntoTableRef, LockType, OnConflict, Query, SelectStatement, UnionType,
+        WithClause,
     },
 };
 use tokio::sync::{mpsc, oneshot};
@@ -531,20 +532,30 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
     insert_from(session::Entity, columns, row)
 }
 
-/// Makes `select` give a row only from the user's row as it was verified. On PostgreSQL that row is
-/// share-locked, so a password change or a disable either commits first (and nothing is selected) or
-/// waits for the session and then revokes it; SQLite has one writer at a time. Started through a
-/// browser sign-in, only while that is live: a logout in between ends it. And only while the client
-/// exists: a start for a client deleted since it was authenticated starts nothing, rather than failing
-/// the session's foreign key (and on SQLite the transaction it shares with the starts waiting beside
-/// it). On PostgreSQL a deletion committing while the start's own statement runs can still fail it.
+/// Makes `select` give a row only from the user's row as it was verified. Started through a browser
+/// sign-in, only while that is live: a logout in between ends it. And only while the client exists: a
+/// start for a client deleted since it was authenticated starts nothing, rather than failing the
+/// session's foreign key (and on SQLite the transaction it shares with the starts waiting beside it).
+/// On PostgreSQL the three rows are locked, so a password change, a disable, a logout or a deletion
+/// either commits first (and nothing is selected) or waits for the session and then ends it; SQLite
+/// has one writer at a time.
 fn as_verified(select: &mut SelectStatement, s: &Starting) {
-    from_user_as_verified(select, s.session.user_id, s.password_changed_at);
+    // The user's row is locked first, in a table of its own that the sign-in's check refers to (a check
+    // that did not would be run before it): a password change holds that row and then ends the user's
+    // sign-ins, so a start holding a sign-in's lock while it waited for the user's would deadlock.
+    let verified = Alias::new("verified_user");
+    let mut user = Query::select();
+    user.column((user::Entity, user::Column::Id));
+    from_user_as_verified(&mut user, s.session.user_id, s.password_changed_at);
+    select.from_subquery(user, verified.clone());
     select.and_where(Expr::exists(
         Query::select()
             .expr(Expr::value(1))
             .from(client::Entity)
             .and_where(Expr::col(client::Column::ClientId).eq(s.session.client_id.as_str()))
+            // The lock the session's foreign key takes, taken here, where waiting for it can still
+            // select nothing.
+            .lock(LockType::KeyShare)
             .to_owned(),
     ));
     if let Some(sign_in) = s.sign_in_session {
@@ -554,6 +565,11 @@ fn as_verified(select: &mut SelectStatement, s: &Starting) {
                 .from(sign_in_session::Entity)
                 .and_where(Expr::col(sign_in_session::Column::Id).eq(sign_in))
                 .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
+                .and_where(
+                    Expr::col((sign_in_session::Entity, sign_in_session::Column::UserId))
+                        .equals((verified, user::Column::Id)),
+                )
+                .lock_shared()
                 .to_owned(),
         ));
     }

@@ -20,7 +20,10 @@ use portcullis::{
     value::{grant_type::GrantType, redirect_uri::RedirectUri, scope::Scope},
 };
 use reqwest::{Response, StatusCode};
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -720,6 +723,46 @@ impl TestApp {
             .unwrap()
             .unwrap();
         row.try_get::<i64>("", "n").unwrap()
+    }
+}
+
+/// A transaction of the test's own on an app's PostgreSQL database, left open: the row locks of what it
+/// wrote stand for a write in flight on another instance until it commits.
+pub struct InFlight {
+    pub txn: DatabaseTransaction,
+    _db: DatabaseConnection,
+}
+
+impl TestApp {
+    /// Runs `sql` in an [`InFlight`] transaction.
+    pub async fn write_in_flight(&self, sql: &str) -> InFlight {
+        let db = Database::connect(&self.db.url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared(sql).await.unwrap();
+        InFlight { txn, _db: db }
+    }
+
+    /// Waits until a statement on this app's PostgreSQL database waits for a row lock: the barrier
+    /// after which a request has met a write in flight.
+    pub async fn until_a_statement_waits_for_a_lock(&self) {
+        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        eventually(
+            Duration::from_secs(10),
+            "a statement waits for a row lock",
+            || async {
+                let row = self
+                    .state
+                    .db
+                    .writer()
+                    .query_one_raw(Statement::from_string(DbBackend::Postgres, waiting))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get::<i64>("", "n").unwrap() > 0
+            },
+        )
+        .await;
     }
 }
 

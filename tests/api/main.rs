@@ -34,3 +34,4 @@ mod sessions;
 mod slow_clients;
 mod token_password;
 mod users;
+mod writes_in_flight;

@@ -1,0 +1,115 @@
+//! A login or a code's redemption meeting another instance's write in flight on PostgreSQL: a logout,
+//! a client's deletion or a password change that commits while the session is being started. The
+//! start waits for the write and then starts nothing, rather than a session that outlives the logout,
+//! a `500` from the session's foreign key, or a deadlock.
+
+use portcullis::value::grant_type::GrantType;
+use reqwest::Response;
+use sea_orm::ConnectionTrait;
+
+use crate::{
+    authorization_code::{REDIRECT, param, redeem, redirected, request},
+    helpers::{Backend, Browser, InFlight, TestApp, TestUser, VERIFIER, assert_error, spawn_app},
+};
+
+/// A code for `user`, from a browser sign-in to a new code-flow client; the client's id and the code.
+async fn code(app: &TestApp, user: &TestUser) -> (String, String) {
+    let client = app
+        .seed_code_client("rp", "openid profile email", &[REDIRECT])
+        .await;
+    let answer = Browser::new(app)
+        .sign_in(&request(&client, &[]), user, &user.password)
+        .await;
+    let code = param(&redirected(&answer), "code").unwrap().to_owned();
+    (client, code)
+}
+
+/// `request`'s answer, with `write` committed once the request waits for its locks.
+async fn meeting(
+    app: &TestApp,
+    write: InFlight,
+    request: impl Future<Output = Response>,
+) -> Response {
+    let (answer, ()) = tokio::join!(request, async {
+        app.until_a_statement_waits_for_a_lock().await;
+        write.txn.commit().await.unwrap();
+    });
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_redeemed_while_its_sign_in_is_logged_out_starts_no_session() {
+    // Arrange: a code, and its sign-in ended by a logout that has not committed yet.
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.seed_user().await;
+    let (client, code) = code(&app, &user).await;
+    let logout = app
+        .write_in_flight("UPDATE sign_in_sessions SET revoked_at = now()")
+        .await;
+
+    // Act
+    let answer = meeting(&app, logout, redeem(&app, &client, &code, VERIFIER)).await;
+
+    // Assert: the redemption waited for the logout, and a session it started would have outlived it.
+    assert_error(answer, 400, "invalid_grant").await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_while_its_client_is_deleted_gets_invalid_grant_not_a_500() {
+    // Arrange: the client's deletion in flight.
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.seed_user().await;
+    let client = app
+        .seed_client(true, &[GrantType::Password], "profile")
+        .await;
+    let deletion = app
+        .write_in_flight(&format!(
+            "DELETE FROM clients WHERE client_id = '{}'",
+            client.id
+        ))
+        .await;
+
+    // Act
+    let form = [
+        ("grant_type", "password"),
+        ("username", &user.username),
+        ("password", &user.password),
+        ("client_id", &client.id),
+    ];
+    let answer = meeting(&app, deletion, app.token(&form)).await;
+
+    // Assert
+    assert_error(answer, 400, "invalid_grant").await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_redeemed_during_a_password_change_waits_for_it_without_a_deadlock() {
+    // Arrange: a password change that holds the user's row and goes on to end the user's sign-ins.
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.seed_user().await;
+    let (client, code) = code(&app, &user).await;
+    let change = app
+        .write_in_flight(&format!(
+            "UPDATE users SET password_changed_at = now() WHERE username = '{}'",
+            user.username
+        ))
+        .await;
+
+    // Act: the redemption waits for the user's row; then the change ends the sign-ins, which a
+    // redemption holding a sign-in's lock while it waited would make a deadlock.
+    let (answer, ()) = tokio::join!(redeem(&app, &client, &code, VERIFIER), async {
+        app.until_a_statement_waits_for_a_lock().await;
+        change
+            .txn
+            .execute_unprepared("UPDATE sign_in_sessions SET revoked_at = now()")
+            .await
+            .unwrap();
+        change.txn.commit().await.unwrap();
+    });
+
+    // Assert
+    assert_error(answer, 400, "invalid_grant").await;
+    assert_eq!(app.count("sessions").await, 0);
+}
