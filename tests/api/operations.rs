@@ -2,8 +2,8 @@
 //! a secret, and graceful shutdown.
 
 use std::{
-    io::Read,
-    process::{Child, Command, Stdio},
+    io::{BufRead, BufReader, Read},
+    process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -12,8 +12,8 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, TestDatabase, assert_error, free_port, password_form, postgres_url,
-    spawn_app, spawn_app_with, test_keys_dir,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, password_form, postgres_url, spawn_app,
+    spawn_app_with, test_keys_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,22 +312,42 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_requests() {
     );
 }
 
+/// Reads `log` into `read` up to the line that says where the server listens; that address, or `None`
+/// when the log ends first.
+fn listening_at(log: &mut BufReader<ChildStdout>, read: &mut String) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if log.read_line(&mut line).unwrap() == 0 {
+            return None;
+        }
+        read.push_str(&line);
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "listening" {
+            return Some(event["addr"].as_str()?.to_owned());
+        }
+    }
+}
+
 /// The real binary, logging JSON at debug level into a pipe.
 struct Served {
     child: Child,
     base: String,
+    /// The log, read up to the line that says where the server listens.
+    log: BufReader<ChildStdout>,
+    read: String,
     _cwd: tempfile::TempDir,
 }
 
 impl Served {
+    /// Starts the server on a port it chooses, and waits until it says which: a port chosen here and
+    /// freed for it could be taken meanwhile by another test's server, which would then answer.
     fn start(db_url: &str, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
         let cwd = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.arg("serve")
             .current_dir(cwd.path())
             .env_remove("PORTCULLIS_CONFIG")
-            .env("PORTCULLIS__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS__SERVER__BIND", "127.0.0.1:0")
             .env("PORTCULLIS__DATABASE__URL", db_url)
             .env("PORTCULLIS__KEYS__DIR", test_keys_dir())
             .env("PORTCULLIS__LOG__FORMAT", "json")
@@ -338,20 +358,19 @@ impl Served {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self {
-                    child,
-                    base,
-                    _cwd: cwd,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut log = BufReader::new(child.stdout.take().unwrap());
+        let mut read = String::new();
+        let Some(addr) = listening_at(&mut log, &mut read) else {
+            let _ = child.wait();
+            panic!("the server stopped before it listened:\n{read}");
+        };
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            read,
+            _cwd: cwd,
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the server did not start");
     }
 
     fn url(&self, path: &str) -> String {
@@ -365,13 +384,8 @@ impl Served {
             .status()
             .unwrap();
         let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let mut out = self.read;
+        self.log.read_to_string(&mut out).unwrap();
         self.child
             .stderr
             .take()
