@@ -316,7 +316,8 @@ pub enum Redeemed {
 
 #[async_trait]
 pub trait Codes: Send + Sync {
-    async fn create(&self, new: NewCode<'_>) -> Result<(), Error>;
+    /// Stores the code; `false`, storing nothing, when its client is gone (deleted since it was read).
+    async fn create(&self, new: NewCode<'_>) -> Result<bool, Error>;
     /// What the code is at `now`, changing nothing; `None` when there is no such code or it has
     /// expired unused. [`Sessions::start`] claims it.
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;

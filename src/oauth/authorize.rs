@@ -354,13 +354,18 @@ impl Authorizer {
                 expires_at: later(self.clock.now(), self.code_ttl),
             })
             .await;
-        if let Err(e) = created {
-            tracing::error!(error = %e, "could not store an authorization code");
-            return Err(Refused::Redirect(self.refusal(
-                authorization,
-                "server_error",
-                "the code could not be issued; try again",
-            )));
+        match created {
+            Ok(true) => {}
+            // Deleted since it was read: nowhere trusted to redirect to any more.
+            Ok(false) => return Err(Refused::Page("unknown client_id")),
+            Err(e) => {
+                tracing::error!(error = %e, "could not store an authorization code");
+                return Err(Refused::Redirect(self.refusal(
+                    authorization,
+                    "server_error",
+                    "the code could not be issued; try again",
+                )));
+            }
         }
         tracing::info!(user = %user.id, client = %authorization.client.id, "authorization code issued");
         Ok(self.answer(

@@ -548,16 +548,7 @@ fn as_verified(select: &mut SelectStatement, s: &Starting) {
     user.column((user::Entity, user::Column::Id));
     from_user_as_verified(&mut user, s.session.user_id, s.password_changed_at);
     select.from_subquery(user, verified.clone());
-    select.and_where(Expr::exists(
-        Query::select()
-            .expr(Expr::value(1))
-            .from(client::Entity)
-            .and_where(Expr::col(client::Column::ClientId).eq(s.session.client_id.as_str()))
-            // The lock the session's foreign key takes, taken here, where waiting for it can still
-            // select nothing.
-            .lock(LockType::KeyShare)
-            .to_owned(),
-    ));
+    select.and_where(Expr::exists(client_exists(&s.session.client_id)));
     if let Some(sign_in) = s.sign_in_session {
         select.and_where(Expr::exists(
             Query::select()
@@ -573,6 +564,17 @@ fn as_verified(select: &mut SelectStatement, s: &Starting) {
                 .to_owned(),
         ));
     }
+}
+
+/// The client's row while it exists. Key-share-locked on PostgreSQL, the lock a foreign key to it takes,
+/// taken here, where waiting for a deletion in flight can still select nothing.
+pub(super) fn client_exists(id: &str) -> SelectStatement {
+    Query::select()
+        .expr(Expr::value(1))
+        .from(client::Entity)
+        .and_where(Expr::col(client::Column::ClientId).eq(id))
+        .lock(LockType::KeyShare)
+        .to_owned()
 }
 
 /// Makes `select` give a row only from the user's row as it was verified: active, and with the password

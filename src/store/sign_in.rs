@@ -5,14 +5,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, Query, SelectStatement, UpdateStatement},
 };
 use uuid::Uuid;
 
 use super::{
     Db, Unique,
-    sessions::{from_user_as_verified, insert_from},
+    sessions::{client_exists, from_user_as_verified, insert_from},
 };
 use crate::{
     entity::{authorization_code, sign_in_session, user},
@@ -34,26 +34,40 @@ impl SignInStore {
 
 #[async_trait]
 impl ports::Codes for SignInStore {
-    async fn create(&self, new: NewCode<'_>) -> Result<(), Error> {
+    /// One `INSERT … SELECT` that inserts only while the client exists, and on PostgreSQL locks its
+    /// row, so that a deletion in flight is waited for rather than failing the code's foreign key.
+    async fn create(&self, new: NewCode<'_>) -> Result<bool, Error> {
+        use authorization_code::Column as C;
         let g = new.grant;
-        // Without RETURNING, which SQLite would emulate with a second statement.
-        authorization_code::Entity::insert(authorization_code::ActiveModel {
-            code_hash: Set(new.hash),
-            client_id: Set(g.client_id.clone()),
-            user_id: Set(g.user_id),
-            sign_in_session_id: Set(g.sign_in_session),
-            redirect_uri: Set(g.redirect_uri.clone()),
-            code_challenge: Set(g.code_challenge.clone()),
-            scope: Set(g.scope.to_string()),
-            nonce: Set(g.nonce.clone()),
-            auth_time: Set(g.auth_time),
-            expires_at: Set(new.expires_at),
-            used_at: Set(None),
-            session_id: Set(None),
-        })
-        .exec_without_returning(self.db.writer())
-        .await?;
-        Ok(())
+        let row = Query::select()
+            .exprs([
+                Expr::value(new.hash),
+                Expr::value(g.client_id.clone()),
+                Expr::value(g.user_id),
+                Expr::value(g.sign_in_session),
+                Expr::value(g.redirect_uri.clone()),
+                Expr::value(g.code_challenge.clone()),
+                Expr::value(g.scope.to_string()),
+                Expr::value(g.nonce.clone()),
+                Expr::value(g.auth_time),
+                Expr::value(new.expires_at),
+            ])
+            .and_where(Expr::exists(client_exists(&g.client_id)))
+            .to_owned();
+        let columns = [
+            C::CodeHash,
+            C::ClientId,
+            C::UserId,
+            C::SignInSessionId,
+            C::RedirectUri,
+            C::CodeChallenge,
+            C::Scope,
+            C::Nonce,
+            C::AuthTime,
+            C::ExpiresAt,
+        ];
+        let insert = insert_from(authorization_code::Entity, columns, row)?;
+        Ok(self.db.writer().execute(&insert).await?.rows_affected() == 1)
     }
 
     /// The code with its user, in one query.

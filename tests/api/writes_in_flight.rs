@@ -1,7 +1,7 @@
-//! A login or a code's redemption meeting another instance's write in flight on PostgreSQL: a logout,
-//! a client's deletion or a password change that commits while the session is being started. The
-//! start waits for the write and then starts nothing, rather than a session that outlives the logout,
-//! a `500` from the session's foreign key, or a deadlock.
+//! A login, a code's issue or its redemption meeting another instance's write in flight on PostgreSQL: a
+//! logout, a client's deletion or a password change that commits meanwhile. The request waits for the
+//! write and then writes nothing, rather than a session that outlives the logout, a failure of a foreign
+//! key to the deleted client, or a deadlock.
 
 use portcullis::value::grant_type::GrantType;
 use reqwest::Response;
@@ -112,4 +112,29 @@ async fn a_code_redeemed_during_a_password_change_waits_for_it_without_a_deadloc
     // Assert
     assert_error(answer, 400, "invalid_grant").await;
     assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_asked_for_while_its_client_is_deleted_gets_the_unknown_client_page() {
+    // Arrange: a signed-in browser, and its client's deletion in flight.
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.seed_user().await;
+    let client = app
+        .seed_code_client("rp", "openid profile email", &[REDIRECT])
+        .await;
+    let mut browser = Browser::new(&app);
+    browser
+        .sign_in(&request(&client, &[]), &user, &user.password)
+        .await;
+    let deletion = app
+        .write_in_flight(&format!("DELETE FROM clients WHERE client_id = '{client}'"))
+        .await;
+
+    // Act: a signed-in authorization request, which issues a code at once.
+    let answer = meeting(&app, deletion, browser.get(&request(&client, &[]))).await;
+
+    // Assert: the page for an unknown client, not a redirect to the deleted client's URI.
+    assert_eq!(answer.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(answer.headers().get("location").is_none());
+    assert_eq!(app.count("authorization_codes").await, 0);
 }
