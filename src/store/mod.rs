@@ -151,6 +151,17 @@ impl<E: EntityTrait> Unique<E::Model> for Select<E> {
     }
 }
 
+impl<E: EntityTrait, F: EntityTrait> Unique<(E::Model, Option<F::Model>)>
+    for sea_orm::SelectTwo<E, F>
+{
+    async fn unique(
+        self,
+        db: &impl ConnectionTrait,
+    ) -> Result<Option<(E::Model, Option<F::Model>)>, DbErr> {
+        Ok(self.all(db).await?.pop())
+    }
+}
+
 impl<S: sea_orm::SelectorTrait> Unique<S::Item> for sea_orm::Selector<S> {
     async fn unique(self, db: &impl ConnectionTrait) -> Result<Option<S::Item>, DbErr> {
         Ok(self.all(db).await?.pop())

@@ -9,7 +9,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait, Set, Statement,
 };
 
-use super::Db;
+use super::{Db, Unique};
 use crate::{
     entity::revocation,
     error::Error,
@@ -94,7 +94,7 @@ impl ports::RevocationLog for RevocationFeed {
             .select_only()
             .column_as(revocation::Column::Seq.max(), "newest")
             .into_tuple::<Option<i64>>()
-            .one(self.db.reader())
+            .unique(self.db.reader())
             .await?
             .flatten();
         let newest = newest.unwrap_or(0);

@@ -74,9 +74,8 @@ impl ports::Codes for SignInStore {
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error> {
         let Some((row, user)) = authorization_code::Entity::find_by_id(hash.to_vec())
             .find_also_related(user::Entity)
-            .all(self.db.reader())
+            .unique(self.db.reader())
             .await?
-            .pop()
         else {
             return Ok(None);
         };
@@ -177,7 +176,7 @@ impl ports::SignInSessions for SignInStore {
             .filter(S::TokenHash.eq(hash.to_vec()))
             .filter(S::RevokedAt.is_null())
             .filter(S::ExpiresAt.gt(now))
-            .one(self.db.reader())
+            .unique(self.db.reader())
             .await?
         else {
             return Ok(None);
