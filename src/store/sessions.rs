@@ -335,6 +335,10 @@ impl ports::Sessions for SessionStore {
 
 /// Inside `txn`: revokes every live session of a user, and records that and a `sub` entry voiding every
 /// token issued to them before this second (one from this second is void by its session).
+///
+/// On PostgreSQL the rows are taken in the order a session start takes them, the user's, then the
+/// sign-ins', then the sessions': a start in flight is waited for and its session found and revoked,
+/// and a logout (a sign-in, then its sessions) cannot deadlock with this.
 pub(crate) async fn revoke_all_in(
     txn: &impl ConnectionTrait,
     user_id: Uuid,
@@ -342,9 +346,17 @@ pub(crate) async fn revoke_all_in(
     until: DateTime<Utc>,
 ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
     let now = Utc::now();
-    let ids = revoke_live(txn, session::Column::UserId.eq(user_id), reason, now).await?;
+    // Already locked by a password change or a disable; logging out everywhere locks it here.
+    user::Entity::find_by_id(user_id)
+        .select_only()
+        .column(user::Column::Id)
+        .lock(LockType::NoKeyUpdate)
+        .into_tuple::<Uuid>()
+        .all(txn)
+        .await?;
     // The browser's sign-in sessions end with the rest.
     end_sign_ins(txn, sign_in_session::Column::UserId.eq(user_id), now).await?;
+    let ids = revoke_live(txn, session::Column::UserId.eq(user_id), reason, now).await?;
     let recorded =
         Revocation::subject_and_sessions(user_id.to_string(), now.timestamp(), ids, until);
     append(txn, &recorded).await?;
@@ -536,13 +548,14 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
 /// sign-in, only while that is live: a logout in between ends it. And only while the client exists: a
 /// start for a client deleted since it was authenticated starts nothing, rather than failing the
 /// session's foreign key (and on SQLite the transaction it shares with the starts waiting beside it).
-/// On PostgreSQL the three rows are locked, so a password change, a disable, a logout or a deletion
-/// either commits first (and nothing is selected) or waits for the session and then ends it; SQLite
-/// has one writer at a time.
+/// On PostgreSQL the three rows are locked, so a password change, a disable, a logout (of the sign-in or
+/// everywhere) or a deletion either commits first (and nothing is selected) or waits for the session
+/// and then ends it; SQLite has one writer at a time.
 fn as_verified(select: &mut SelectStatement, s: &Starting) {
-    // The user's row is locked first, in a table of its own that the sign-in's check refers to (a check
-    // that did not would be run before it): a password change holds that row and then ends the user's
-    // sign-ins, so a start holding a sign-in's lock while it waited for the user's would deadlock.
+    // The user's row is locked before the sign-in's, in a table of its own that the sign-in's check
+    // refers to (a check that did not would be run before it): a password change holds that row and
+    // then ends the user's sign-ins, so a start holding a sign-in's lock while it waited for the user's
+    // would deadlock.
     let verified = Alias::new("verified_user");
     let mut user = Query::select();
     user.column((user::Entity, user::Column::Id));

@@ -734,7 +734,7 @@ pub struct InFlight {
 }
 
 impl TestApp {
-    /// Runs `sql` in an [`InFlight`] transaction.
+    /// Runs `sql` (a write, or a `SELECT … FOR UPDATE`) in an [`InFlight`] transaction.
     pub async fn write_in_flight(&self, sql: &str) -> InFlight {
         let db = Database::connect(&self.db.url).await.unwrap();
         let txn = db.begin().await.unwrap();
@@ -742,14 +742,14 @@ impl TestApp {
         InFlight { txn, _db: db }
     }
 
-    /// Waits until a statement on this app's PostgreSQL database waits for a row lock: the barrier
-    /// after which a request has met a write in flight.
-    pub async fn until_a_statement_waits_for_a_lock(&self) {
-        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    /// Waits until `n` statements on this app's PostgreSQL database wait for a lock: the barrier after
+    /// which requests have met a write in flight.
+    pub async fn until_statements_wait_for_locks(&self, n: i64) {
+        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                       AND backend_type = 'client backend' AND wait_event_type = 'Lock'";
         eventually(
             Duration::from_secs(10),
-            "a statement waits for a row lock",
+            "statements wait for locks",
             || async {
                 let row = self
                     .state
@@ -759,7 +759,7 @@ impl TestApp {
                     .await
                     .unwrap()
                     .unwrap();
-                row.try_get::<i64>("", "n").unwrap() > 0
+                row.try_get::<i64>("", "n").unwrap() >= n
             },
         )
         .await;

@@ -1,7 +1,8 @@
 //! A login, a code's issue or its redemption meeting another instance's write in flight on PostgreSQL: a
 //! logout, a client's deletion or a password change that commits meanwhile. The request waits for the
 //! write and then writes nothing, rather than a session that outlives the logout, a failure of a foreign
-//! key to the deleted client, or a deadlock.
+//! key to the deleted client, or a deadlock; and a logout everywhere waits for a start in flight and
+//! ends its session too.
 
 use portcullis::value::grant_type::GrantType;
 use reqwest::Response;
@@ -31,7 +32,7 @@ async fn meeting(
     request: impl Future<Output = Response>,
 ) -> Response {
     let (answer, ()) = tokio::join!(request, async {
-        app.until_a_statement_waits_for_a_lock().await;
+        app.until_statements_wait_for_locks(1).await;
         write.txn.commit().await.unwrap();
     });
     answer
@@ -100,7 +101,7 @@ async fn a_code_redeemed_during_a_password_change_waits_for_it_without_a_deadloc
     // Act: the redemption waits for the user's row; then the change ends the sign-ins, which a
     // redemption holding a sign-in's lock while it waited would make a deadlock.
     let (answer, ()) = tokio::join!(redeem(&app, &client, &code, VERIFIER), async {
-        app.until_a_statement_waits_for_a_lock().await;
+        app.until_statements_wait_for_locks(1).await;
         change
             .txn
             .execute_unprepared("UPDATE sign_in_sessions SET revoked_at = now()")
@@ -137,4 +138,47 @@ async fn a_code_asked_for_while_its_client_is_deleted_gets_the_unknown_client_pa
     assert_eq!(answer.status(), reqwest::StatusCode::BAD_REQUEST);
     assert!(answer.headers().get("location").is_none());
     assert_eq!(app.count("authorization_codes").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_redeemed_during_a_logout_everywhere_has_its_session_ended_by_it() {
+    // Arrange: a code, and the test holding the code's row, so that its redemption waits there with
+    // the user's and the sign-in's locks taken, as one in flight does.
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.seed_user().await;
+    let bearer = app.login(&user).await.access_token;
+    let (client, code) = code(&app, &user).await;
+    let held = app
+        .write_in_flight("SELECT 1 FROM authorization_codes FOR UPDATE")
+        .await;
+
+    // Act: the logout everywhere arrives while the redemption waits; then the redemption goes on.
+    let logout_everywhere = async {
+        app.until_statements_wait_for_locks(1).await;
+        let logout = app
+            .http
+            .delete(app.url("/users/me/sessions"))
+            .bearer_auth(&bearer)
+            .send();
+        let (answer, ()) = tokio::join!(logout, async {
+            app.until_statements_wait_for_locks(2).await;
+            held.txn.commit().await.unwrap();
+        });
+        answer.unwrap()
+    };
+    let (redeemed, logout) =
+        tokio::join!(redeem(&app, &client, &code, VERIFIER), logout_everywhere);
+
+    // Assert: the redemption started its session before the logout; the logout ended it.
+    assert_eq!(logout.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(redeemed.status(), reqwest::StatusCode::OK);
+    let tokens: serde_json::Value = redeemed.json().await.unwrap();
+    let refresh = app
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_error(refresh, 400, "invalid_grant").await;
 }
