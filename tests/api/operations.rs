@@ -358,9 +358,21 @@ impl Served {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        // A server that never says where it listens is killed, so that the test fails, not waits.
+        let (listening, watch) = std::sync::mpsc::channel::<()>();
+        let pid = child.id().to_string();
+        std::thread::spawn(move || {
+            if watch.recv_timeout(Duration::from_secs(30))
+                == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
         let mut log = BufReader::new(child.stdout.take().unwrap());
         let mut read = String::new();
-        let Some(addr) = listening_at(&mut log, &mut read) else {
+        let addr = listening_at(&mut log, &mut read);
+        let _ = listening.send(());
+        let Some(addr) = addr else {
             let _ = child.wait();
             panic!("the server stopped before it listened:\n{read}");
         };
