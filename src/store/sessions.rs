@@ -327,6 +327,14 @@ impl ports::Sessions for SessionStore {
         until: DateTime<Utc>,
     ) -> Result<Vec<Revocation>, Error> {
         let txn = super::begin_write(&self.db).await?;
+        // What a password change or a disable does by updating the user's row: see [`revoke_all_in`].
+        user::Entity::find_by_id(user_id)
+            .select_only()
+            .column(user::Column::Id)
+            .lock(LockType::NoKeyUpdate)
+            .into_tuple::<Uuid>()
+            .all(&txn)
+            .await?;
         let recorded = revoke_all_in(&txn, user_id, reason, until).await?;
         txn.commit().await?;
         Ok(recorded)
@@ -336,9 +344,10 @@ impl ports::Sessions for SessionStore {
 /// Inside `txn`: revokes every live session of a user, and records that and a `sub` entry voiding every
 /// token issued to them before this second (one from this second is void by its session).
 ///
-/// On PostgreSQL the rows are taken in the order a session start takes them, the user's, then the
-/// sign-ins', then the sessions': a start in flight is waited for and its session found and revoked,
-/// and a logout (a sign-in, then its sessions) cannot deadlock with this.
+/// On PostgreSQL the rows are taken in the order a session start takes them, the user's (which the
+/// caller has locked already), then the sign-ins', then the sessions': a start in flight is waited for
+/// and its session found and revoked, and a logout (a sign-in, then its sessions) cannot deadlock with
+/// this.
 pub(crate) async fn revoke_all_in(
     txn: &impl ConnectionTrait,
     user_id: Uuid,
@@ -346,14 +355,6 @@ pub(crate) async fn revoke_all_in(
     until: DateTime<Utc>,
 ) -> Result<Vec<Revocation>, sea_orm::DbErr> {
     let now = Utc::now();
-    // Already locked by a password change or a disable; logging out everywhere locks it here.
-    user::Entity::find_by_id(user_id)
-        .select_only()
-        .column(user::Column::Id)
-        .lock(LockType::NoKeyUpdate)
-        .into_tuple::<Uuid>()
-        .all(txn)
-        .await?;
     // The browser's sign-in sessions end with the rest.
     end_sign_ins(txn, sign_in_session::Column::UserId.eq(user_id), now).await?;
     let ids = revoke_live(txn, session::Column::UserId.eq(user_id), reason, now).await?;
@@ -916,9 +917,8 @@ mod tests {
             grant: &grant,
             expires_at: later(now, TTL),
         };
-        Codes::create(&SignInStore::new(db.clone()), new_code)
-            .await
-            .unwrap();
+        let created = Codes::create(&SignInStore::new(db.clone()), new_code).await;
+        assert!(created.unwrap(), "the code's client exists");
         WithCode {
             _dir,
             db,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    sea_query::{Expr, ExprTrait, Query, SelectStatement, UpdateStatement},
+    sea_query::{Condition, Expr, ExprTrait, Query, SelectStatement, UpdateStatement},
 };
 use uuid::Uuid;
 
@@ -111,20 +111,24 @@ pub(super) fn claim(hash: &[u8], now: DateTime<Utc>, session: Uuid) -> UpdateSta
         .table(authorization_code::Entity)
         .value(C::UsedAt, now)
         .value(C::SessionId, session)
-        .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
-        .and_where(Expr::col(C::UsedAt).is_null())
+        .cond_where(is_unclaimed(hash))
         .to_owned()
 }
 
 /// The code hashed `hash` while no redemption has claimed it.
 pub(super) fn unclaimed(hash: &[u8]) -> SelectStatement {
-    use authorization_code::Column as C;
     Query::select()
         .expr(Expr::value(1))
         .from(authorization_code::Entity)
-        .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
-        .and_where(Expr::col(C::UsedAt).is_null())
+        .cond_where(is_unclaimed(hash))
         .to_owned()
+}
+
+fn is_unclaimed(hash: &[u8]) -> Condition {
+    use authorization_code::Column as C;
+    Condition::all()
+        .add(Expr::col(C::CodeHash).eq(hash.to_vec()))
+        .add(Expr::col(C::UsedAt).is_null())
 }
 
 /// The session the redemption that claimed the code started.
