@@ -121,21 +121,30 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     /// The first refresh token's hash and its idle expiry, when the client may refresh.
     pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
-    /// The browser sign-in session it was started through, whose logout ends it too.
-    pub sign_in_session: Option<Uuid>,
-    /// The hash of the authorization code it is the redemption of, claimed as the session starts: of
-    /// concurrent redemptions exactly one starts a session, and a failed one leaves the code unused.
-    pub code: Option<&'a [u8]>,
 }
 
-/// Why a session was not started.
-#[derive(Debug, PartialEq, Eq)]
-pub enum NotStarted {
-    /// The user was disabled or changed their password since they were verified, the browser sign-in
-    /// the session was started through has ended, or the client was deleted.
-    UserChanged,
-    /// The code was claimed already: by the redemption that started this session, if one did.
-    CodeUsed { winner: Option<Uuid> },
+/// The redemption of an authorization code as the token request presents it. The code's session starts
+/// only while the code is unused and unexpired, was issued to this client, with this redirect URI (if
+/// it named one) and this challenge, and while its user, its client and its browser sign-in are as
+/// they were when it was issued; the code is claimed as the session starts, so of concurrent
+/// redemptions exactly one starts a session, and a failed one leaves the code unused.
+pub struct CodeStart<'a> {
+    pub hash: &'a [u8],
+    pub client_id: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    /// The S256 challenge of the presented verifier.
+    pub code_challenge: &'a str,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The first refresh token's hash and its idle expiry, when the client may refresh.
+    pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
+}
+
+/// A session started by the redemption of a code: what the code stood for, and its user as they are.
+pub struct CodeStarted {
+    pub session: Session,
+    pub grant: CodeGrant,
+    pub user: User,
 }
 
 /// A refresh token to spend: presented by hash, replaced by the successor whose hash is given.
@@ -176,8 +185,14 @@ pub struct SuccessorToken {
 
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Inserts the session and its first refresh token and claims its code, all or nothing.
-    async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error>;
+    /// Inserts the session and its first refresh token, all or nothing; `None`, writing nothing, when
+    /// the user was disabled or changed their password since they were verified, the browser sign-in
+    /// it was started through has ended, or the client was deleted.
+    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error>;
+    /// Redeems a code: claims it, and inserts its session and first refresh token, all or nothing, in
+    /// one round trip. `None`, writing nothing, when any condition of [`CodeStart`] fails; then
+    /// [`Codes::redeem`] tells which.
+    async fn start_from_code(&self, code: CodeStart<'_>) -> Result<Option<CodeStarted>, Error>;
     /// Spends a live token by inserting its successor, only if the token, its session (of this client)
     /// and its user are all live; of concurrent spends of one token exactly one succeeds. `None` when
     /// nothing was spent, whatever the reason.
@@ -319,7 +334,7 @@ pub trait Codes: Send + Sync {
     /// Stores the code; `false`, storing nothing, when its client is gone (deleted since it was read).
     async fn create(&self, new: NewCode<'_>) -> Result<bool, Error>;
     /// What the code is at `now`, changing nothing; `None` when there is no such code or it has
-    /// expired unused. [`Sessions::start`] claims it.
+    /// expired unused. [`Sessions::start_from_code`] claims it.
     async fn redeem(&self, hash: &[u8], now: DateTime<Utc>) -> Result<Option<Redeemed>, Error>;
 }
 

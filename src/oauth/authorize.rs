@@ -402,16 +402,21 @@ impl Authorizer {
     }
 }
 
-/// Whether `verifier` is the PKCE verifier (RFC 7636 §4.1: 43 to 128 unreserved characters) whose S256
-/// challenge is `challenge`; compared in constant time.
-pub fn verifies(verifier: &str, challenge: &str) -> bool {
-    use subtle::ConstantTimeEq;
+/// The S256 challenge of `verifier` when it is a PKCE verifier (RFC 7636 §4.1: 43 to 128 unreserved
+/// characters).
+pub fn challenge_of(verifier: &str) -> Option<String> {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+    well_formed.then(|| URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())))
+}
+
+/// Whether `verifier` is the PKCE verifier whose S256 challenge is `challenge`; compared in constant
+/// time.
+pub fn verifies(verifier: &str, challenge: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    challenge_of(verifier).is_some_and(|c| bool::from(c.as_bytes().ct_eq(challenge.as_bytes())))
 }
 
 #[cfg(test)]

@@ -20,12 +20,12 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    Iterable, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{
-        Alias, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, IntoCondition,
-        IntoIden, IntoTableRef, LockType, OnConflict, Query, SelectStatement, UnionType,
-        WithClause,
+        Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement,
+        IntoCondition, IntoIden, IntoTableRef, LockType, OnConflict, Query, SelectStatement,
+        UnionType, UpdateStatement, WithClause,
     },
 };
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +34,16 @@ use uuid::Uuid;
 use super::{
     Db, Unique,
     revocation_feed::append,
-    sign_in::{claim, claimed_by, unclaimed},
+    sign_in::{self, grant_of},
 };
 use crate::{
     entity::{authorization_code, client, refresh_token, session, sign_in_session, user},
     error::Error,
-    ports::{self, NewSession, NotStarted, RefreshToken, Spent, SuccessorToken},
+    ports::{
+        self, CodeGrant, CodeStart, CodeStarted, NewSession, RefreshToken, Spent, SuccessorToken,
+    },
     value::{
-        account::Session,
+        account::{Session, User},
         revocation::{Entry, Revocation},
         scope::Scope,
     },
@@ -63,16 +65,37 @@ const MAX_BATCH: usize = 16;
 
 /// A session to start, owned, as the statement or transaction that starts it needs it.
 struct Starting {
+    /// For a code, its user and scope are the code's, filled in when it is claimed.
     session: Session,
-    /// The user's password as verified: the session starts only while it is still theirs.
-    password_changed_at: DateTime<Utc>,
     refresh: Option<(Vec<u8>, DateTime<Utc>)>,
-    sign_in_session: Option<Uuid>,
-    code: Option<Vec<u8>>,
+    from: From,
+}
+
+/// What a session starts from.
+enum From {
+    /// A user as a password check saw them: the session starts only while the password is theirs.
+    User {
+        password_changed_at: DateTime<Utc>,
+    },
+    Code(PresentedCode),
+}
+
+/// A code, as the token request presents it.
+struct PresentedCode {
+    hash: Vec<u8>,
+    redirect_uri: Option<String>,
+    code_challenge: String,
+}
+
+/// A start that started: its session, and when it redeemed a code, what the code stood for and its
+/// user.
+struct Begun {
+    session: Session,
+    code: Option<(CodeGrant, User)>,
 }
 
 /// Where a start waiting on SQLite hears whether it started.
-type Answer = oneshot::Sender<Result<bool, String>>;
+type Answer = oneshot::Sender<Result<Option<Begun>, String>>;
 
 impl Starting {
     fn new(new: NewSession<'_>) -> Self {
@@ -87,10 +110,45 @@ impl Starting {
                 expires_at: new.expires_at,
                 revoked_at: None,
             },
-            password_changed_at: new.user.password_changed_at,
             refresh: new.refresh,
-            sign_in_session: new.sign_in_session,
-            code: new.code.map(<[u8]>::to_vec),
+            from: From::User {
+                password_changed_at: new.user.password_changed_at,
+            },
+        }
+    }
+
+    fn from_code(code: CodeStart<'_>) -> Self {
+        Self {
+            session: Session {
+                id: Uuid::new_v4(),
+                user_id: Uuid::nil(),
+                client_id: code.client_id.to_owned(),
+                scope: Scope::default(),
+                created_at: code.now,
+                last_used_at: code.now,
+                expires_at: code.expires_at,
+                revoked_at: None,
+            },
+            refresh: code.refresh,
+            from: From::Code(PresentedCode {
+                hash: code.hash.to_vec(),
+                redirect_uri: code.redirect_uri.map(str::to_owned),
+                code_challenge: code.code_challenge.to_owned(),
+            }),
+        }
+    }
+
+    /// The session begun with the code's row (and its user) that claimed it.
+    fn begun(mut self, code: Option<(authorization_code::Model, User)>) -> Begun {
+        let code = code.map(|(row, user)| {
+            let grant = grant_of(row);
+            self.session.user_id = grant.user_id;
+            self.session.scope = grant.scope.clone();
+            (grant, user)
+        });
+        Begun {
+            session: self.session,
+            code,
         }
     }
 }
@@ -143,6 +201,29 @@ impl SessionStore {
         }
     }
 
+    /// Starts `starting`: in one statement on PostgreSQL, on SQLite in the transaction of the starts
+    /// waiting beside it.
+    async fn begin(&self, starting: Starting) -> Result<Option<Begun>, Error> {
+        if self.db.writer().get_database_backend() == DbBackend::Postgres {
+            return Ok(start_in_one_statement(self.db.writer(), starting).await?);
+        }
+        let starter = self.starter.get_or_init(|| {
+            let (sender, waiting) = mpsc::channel(1024);
+            tokio::spawn(start_in_batches(self.db.clone(), waiting));
+            sender
+        });
+        let stopped = || Error::Internal(anyhow::anyhow!("the session start task stopped"));
+        let (answer, answered) = oneshot::channel();
+        starter
+            .send((starting, answer))
+            .await
+            .map_err(|_| stopped())?;
+        answered
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))
+    }
+
     async fn token(&self, hash: &[u8]) -> Result<Option<refresh_token::Model>, sea_orm::DbErr> {
         refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(hash.to_vec()))
@@ -153,45 +234,21 @@ impl SessionStore {
 
 #[async_trait]
 impl ports::Sessions for SessionStore {
-    async fn start(&self, new: NewSession<'_>) -> Result<Result<Session, NotStarted>, Error> {
-        let code = new.code;
-        let starting = Starting::new(new);
-        let session = starting.session.clone();
-        let started = match self.db.writer().get_database_backend() {
-            DbBackend::Postgres => start_in_one_statement(self.db.writer(), &starting).await?,
-            _ => {
-                let starter = self.starter.get_or_init(|| {
-                    let (sender, waiting) = mpsc::channel(1024);
-                    tokio::spawn(start_in_batches(self.db.clone(), waiting));
-                    sender
-                });
-                let stopped = || Error::Internal(anyhow::anyhow!("the session start task stopped"));
-                let (answer, answered) = oneshot::channel();
-                starter
-                    .send((starting, answer))
-                    .await
-                    .map_err(|_| stopped())?;
-                answered
-                    .await
-                    .map_err(|_| stopped())?
-                    .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?
-            }
-        };
-        if started {
-            return Ok(Ok(session));
-        }
-        // Not started: another redemption claimed the code, or else a check of `as_verified` failed or
-        // the code is gone.
-        let winner = match code {
-            Some(code) => claimed_by(self.db.reader(), code).await?,
-            None => None,
-        };
-        Ok(Err(match winner {
-            Some(winner) => NotStarted::CodeUsed {
-                winner: Some(winner),
-            },
-            None => NotStarted::UserChanged,
-        }))
+    async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error> {
+        Ok(self.begin(Starting::new(new)).await?.map(|b| b.session))
+    }
+
+    async fn start_from_code(&self, code: CodeStart<'_>) -> Result<Option<CodeStarted>, Error> {
+        Ok(self
+            .begin(Starting::from_code(code))
+            .await?
+            .and_then(|Begun { session, code }| {
+                code.map(|(grant, user)| CodeStarted {
+                    session,
+                    grant,
+                    user,
+                })
+            }))
     }
 
     /// Waits for the next statement of [`spend_in_batches`].
@@ -421,86 +478,139 @@ pub(super) fn unexpired_token(at: DateTime<Utc>) -> SelectStatement {
 }
 
 /// Starts each session of `batch` that may start, in one transaction: one commit and one WAL write for
-/// them all. Each session is inserted only as [`as_verified`] says and while its code is unclaimed;
-/// only then is the code claimed and the first token inserted. So a start whose check fails writes
-/// nothing, and a later redemption of a code claimed here finds it claimed. Their ids.
+/// them all. A code's session starts only once [`claim`] has claimed the code, from its row; a user's
+/// only as [`as_verified`] says; each with its first token. So a start whose check fails writes
+/// nothing, and a later redemption of a code claimed here finds it claimed. Those that started, by
+/// session id, each with the row of the code it claimed and that code's user.
 async fn start_in_transaction(
     db: &Db,
     batch: &[Starting],
-) -> Result<HashSet<Uuid>, sea_orm::DbErr> {
+) -> Result<HashMap<Uuid, Option<(authorization_code::Model, User)>>, sea_orm::DbErr> {
     let txn = super::begin_write(db).await?;
-    let mut started = HashSet::with_capacity(batch.len());
+    let mut started = HashMap::with_capacity(batch.len());
     for s in batch {
-        let mut row = session_row(s);
-        as_verified(&mut row, s);
-        if let Some(code) = &s.code {
-            row.and_where(Expr::exists(unclaimed(code)));
-        }
-        if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
-            continue;
-        }
-        // Unclaimed a statement ago, in this transaction: anything else would be a second session.
-        if let Some(code) = &s.code
-            && txn
-                .execute(&claim(code, s.session.created_at, s.session.id))
-                .await?
-                .rows_affected()
-                != 1
-        {
-            return Err(sea_orm::DbErr::Custom("a code claimed twice".into()));
-        }
+        let (session, code) = match &s.from {
+            From::Code(code) => {
+                let Some(row) = txn
+                    .query_one(&claim(s, code).returning_all().to_owned())
+                    .await?
+                else {
+                    continue;
+                };
+                let row = authorization_code::Model::from_query_result(&row, "")?;
+                // The claim saw the user's row, in this transaction.
+                let user = user::Entity::find_by_id(row.user_id)
+                    .unique(&txn)
+                    .await?
+                    .ok_or_else(|| {
+                        sea_orm::DbErr::Custom("a claimed code's user is gone".into())
+                    })?;
+                let session = Session {
+                    user_id: row.user_id,
+                    scope: Scope::parse(&row.scope).unwrap_or_default(),
+                    ..s.session.clone()
+                };
+                let values = session_row(&session, own(&session, row.sign_in_session_id));
+                txn.execute(&insert_session(values)?).await?;
+                (session, Some((row, user.into())))
+            }
+            From::User { .. } => {
+                let mut row = session_row(&s.session, own(&s.session, None));
+                as_verified(&mut row, s);
+                if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
+                    continue;
+                }
+                (s.session.clone(), None)
+            }
+        };
         if let Some((hash, idle_expiry)) = &s.refresh {
-            txn.execute(&insert_token(first_token(&s.session, hash, *idle_expiry))?)
-                .await?;
+            let scope = Expr::value(session.scope.to_string());
+            let token = first_token(&session, hash, *idle_expiry, scope);
+            txn.execute(&insert_token(token)?).await?;
         }
-        started.insert(s.session.id);
+        started.insert(session.id, code);
     }
     txn.commit().await?;
     Ok(started)
 }
 
-/// Starts `s` in one statement, which PostgreSQL makes atomic as a transaction is, in one round trip
-/// instead of five. Each step selects from the one before: the code is claimed only while the user's
-/// row is as verified, the session is inserted only from the claim (or, without a code, from that
-/// row), its first token only from the session; so a check that fails writes nothing, and of
-/// concurrent redemptions of one code the later waits on the code's row lock and then claims nothing.
-/// Whether it started.
+/// Starts `s` in one statement, which PostgreSQL makes atomic as a transaction is, in one round trip.
+/// Each step selects from the one before: a code is claimed only as [`claim`] says, and the session
+/// inserted from the claim (or, without a code, only as [`as_verified`] says), its first token only
+/// from the session; so a check that fails writes nothing, and of concurrent redemptions of one code
+/// the later waits on the code's row lock and then claims nothing. A code's claimed row comes back
+/// with its user's.
 async fn start_in_one_statement(
     db: &DatabaseConnection,
-    s: &Starting,
-) -> Result<bool, sea_orm::DbErr> {
+    s: Starting,
+) -> Result<Option<Begun>, sea_orm::DbErr> {
+    use authorization_code::Column as C;
     let (claimed, started) = (Alias::new("claimed"), Alias::new("started"));
     let mut with = WithClause::new();
-    let mut row = session_row(s);
-    match &s.code {
-        Some(code) => {
-            let mut verified = Query::select();
-            verified.expr(Expr::value(1));
-            as_verified(&mut verified, s);
-            let mut claim = claim(code, s.session.created_at, s.session.id);
-            claim
-                .and_where(Expr::exists(verified))
-                .returning_col(authorization_code::Column::CodeHash);
-            with.cte(cte(claimed.clone(), claim));
-            row.from(claimed);
+    let (row, scope) = match &s.from {
+        From::Code(code) => {
+            with.cte(cte(
+                claimed.clone(),
+                claim(&s, code).returning_all().to_owned(),
+            ));
+            let of_code = |c: C| Expr::col((claimed.clone(), c));
+            let mut row = session_row(
+                &s.session,
+                [
+                    of_code(C::UserId),
+                    of_code(C::Scope),
+                    of_code(C::SignInSessionId),
+                ],
+            );
+            row.from(claimed.clone());
+            (row, of_code(C::Scope))
         }
-        None => as_verified(&mut row, s),
-    }
+        From::User { .. } => {
+            let mut row = session_row(&s.session, own(&s.session, None));
+            as_verified(&mut row, &s);
+            (row, Expr::value(s.session.scope.to_string()))
+        }
+    };
     let mut insert = insert_session(row)?;
     insert.returning_col(session::Column::Id);
     with.cte(cte(started.clone(), insert));
     if let Some((hash, idle_expiry)) = &s.refresh {
-        let mut token = first_token(&s.session, hash, *idle_expiry);
+        let mut token = first_token(&s.session, hash, *idle_expiry, scope);
         token.from(started.clone());
+        if let From::Code(_) = s.from {
+            token.from(claimed.clone());
+        }
         with.cte(cte(Alias::new("token"), insert_token(token)?));
     }
-    let query = with.query(
-        Query::select()
-            .column(session::Column::Id)
-            .from(started)
-            .to_owned(),
-    );
-    Ok(!db.query_all(&query).await?.is_empty())
+    let mut result = Query::select();
+    result
+        .column((started.clone(), session::Column::Id))
+        .from(started);
+    if let From::Code(_) = s.from {
+        // The code's row as claimed, and its user's, prefixed as a joined select prefixes them.
+        result.column((claimed.clone(), Asterisk));
+        for column in user::Column::iter() {
+            result.expr_as(
+                Expr::col((user::Entity, column)),
+                Alias::new(format!("B_{}", sea_orm::IdenStatic::as_str(&column))),
+            );
+        }
+        result.from(claimed.clone()).inner_join(
+            user::Entity,
+            Expr::col((user::Entity, user::Column::Id)).equals((claimed, C::UserId)),
+        );
+    }
+    let Some(row) = db.query_one(&with.query(result)).await? else {
+        return Ok(None);
+    };
+    let code = match s.from {
+        From::Code(_) => Some((
+            authorization_code::Model::from_query_result(&row, "")?,
+            user::Model::from_query_result(&row, "B_")?.into(),
+        )),
+        From::User { .. } => None,
+    };
+    Ok(Some(s.begun(code)))
 }
 
 fn cte(
@@ -513,21 +623,30 @@ fn cte(
         .to_owned()
 }
 
-/// The new session's row, as the values of a `SELECT` still to be given its source.
-fn session_row(s: &Starting) -> SelectStatement {
-    let session = &s.session;
+/// The new session's row, as the values of a `SELECT` still to be given its source; its user, scope and
+/// browser sign-in as `of` gives them.
+fn session_row(session: &Session, [user, scope, sign_in]: [Expr; 3]) -> SelectStatement {
     Query::select()
         .exprs([
             Expr::value(session.id),
-            Expr::value(session.user_id),
+            user,
             Expr::value(session.client_id.clone()),
-            Expr::value(session.scope.to_string()),
+            scope,
             Expr::value(session.created_at),
             Expr::value(session.last_used_at),
             Expr::value(session.expires_at),
-            Expr::value(s.sign_in_session),
+            sign_in,
         ])
         .to_owned()
+}
+
+/// The user, scope and browser sign-in of [`session_row`], as values.
+fn own(session: &Session, sign_in: Option<Uuid>) -> [Expr; 3] {
+    [
+        Expr::value(session.user_id),
+        Expr::value(session.scope.to_string()),
+        Expr::value(sign_in),
+    ]
 }
 
 fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbErr> {
@@ -545,11 +664,30 @@ fn insert_session(row: SelectStatement) -> Result<InsertStatement, sea_orm::DbEr
     insert_from(session::Entity, columns, row)
 }
 
-/// Makes `select` give a row only from the user's row as it was verified. Started through a browser
-/// sign-in, only while that is live: a logout in between ends it. And only while the client exists: a
-/// start for a client deleted since it was authenticated starts nothing, rather than failing the
+/// The claim of the code `s` redeems, as [`sign_in::claim`] conditions it, and only while the code's
+/// user, client and browser sign-in are as it was issued ([`as_verified`]).
+fn claim(s: &Starting, code: &PresentedCode) -> UpdateStatement {
+    let mut verified = Query::select();
+    verified.expr(Expr::value(1));
+    as_verified(&mut verified, s);
+    sign_in::claim(
+        &code.hash,
+        s.session.created_at,
+        s.session.id,
+        &s.session.client_id,
+        code.redirect_uri.as_deref(),
+        &code.code_challenge,
+    )
+    .and_where(Expr::exists(verified))
+    .to_owned()
+}
+
+/// Makes `select` give a row only from the user's row as it was verified, and while the client exists:
+/// a start for a client deleted since it was authenticated starts nothing, rather than failing the
 /// session's foreign key (and on SQLite the transaction it shares with the starts waiting beside it).
-/// On PostgreSQL the three rows are locked, so a password change, a disable, a logout (of the sign-in or
+/// A code's start, run inside its claim, takes the code's user as the code was issued, and only while
+/// the browser sign-in the code was issued through is live: a logout in between ends it. On
+/// PostgreSQL the three rows are locked, so a password change, a disable, a logout (of the sign-in or
 /// everywhere) or a deletion either commits first (and nothing is selected) or waits for the session
 /// and then ends it; SQLite has one writer at a time.
 fn as_verified(select: &mut SelectStatement, s: &Starting) {
@@ -560,23 +698,33 @@ fn as_verified(select: &mut SelectStatement, s: &Starting) {
     let verified = Alias::new("verified_user");
     let mut user = Query::select();
     user.column((user::Entity, user::Column::Id));
-    from_user_as_verified(&mut user, s.session.user_id, s.password_changed_at);
+    match &s.from {
+        From::User {
+            password_changed_at,
+        } => from_user_as_verified(&mut user, s.session.user_id, *password_changed_at),
+        From::Code(_) => from_user_as_issued(&mut user),
+    }
     select.from_subquery(user, verified.clone());
     select.and_where(Expr::exists(client_exists(&s.session.client_id)));
-    if let Some(sign_in) = s.sign_in_session {
-        select.and_where(Expr::exists(
-            Query::select()
-                .expr(Expr::value(1))
-                .from(sign_in_session::Entity)
-                .and_where(Expr::col(sign_in_session::Column::Id).eq(sign_in))
-                .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
-                .and_where(
-                    Expr::col((sign_in_session::Entity, sign_in_session::Column::UserId))
-                        .equals((verified, user::Column::Id)),
-                )
-                .lock_shared()
-                .to_owned(),
-        ));
+    if let From::Code(_) = &s.from {
+        let through = (
+            authorization_code::Entity,
+            authorization_code::Column::SignInSessionId,
+        );
+        let live = Query::select()
+            .expr(Expr::value(1))
+            .from(sign_in_session::Entity)
+            .and_where(
+                Expr::col((sign_in_session::Entity, sign_in_session::Column::Id)).equals(through),
+            )
+            .and_where(Expr::col(sign_in_session::Column::RevokedAt).is_null())
+            .and_where(
+                Expr::col((sign_in_session::Entity, sign_in_session::Column::UserId))
+                    .equals((verified, user::Column::Id)),
+            )
+            .lock_shared()
+            .to_owned();
+        select.and_where(Expr::col(through).is_null().or(Expr::exists(live)));
     }
 }
 
@@ -606,14 +754,32 @@ pub(super) fn from_user_as_verified(
         .lock_shared();
 }
 
-/// A session's first refresh token's row, as the values of a `SELECT`.
-fn first_token(session: &Session, hash: &[u8], idle_expiry: DateTime<Utc>) -> SelectStatement {
+/// Makes `select` give a row only from the user of the code in the outer query as they were when it was
+/// issued: active, and with no password change since they signed in. Share-locked on PostgreSQL, as
+/// [`as_verified`] says.
+fn from_user_as_issued(select: &mut SelectStatement) {
+    use authorization_code::{Column as C, Entity as Code};
+    select
+        .from(user::Entity)
+        .and_where(Expr::col((user::Entity, user::Column::Id)).equals((Code, C::UserId)))
+        .and_where(Expr::col(user::Column::IsActive).eq(true))
+        .and_where(Expr::col(user::Column::PasswordChangedAt).lte(Expr::col((Code, C::AuthTime))))
+        .lock_shared();
+}
+
+/// A session's first refresh token's row, as the values of a `SELECT`, with the session's `scope`.
+fn first_token(
+    session: &Session,
+    hash: &[u8],
+    idle_expiry: DateTime<Utc>,
+    scope: Expr,
+) -> SelectStatement {
     Query::select()
         .exprs([
             Expr::value(Uuid::new_v4()),
             Expr::value(session.id),
             Expr::value(hash.to_vec()),
-            Expr::value(session.scope.to_string()),
+            scope,
             Expr::value(session.created_at),
             // A token never outlives its session.
             Expr::value(Ord::min(idle_expiry, session.expires_at)),
@@ -690,24 +856,24 @@ async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<(Starting, Answer)
         // A code presented twice at once is claimed by its first presentation. The others are answered
         // after the transaction, so that they find it claimed and by which session.
         let mut seen = HashSet::new();
-        let (first, again): (Vec<_>, Vec<_>) = batch
-            .drain(..)
-            .partition(|(s, _)| s.code.as_ref().is_none_or(|c| seen.insert(c.clone())));
+        let (first, again): (Vec<_>, Vec<_>) = batch.drain(..).partition(|(s, _)| match &s.from {
+            From::Code(code) => seen.insert(code.hash.clone()),
+            From::User { .. } => true,
+        });
         let (starts, answers): (Vec<Starting>, Vec<Answer>) = first.into_iter().unzip();
-        let started = start_in_transaction(&db, &starts)
+        let mut started = start_in_transaction(&db, &starts)
             .await
             .map_err(|e| e.to_string());
-        for (s, answer) in starts.iter().zip(answers) {
-            let _ = answer.send(
-                started
-                    .as_ref()
-                    .map(|ids| ids.contains(&s.session.id))
-                    .map_err(String::clone),
-            );
+        for (s, answer) in starts.into_iter().zip(answers) {
+            let begun = match &mut started {
+                Ok(started) => Ok(started.remove(&s.session.id).map(|code| s.begun(code))),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = answer.send(begun);
         }
         // When the transaction failed, the code is not claimed: its other presentations fail alike.
         for (_, answer) in again {
-            let _ = answer.send(started.as_ref().map(|_| false).map_err(String::clone));
+            let _ = answer.send(started.as_ref().map(|_| None).map_err(String::clone));
         }
     }
 }
@@ -868,8 +1034,6 @@ mod tests {
             now,
             expires_at: later(now, TTL),
             refresh: Some((vec![token; 32], later(now, TTL))),
-            sign_in_session: None,
-            code: None,
         }
     }
 
@@ -929,17 +1093,31 @@ mod tests {
         }
     }
 
-    type Answered = oneshot::Receiver<Result<bool, String>>;
+    /// The redemption of `code` by client `c` with the challenge it was issued with, whose first
+    /// refresh token hashes to `[token; 32]`.
+    fn code_start(code: &[u8], token: u8, now: DateTime<Utc>) -> CodeStart<'_> {
+        CodeStart {
+            hash: code,
+            client_id: "c",
+            redirect_uri: None,
+            code_challenge: "challenge",
+            now,
+            expires_at: later(now, TTL),
+            refresh: Some((vec![token; 32], later(now, TTL))),
+        }
+    }
+
+    type Answered = oneshot::Receiver<Result<Option<Begun>, String>>;
 
     /// `starts` waiting, in order, for a task not yet running, so that they share one transaction; and
     /// where each will be answered.
-    fn waiting(starts: Vec<NewSession<'_>>) -> (mpsc::Receiver<(Starting, Answer)>, Vec<Answered>) {
+    fn waiting(starts: Vec<Starting>) -> (mpsc::Receiver<(Starting, Answer)>, Vec<Answered>) {
         let (sender, waiting) = mpsc::channel(starts.len());
         let answers = starts
             .into_iter()
-            .map(|new| {
+            .map(|starting| {
                 let (answer, answered) = oneshot::channel();
-                sender.try_send((Starting::new(new), answer)).ok().unwrap();
+                sender.try_send((starting, answer)).ok().unwrap();
                 answered
             })
             .collect();
@@ -951,10 +1129,18 @@ mod tests {
         E::find().count(db.reader()).await.unwrap()
     }
 
-    /// A redemption claims its code as its session starts: a second start with the code finds it
-    /// claimed, hears the first one's session, and writes nothing.
+    async fn code_row(db: &Db, code: &[u8]) -> authorization_code::Model {
+        authorization_code::Entity::find_by_id(code.to_vec())
+            .unique(db.reader())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A redemption claims its code as its session starts, and comes back with what the code stood for
+    /// and its user: a second redemption finds it claimed and writes nothing.
     #[tokio::test]
-    async fn a_code_starts_one_session_and_a_second_start_with_it_writes_nothing() {
+    async fn a_code_starts_one_session_and_a_second_redemption_writes_nothing() {
         let WithCode {
             _dir,
             db,
@@ -964,24 +1150,75 @@ mod tests {
             code,
         } = with_code(0).await;
         let store = SessionStore::new(db.clone());
-        let start = |token: u8| {
-            store.start(NewSession {
-                code: Some(&code),
-                ..new_session(&user, &scope, token, now)
-            })
-        };
 
-        let first = start(1).await.unwrap().unwrap();
-        let second = start(2).await.unwrap();
+        let first = store.start_from_code(code_start(&code, 1, now)).await;
+        let second = store.start_from_code(code_start(&code, 2, now)).await;
 
+        let first = first.unwrap().unwrap();
         assert_eq!(
-            second.err(),
-            Some(NotStarted::CodeUsed {
-                winner: Some(first.id)
-            })
+            (first.session.user_id, &first.session.scope),
+            (user.id, &scope)
         );
+        assert_eq!((first.grant.user_id, &first.grant.scope), (user.id, &scope));
+        assert_eq!(first.user, user);
+        assert!(second.unwrap().is_none());
         assert_eq!(count::<session::Entity>(&db).await, 1);
         assert_eq!(count::<refresh_token::Entity>(&db).await, 1);
+        let row = code_row(&db, &code).await;
+        assert_eq!(row.session_id, Some(first.session.id));
+    }
+
+    /// A redemption that presents anything but what the code was issued with, or comes after its user
+    /// changed their password, starts nothing and leaves the code unused.
+    #[tokio::test]
+    async fn a_redemption_unlike_its_code_starts_nothing() {
+        let WithCode {
+            _dir,
+            db,
+            user,
+            now,
+            code,
+            ..
+        } = with_code(0).await;
+        let store = SessionStore::new(db.clone());
+        let other_code = [8; 32];
+        let presentations = [
+            CodeStart {
+                hash: &other_code,
+                ..code_start(&code, 1, now)
+            },
+            CodeStart {
+                client_id: "other",
+                ..code_start(&code, 1, now)
+            },
+            CodeStart {
+                code_challenge: "another challenge",
+                ..code_start(&code, 1, now)
+            },
+            CodeStart {
+                now: later(now, TTL),
+                ..code_start(&code, 1, now)
+            },
+        ];
+        for presented in presentations {
+            assert!(store.start_from_code(presented).await.unwrap().is_none());
+        }
+        UserStore::new(db.clone())
+            .change_password(user.id, "changed".into(), later(now, TTL), None)
+            .await
+            .unwrap();
+        let after_the_change = code_start(&code, 1, now);
+        assert!(
+            store
+                .start_from_code(after_the_change)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        assert_eq!(count::<session::Entity>(&db).await, 0);
+        assert_eq!(count::<refresh_token::Entity>(&db).await, 0);
+        assert_eq!(code_row(&db, &code).await.used_at, None);
     }
 
     /// Starts that wait together share one transaction, and each is answered as if it ran alone: of a
@@ -1002,21 +1239,21 @@ mod tests {
             password_changed_at: user.password_changed_at - chrono::TimeDelta::seconds(1),
             ..user.clone()
         };
-        let starts = [
-            (&user, 1, Some(&code[..]), "c"),
-            (&user, 2, Some(&code[..]), "c"),
-            (&changed, 3, None, "c"),
-            (&user, 4, None, "c"),
-            (&user, 5, None, "deleted"),
-            (&user, 6, None, "c"),
-        ]
-        .into_iter()
-        .map(|(user, token, code, client_id)| NewSession {
-            code,
-            client_id,
-            ..new_session(user, &scope, token, now)
-        });
-        let (waiting, mut answers) = waiting(starts.collect());
+        let of_user = |user, token, client_id| {
+            Starting::new(NewSession {
+                client_id,
+                ..new_session(user, &scope, token, now)
+            })
+        };
+        let starts = vec![
+            Starting::from_code(code_start(&code, 1, now)),
+            Starting::from_code(code_start(&code, 2, now)),
+            of_user(&changed, 3, "c"),
+            of_user(&user, 4, "c"),
+            of_user(&user, 5, "deleted"),
+            of_user(&user, 6, "c"),
+        ];
+        let (waiting, mut answers) = waiting(starts);
         // The last one's request is gone before the task starts.
         drop(answers.pop());
 
@@ -1026,7 +1263,10 @@ mod tests {
         for answered in answers {
             started.push(answered.await.unwrap().unwrap());
         }
-        assert_eq!(started, [true, false, false, true, false]);
+        let which: Vec<bool> = started.iter().map(Option::is_some).collect();
+        assert_eq!(which, [true, false, false, true, false]);
+        let redeemed = started[0].as_ref().unwrap();
+        assert_eq!(redeemed.code.as_ref().unwrap().1, user);
         assert_eq!(count::<session::Entity>(&db).await, 2);
         let store = SessionStore::new(db.clone());
         for (token, exists) in [
@@ -1039,9 +1279,12 @@ mod tests {
         ] {
             assert_eq!(store.token(&[token; 32]).await.unwrap().is_some(), exists);
         }
-        let winner = claimed_by(db.reader(), &code).await.unwrap().unwrap();
         let first = store.token(&[1; 32]).await.unwrap().unwrap();
-        assert_eq!(winner, first.session_id);
+        assert_eq!(
+            code_row(&db, &code).await.session_id,
+            Some(first.session_id)
+        );
+        assert_eq!(first.session_id, redeemed.session.id);
     }
 
     /// A transaction that fails fails every start in it, a code's second presentation too, and writes
@@ -1051,16 +1294,12 @@ mod tests {
         let WithCode {
             _dir,
             db,
-            user,
-            scope,
             now,
             code,
+            ..
         } = with_code(1).await;
         // The first token's hash is the existing session's: its insert fails the transaction.
-        let starts = [0, 2].map(|token| NewSession {
-            code: Some(&code),
-            ..new_session(&user, &scope, token, now)
-        });
+        let starts = [0, 2].map(|token| Starting::from_code(code_start(&code, token, now)));
         let (waiting, answers) = waiting(starts.into());
 
         tokio::spawn(start_in_batches(db.clone(), waiting));
@@ -1069,11 +1308,7 @@ mod tests {
             assert!(answered.await.unwrap().is_err());
         }
         assert_eq!(count::<session::Entity>(&db).await, 1);
-        let row = authorization_code::Entity::find_by_id(code.to_vec())
-            .unique(db.reader())
-            .await
-            .unwrap()
-            .unwrap();
+        let row = code_row(&db, &code).await;
         assert_eq!((row.used_at, row.session_id), (None, None));
     }
 

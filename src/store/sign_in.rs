@@ -1,12 +1,12 @@
 //! Authorization codes and browser sign-in sessions, as [`ports::Codes`] and [`ports::SignInSessions`]. A
 //! code is claimed by the session store, in the statement or transaction that starts its session
-//! ([`claim`]).
+//! ([`claim`]); [`ports::Codes::redeem`] only reads it, to say why a redemption started nothing.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    sea_query::{Condition, Expr, ExprTrait, Query, SelectStatement, UpdateStatement},
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait, Query, UpdateStatement},
 };
 use uuid::Uuid;
 
@@ -88,58 +88,56 @@ impl ports::Codes for SignInStore {
             return Ok(None);
         }
         Ok(Some(Redeemed::Fresh {
-            grant: Box::new(CodeGrant {
-                client_id: row.client_id,
-                user_id: row.user_id,
-                sign_in_session: row.sign_in_session_id,
-                redirect_uri: row.redirect_uri,
-                code_challenge: row.code_challenge,
-                scope: Scope::parse(&row.scope).unwrap_or_default(),
-                nonce: row.nonce,
-                auth_time: row.auth_time,
-            }),
+            grant: Box::new(grant_of(row)),
             user: user.map(Into::into),
         }))
     }
 }
 
-/// Marks the code used by `session`; the session store runs it where it starts that session. One
-/// conditional update, so of concurrent redemptions exactly one claims it.
-pub(super) fn claim(hash: &[u8], now: DateTime<Utc>, session: Uuid) -> UpdateStatement {
+/// Marks the code hashed `hash` used by `session`, only while it is unused and unexpired at `now` and
+/// was issued to `client_id`, with `redirect_uri` if it named one, and with `code_challenge`. The
+/// session store adds the conditions on its user and runs it where it starts that session. One
+/// conditional update, so of concurrent redemptions exactly one claims it. The database compares the
+/// challenge, not in constant time: it is public (it came in the authorization request's URL), and the
+/// verifier it was computed from never leaves this process.
+pub(super) fn claim(
+    hash: &[u8],
+    now: DateTime<Utc>,
+    session: Uuid,
+    client_id: &str,
+    redirect_uri: Option<&str>,
+    code_challenge: &str,
+) -> UpdateStatement {
     use authorization_code::Column as C;
+    let issued_without_one = Expr::col(C::RedirectUri).is_null();
     Query::update()
         .table(authorization_code::Entity)
         .value(C::UsedAt, now)
         .value(C::SessionId, session)
-        .cond_where(is_unclaimed(hash))
+        .and_where(Expr::col(C::CodeHash).eq(hash.to_vec()))
+        .and_where(Expr::col(C::UsedAt).is_null())
+        .and_where(Expr::col(C::ExpiresAt).gt(now))
+        .and_where(Expr::col(C::ClientId).eq(client_id))
+        .and_where(Expr::col(C::CodeChallenge).eq(code_challenge))
+        .and_where(match redirect_uri {
+            Some(uri) => issued_without_one.or(Expr::col(C::RedirectUri).eq(uri)),
+            None => issued_without_one,
+        })
         .to_owned()
 }
 
-/// The code hashed `hash` while no redemption has claimed it.
-pub(super) fn unclaimed(hash: &[u8]) -> SelectStatement {
-    Query::select()
-        .expr(Expr::value(1))
-        .from(authorization_code::Entity)
-        .cond_where(is_unclaimed(hash))
-        .to_owned()
-}
-
-fn is_unclaimed(hash: &[u8]) -> Condition {
-    use authorization_code::Column as C;
-    Condition::all()
-        .add(Expr::col(C::CodeHash).eq(hash.to_vec()))
-        .add(Expr::col(C::UsedAt).is_null())
-}
-
-/// The session the redemption that claimed the code started.
-pub(super) async fn claimed_by(
-    db: &impl ConnectionTrait,
-    hash: &[u8],
-) -> Result<Option<Uuid>, DbErr> {
-    Ok(authorization_code::Entity::find_by_id(hash.to_vec())
-        .unique(db)
-        .await?
-        .and_then(|row| row.session_id))
+/// What a code's row stands for.
+pub(super) fn grant_of(row: authorization_code::Model) -> CodeGrant {
+    CodeGrant {
+        client_id: row.client_id,
+        user_id: row.user_id,
+        sign_in_session: row.sign_in_session_id,
+        redirect_uri: row.redirect_uri,
+        code_challenge: row.code_challenge,
+        scope: Scope::parse(&row.scope).unwrap_or_default(),
+        nonce: row.nonce,
+        auth_time: row.auth_time,
+    }
 }
 
 #[async_trait]

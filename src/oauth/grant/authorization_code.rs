@@ -6,11 +6,11 @@
 
 use uuid::Uuid;
 
-use super::{Grants, Issued, Started};
+use super::{Grants, Issued};
 use crate::{
     error::Error,
     oauth::{authorize, client::AuthenticatedClient, issuer::SignedIn, secret},
-    ports::{NotStarted, Redeemed},
+    ports::{CodeStart, CodeStarted, Redeemed, later},
 };
 
 /// What the token request presents with a code.
@@ -28,51 +28,34 @@ impl Grants {
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let hash = secret::hash(&presented.code);
-        let (grant, user) = match self.codes.redeem(&hash, now).await? {
-            None => return Err(Error::InvalidGrant("unknown or expired code")),
-            Some(Redeemed::Again { session }) => return self.code_reused(client, session).await,
-            Some(Redeemed::Fresh { grant, user }) => (grant, user),
-        };
-        if grant.client_id != client.id {
-            return Err(Error::InvalidGrant("another client's code"));
-        }
-        if grant.redirect_uri.is_some() && grant.redirect_uri != presented.redirect_uri {
-            return Err(Error::InvalidGrant(
-                "redirect_uri differs from the request's",
-            ));
-        }
-        if !authorize::verifies(&presented.code_verifier, &grant.code_challenge) {
-            return Err(Error::InvalidGrant("code_verifier does not match"));
-        }
-        // The user as they are now, who must be as they were when they signed in.
-        let user = user
-            .filter(|u| u.is_active && u.password_changed_at <= grant.auth_time)
-            .ok_or(Error::InvalidGrant("the user changed since signing in"))?;
-        // The session starts where the code is claimed, atomically, so a presentation that fails
-        // the checks above, or loses a race for the code, leaves nothing behind.
-        let started = self
-            .start_session(
-                &user,
-                client,
-                &grant.scope,
-                now,
-                grant.sign_in_session,
-                Some(&hash),
-            )
-            .await?;
-        let Started {
-            session,
-            access,
-            refresh_token,
-        } = match started {
-            Ok(started) => started,
-            Err(NotStarted::CodeUsed { winner }) => return self.code_reused(client, winner).await,
-            Err(NotStarted::UserChanged) => {
-                return Err(Error::InvalidGrant(
-                    "the user changed or signed out since signing in",
-                ));
+        let refresh = self.first_refresh(client, now);
+        // Every check is a condition of the statement that claims the code and starts its session, in
+        // one round trip; only a redemption that starts nothing reads the code, to say why.
+        let started = match authorize::challenge_of(&presented.code_verifier) {
+            Some(challenge) => {
+                self.sessions
+                    .start_from_code(CodeStart {
+                        hash: &hash,
+                        client_id: &client.id,
+                        redirect_uri: presented.redirect_uri.as_deref(),
+                        code_challenge: &challenge,
+                        now,
+                        expires_at: later(now, self.lifetimes.session),
+                        refresh: refresh.stored,
+                    })
+                    .await?
             }
+            None => None,
         };
+        let Some(CodeStarted {
+            session,
+            grant,
+            user,
+        }) = started
+        else {
+            return Err(self.not_redeemed(client, &hash, &presented).await);
+        };
+        let access = self.access_in(&user, session.id, client, &grant.scope)?;
         let id_token = if grant.scope.contains("openid") {
             let signed_in = SignedIn {
                 auth_time: grant.auth_time,
@@ -82,26 +65,56 @@ impl Grants {
         } else {
             None
         };
-        tracing::info!(user = %user.id, client = %client.id, sid = %session, jti = %access.claims.jti, "authorization code grant");
+        tracing::info!(user = %user.id, client = %client.id, sid = %session.id, jti = %access.claims.jti, "authorization code grant");
         Ok(Issued {
             access,
-            refresh_token,
+            refresh_token: refresh.token,
             id_token,
             scope: grant.scope,
         })
     }
 
-    /// A code presented again, even at the same moment as its first redemption: the session that
-    /// redemption started is revoked.
-    async fn code_reused(
+    /// Why a redemption started nothing, from the code as it is now. A code used before, by whichever
+    /// redemption (one at the same moment too), revokes the session that redemption started.
+    async fn not_redeemed(
         &self,
         client: &AuthenticatedClient,
-        session: Option<Uuid>,
-    ) -> Result<Issued, Error> {
-        if let Some(session) = session {
-            self.revoker.session(session, "code_reuse").await?;
+        hash: &[u8],
+        presented: &CodeRedemption,
+    ) -> Error {
+        let (grant, user) = match self.codes.redeem(hash, self.clock.now()).await {
+            Err(e) => return e,
+            Ok(None) => return Error::InvalidGrant("unknown or expired code"),
+            Ok(Some(Redeemed::Again { session })) => {
+                return self.code_reused(client, session).await;
+            }
+            Ok(Some(Redeemed::Fresh { grant, user })) => (grant, user),
+        };
+        if grant.client_id != client.id {
+            return Error::InvalidGrant("another client's code");
+        }
+        if grant.redirect_uri.is_some() && grant.redirect_uri != presented.redirect_uri {
+            return Error::InvalidGrant("redirect_uri differs from the request's");
+        }
+        if !authorize::verifies(&presented.code_verifier, &grant.code_challenge) {
+            return Error::InvalidGrant("code_verifier does not match");
+        }
+        // The user as they are now, who must be as they were when they signed in.
+        if !user.is_some_and(|u| u.is_active && u.password_changed_at <= grant.auth_time) {
+            return Error::InvalidGrant("the user changed since signing in");
+        }
+        Error::InvalidGrant("the user changed or signed out since signing in")
+    }
+
+    /// A code presented again, even at the same moment as its first redemption: the session that
+    /// redemption started is revoked.
+    async fn code_reused(&self, client: &AuthenticatedClient, session: Option<Uuid>) -> Error {
+        if let Some(session) = session
+            && let Err(e) = self.revoker.session(session, "code_reuse").await
+        {
+            return e;
         }
         tracing::warn!(client = %client.id, "authorization code presented twice");
-        Err(Error::InvalidGrant("code used twice"))
+        Error::InvalidGrant("code used twice")
     }
 }

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     error::Error,
     metrics::Metrics,
-    ports::{Clock, Codes, NewSession, NotStarted, Sessions, later},
+    ports::{Clock, Codes, NewSession, Sessions, later},
     value::{account::User, grant_type::GrantType, scope::Scope},
 };
 
@@ -124,22 +124,25 @@ struct Started {
     refresh_token: Option<String>,
 }
 
+/// The refresh token a session is to start with, before it starts.
+struct FirstRefresh {
+    token: Option<String>,
+    /// What the store keeps of it: its hash and idle expiry.
+    stored: Option<(Vec<u8>, DateTime<Utc>)>,
+}
+
 impl Grants {
-    /// Starts a session for `user` as they were verified, and issues its first tokens. In the code flow
-    /// it starts through the browser sign-in session `sign_in` and claims the code hashed `code`.
+    /// Starts a session for `user` as they were verified, and issues its first tokens; `None` when the
+    /// user changed since (see [`Sessions::start`]).
     async fn start_session(
         &self,
         user: &User,
         client: &AuthenticatedClient,
         scope: &Scope,
         now: DateTime<Utc>,
-        sign_in: Option<Uuid>,
-        code: Option<&[u8]>,
-    ) -> Result<Result<Started, NotStarted>, Error> {
-        let refresh_token = client
-            .may_use(GrantType::RefreshToken)
-            .then(secret::generate);
-        let session = self
+    ) -> Result<Option<Started>, Error> {
+        let refresh = self.first_refresh(client, now);
+        let Some(session) = self
             .sessions
             .start(NewSession {
                 user,
@@ -147,31 +150,48 @@ impl Grants {
                 scope,
                 now,
                 expires_at: later(now, self.lifetimes.session),
-                refresh: refresh_token
-                    .as_deref()
-                    .map(|t| (secret::hash(t), later(now, self.lifetimes.refresh_idle))),
-                sign_in_session: sign_in,
-                code,
+                refresh: refresh.stored,
             })
-            .await?;
-        let session = match session {
-            Ok(session) => session,
-            Err(not) => return Ok(Err(not)),
+            .await?
+        else {
+            return Ok(None);
         };
-        let access = self.issuer.access_token(
+        let access = self.access_in(user, session.id, client, scope)?;
+        Ok(Some(Started {
+            session: session.id,
+            access,
+            refresh_token: refresh.token,
+        }))
+    }
+
+    /// A refresh token for a session of `client` starting at `now`, when the client may refresh.
+    fn first_refresh(&self, client: &AuthenticatedClient, now: DateTime<Utc>) -> FirstRefresh {
+        let token = client
+            .may_use(GrantType::RefreshToken)
+            .then(secret::generate);
+        let stored = token
+            .as_deref()
+            .map(|t| (secret::hash(t), later(now, self.lifetimes.refresh_idle)));
+        FirstRefresh { token, stored }
+    }
+
+    /// The access token of `user`'s session `session`.
+    fn access_in(
+        &self,
+        user: &User,
+        session: Uuid,
+        client: &AuthenticatedClient,
+        scope: &Scope,
+    ) -> Result<AccessToken, Error> {
+        self.issuer.access_token(
             Subject::User {
                 id: user.id,
                 username: &user.username,
-                session: session.id,
+                session,
             },
             &client.id,
             scope,
-        )?;
-        Ok(Ok(Started {
-            session: session.id,
-            access,
-            refresh_token,
-        }))
+        )
     }
 }
 

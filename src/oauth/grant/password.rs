@@ -41,10 +41,10 @@ impl Grants {
         let user = self.login.password(username, password, ip, now).await?;
         let scope = resolve_scope(requested, &grantable(&client.scopes, &user))?;
         let started = self
-            .start_session(&user, client, &scope, now, None, None)
+            .start_session(&user, client, &scope, now)
             .await?
             // The password was checked against a user who has since changed it or been disabled.
-            .map_err(|_| Error::InvalidGrant("the user changed during the login"))?;
+            .ok_or(Error::InvalidGrant("the user changed during the login"))?;
         let (session, access) = (started.session, started.access);
         tracing::info!(user = %user.id, client = %client.id, sid = %session, jti = %access.claims.jti, "password grant");
         Ok(Issued {
