@@ -140,7 +140,8 @@ pub struct CodeStart<'a> {
     pub refresh: Option<(Vec<u8>, DateTime<Utc>)>,
 }
 
-/// A session started by the redemption of a code: what the code stood for, and its user as they are.
+/// A session started by the redemption of a code: what the code stood for, and its user as the
+/// redemption found them.
 pub struct CodeStarted {
     pub session: Session,
     pub grant: CodeGrant,
@@ -186,8 +187,8 @@ pub struct SuccessorToken {
 #[async_trait]
 pub trait Sessions: Send + Sync {
     /// Inserts the session and its first refresh token, all or nothing; `None`, writing nothing, when
-    /// the user was disabled or changed their password since they were verified, the browser sign-in
-    /// it was started through has ended, or the client was deleted.
+    /// the user was disabled or changed their password since they were verified, or the client was
+    /// deleted.
     async fn start(&self, new: NewSession<'_>) -> Result<Option<Session>, Error>;
     /// Redeems a code: claims it, and inserts its session and first refresh token, all or nothing, in
     /// one round trip. `None`, writing nothing, when any condition of [`CodeStart`] fails; then

@@ -68,11 +68,11 @@ struct Starting {
     /// For a code, its user and scope are the code's, filled in when it is claimed.
     session: Session,
     refresh: Option<(Vec<u8>, DateTime<Utc>)>,
-    from: From,
+    from: Source,
 }
 
 /// What a session starts from.
-enum From {
+enum Source {
     /// A user as a password check saw them: the session starts only while the password is theirs.
     User {
         password_changed_at: DateTime<Utc>,
@@ -111,7 +111,7 @@ impl Starting {
                 revoked_at: None,
             },
             refresh: new.refresh,
-            from: From::User {
+            from: Source::User {
                 password_changed_at: new.user.password_changed_at,
             },
         }
@@ -130,7 +130,7 @@ impl Starting {
                 revoked_at: None,
             },
             refresh: code.refresh,
-            from: From::Code(PresentedCode {
+            from: Source::Code(PresentedCode {
                 hash: code.hash.to_vec(),
                 redirect_uri: code.redirect_uri.map(str::to_owned),
                 code_challenge: code.code_challenge.to_owned(),
@@ -138,17 +138,26 @@ impl Starting {
         }
     }
 
-    /// The session begun with the code's row (and its user) that claimed it.
-    fn begun(mut self, code: Option<(authorization_code::Model, User)>) -> Begun {
-        let code = code.map(|(row, user)| {
-            let grant = grant_of(row);
-            self.session.user_id = grant.user_id;
-            self.session.scope = grant.scope.clone();
-            (grant, user)
-        });
-        Begun {
-            session: self.session,
-            code,
+    /// The session as started from `code`, the row of the code it claimed: the code's user and scope.
+    fn session_of(&self, code: &authorization_code::Model) -> Session {
+        Session {
+            user_id: code.user_id,
+            scope: Scope::parse(&code.scope).unwrap_or_default(),
+            ..self.session.clone()
+        }
+    }
+
+    /// What began: the session, and when it claimed a code, the code's row and its user.
+    fn begun(self, code: Option<(authorization_code::Model, User)>) -> Begun {
+        match code {
+            Some((row, user)) => Begun {
+                session: self.session_of(&row),
+                code: Some((grant_of(row), user)),
+            },
+            None => Begun {
+                session: self.session,
+                code: None,
+            },
         }
     }
 }
@@ -490,7 +499,7 @@ async fn start_in_transaction(
     let mut started = HashMap::with_capacity(batch.len());
     for s in batch {
         let (session, code) = match &s.from {
-            From::Code(code) => {
+            Source::Code(code) => {
                 let Some(row) = txn
                     .query_one(&claim(s, code).returning_all().to_owned())
                     .await?
@@ -505,16 +514,12 @@ async fn start_in_transaction(
                     .ok_or_else(|| {
                         sea_orm::DbErr::Custom("a claimed code's user is gone".into())
                     })?;
-                let session = Session {
-                    user_id: row.user_id,
-                    scope: Scope::parse(&row.scope).unwrap_or_default(),
-                    ..s.session.clone()
-                };
+                let session = s.session_of(&row);
                 let values = session_row(&session, own(&session, row.sign_in_session_id));
                 txn.execute(&insert_session(values)?).await?;
                 (session, Some((row, user.into())))
             }
-            From::User { .. } => {
+            Source::User { .. } => {
                 let mut row = session_row(&s.session, own(&s.session, None));
                 as_verified(&mut row, s);
                 if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
@@ -548,7 +553,7 @@ async fn start_in_one_statement(
     let (claimed, started) = (Alias::new("claimed"), Alias::new("started"));
     let mut with = WithClause::new();
     let (row, scope) = match &s.from {
-        From::Code(code) => {
+        Source::Code(code) => {
             with.cte(cte(
                 claimed.clone(),
                 claim(&s, code).returning_all().to_owned(),
@@ -565,7 +570,7 @@ async fn start_in_one_statement(
             row.from(claimed.clone());
             (row, of_code(C::Scope))
         }
-        From::User { .. } => {
+        Source::User { .. } => {
             let mut row = session_row(&s.session, own(&s.session, None));
             as_verified(&mut row, &s);
             (row, Expr::value(s.session.scope.to_string()))
@@ -577,7 +582,7 @@ async fn start_in_one_statement(
     if let Some((hash, idle_expiry)) = &s.refresh {
         let mut token = first_token(&s.session, hash, *idle_expiry, scope);
         token.from(started.clone());
-        if let From::Code(_) = s.from {
+        if let Source::Code(_) = s.from {
             token.from(claimed.clone());
         }
         with.cte(cte(Alias::new("token"), insert_token(token)?));
@@ -586,7 +591,7 @@ async fn start_in_one_statement(
     result
         .column((started.clone(), session::Column::Id))
         .from(started);
-    if let From::Code(_) = s.from {
+    if let Source::Code(_) = s.from {
         // The code's row as claimed, and its user's, prefixed as a joined select prefixes them.
         result.column((claimed.clone(), Asterisk));
         for column in user::Column::iter() {
@@ -604,11 +609,11 @@ async fn start_in_one_statement(
         return Ok(None);
     };
     let code = match s.from {
-        From::Code(_) => Some((
+        Source::Code(_) => Some((
             authorization_code::Model::from_query_result(&row, "")?,
             user::Model::from_query_result(&row, "B_")?.into(),
         )),
-        From::User { .. } => None,
+        Source::User { .. } => None,
     };
     Ok(Some(s.begun(code)))
 }
@@ -699,14 +704,14 @@ fn as_verified(select: &mut SelectStatement, s: &Starting) {
     let mut user = Query::select();
     user.column((user::Entity, user::Column::Id));
     match &s.from {
-        From::User {
+        Source::User {
             password_changed_at,
         } => from_user_as_verified(&mut user, s.session.user_id, *password_changed_at),
-        From::Code(_) => from_user_as_issued(&mut user),
+        Source::Code(_) => from_user_as_issued(&mut user),
     }
     select.from_subquery(user, verified.clone());
     select.and_where(Expr::exists(client_exists(&s.session.client_id)));
-    if let From::Code(_) = &s.from {
+    if let Source::Code(_) = &s.from {
         let through = (
             authorization_code::Entity,
             authorization_code::Column::SignInSessionId,
@@ -853,14 +858,9 @@ async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<(Starting, Answer)
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A request gone (its client hung up) while it waited starts nothing: its code stays unused.
         batch.retain(|(_, answer)| !answer.is_closed());
-        // A code presented twice at once is claimed by its first presentation. The others are answered
-        // after the transaction, so that they find it claimed and by which session.
-        let mut seen = HashSet::new();
-        let (first, again): (Vec<_>, Vec<_>) = batch.drain(..).partition(|(s, _)| match &s.from {
-            From::Code(code) => seen.insert(code.hash.clone()),
-            From::User { .. } => true,
-        });
-        let (starts, answers): (Vec<Starting>, Vec<Answer>) = first.into_iter().unzip();
+        // Every start is tried, in order: of a code presented twice the first presentation that matches
+        // it claims it, and the others, answered after the commit, find it claimed.
+        let (starts, answers): (Vec<Starting>, Vec<Answer>) = batch.drain(..).unzip();
         let mut started = start_in_transaction(&db, &starts)
             .await
             .map_err(|e| e.to_string());
@@ -870,10 +870,6 @@ async fn start_in_batches(db: Db, mut waiting: mpsc::Receiver<(Starting, Answer)
                 Err(e) => Err(e.clone()),
             };
             let _ = answer.send(begun);
-        }
-        // When the transaction failed, the code is not claimed: its other presentations fail alike.
-        for (_, answer) in again {
-            let _ = answer.send(started.as_ref().map(|_| None).map_err(String::clone));
         }
     }
 }
@@ -1169,17 +1165,47 @@ mod tests {
     }
 
     /// A redemption that presents anything but what the code was issued with, or comes after its user
-    /// changed their password, starts nothing and leaves the code unused.
+    /// changed their password or was disabled, starts nothing and leaves the code unused.
     #[tokio::test]
     async fn a_redemption_unlike_its_code_starts_nothing() {
+        use crate::{
+            ports::{CodeGrant, Codes, NewCode},
+            store::{clients::ClientStore, sign_in::SignInStore},
+        };
         let WithCode {
             _dir,
             db,
             user,
+            scope,
             now,
             code,
-            ..
         } = with_code(0).await;
+        ClientStore::new(db.clone())
+            .ensure_default("other", &scope)
+            .await
+            .unwrap();
+        // A second code, asked for with a redirect URI.
+        let with_uri = [9; 32];
+        let grant = CodeGrant {
+            client_id: "c".into(),
+            user_id: user.id,
+            sign_in_session: None,
+            redirect_uri: Some("https://app.example/cb".into()),
+            code_challenge: "challenge".into(),
+            scope: scope.clone(),
+            nonce: None,
+            auth_time: now,
+        };
+        let new_code = NewCode {
+            hash: with_uri.to_vec(),
+            grant: &grant,
+            expires_at: later(now, TTL),
+        };
+        assert!(
+            Codes::create(&SignInStore::new(db.clone()), new_code)
+                .await
+                .unwrap()
+        );
         let store = SessionStore::new(db.clone());
         let other_code = [8; 32];
         let presentations = [
@@ -1199,26 +1225,83 @@ mod tests {
                 now: later(now, TTL),
                 ..code_start(&code, 1, now)
             },
+            code_start(&with_uri, 1, now),
+            CodeStart {
+                redirect_uri: Some("https://app.example/cb/"),
+                ..code_start(&with_uri, 1, now)
+            },
         ];
         for presented in presentations {
             assert!(store.start_from_code(presented).await.unwrap().is_none());
         }
-        UserStore::new(db.clone())
-            .change_password(user.id, "changed".into(), later(now, TTL), None)
+        assert_eq!(count::<session::Entity>(&db).await, 0);
+        assert_eq!(count::<refresh_token::Entity>(&db).await, 0);
+        assert_eq!(code_row(&db, &with_uri).await.used_at, None);
+        // As asked for, the code starts its session.
+        let as_asked = CodeStart {
+            redirect_uri: Some("https://app.example/cb"),
+            ..code_start(&with_uri, 2, now)
+        };
+        assert!(store.start_from_code(as_asked).await.unwrap().is_some());
+        let users = UserStore::new(db.clone());
+        users
+            .set_active(user.id, false, later(now, TTL))
             .await
             .unwrap();
-        let after_the_change = code_start(&code, 1, now);
         assert!(
             store
-                .start_from_code(after_the_change)
+                .start_from_code(code_start(&code, 1, now))
                 .await
                 .unwrap()
                 .is_none()
         );
-
-        assert_eq!(count::<session::Entity>(&db).await, 0);
-        assert_eq!(count::<refresh_token::Entity>(&db).await, 0);
+        users
+            .set_active(user.id, true, later(now, TTL))
+            .await
+            .unwrap();
+        users
+            .change_password(user.id, "changed".into(), later(now, TTL), None)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .start_from_code(code_start(&code, 1, now))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(code_row(&db, &code).await.used_at, None);
+    }
+
+    /// A presentation of a code that does not match it, waiting in the same transaction ahead of the
+    /// one that does (someone with an intercepted code but not its verifier), does not keep the right
+    /// one from starting its session.
+    #[tokio::test]
+    async fn a_wrong_presentation_ahead_of_the_right_one_does_not_stop_it() {
+        let WithCode {
+            _dir,
+            db,
+            now,
+            code,
+            ..
+        } = with_code(0).await;
+        let starts = vec![
+            Starting::from_code(CodeStart {
+                code_challenge: "an attacker's guess",
+                ..code_start(&code, 1, now)
+            }),
+            Starting::from_code(code_start(&code, 2, now)),
+        ];
+        let (waiting, answers) = waiting(starts);
+
+        tokio::spawn(start_in_batches(db.clone(), waiting));
+
+        let mut started = Vec::new();
+        for answered in answers {
+            started.push(answered.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(started, [false, true]);
+        assert_eq!(count::<session::Entity>(&db).await, 1);
     }
 
     /// Starts that wait together share one transaction, and each is answered as if it ran alone: of a

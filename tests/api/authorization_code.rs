@@ -193,6 +193,23 @@ on_both_databases! {
         assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
     }
 
+    async fn a_code_replayed_by_another_client_without_its_verifier_still_revokes_its_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let client = app_client(&app).await;
+        let other = app_client(&app).await;
+        let user = app.seed_user().await;
+        let answer = Browser::new(&app).sign_in(&request(&client, &[]), &user, &user.password).await;
+        let code = param(&redirected(&answer), "code").unwrap().to_owned();
+        let tokens: Value = redeem(&app, &client, &code, VERIFIER).await.json().await.unwrap();
+
+        // Whoever replays it, with whatever verifier, well-formed or not.
+        assert_error(redeem(&app, &other, &code, "not a verifier").await, 400, "invalid_grant").await;
+
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        assert_error(app.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client)]).await, 400, "invalid_grant").await;
+        assert_eq!(app.me(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    }
+
     async fn a_code_presented_twice_at_once_starts_one_session_and_leaves_it_revoked(backend: Backend) {
         // Arrange: a code, and two redemptions released together.
         let app = spawn_app(backend).await;
@@ -244,6 +261,8 @@ on_both_databases! {
         assert_error(redeem(&app, &other, &code().await, VERIFIER).await, 400, "invalid_grant").await;
         let elsewhere = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", &code().await), ("redirect_uri", "http://127.0.0.1/cb"), ("code_verifier", VERIFIER)]).await;
         assert_error(elsewhere, 400, "invalid_grant").await;
+        let without = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", &code().await), ("code_verifier", VERIFIER)]).await;
+        assert_error(without, 400, "invalid_grant").await;
         assert_error(redeem(&app, &client, "no-such-code", VERIFIER).await, 400, "invalid_grant").await;
         let missing = app.token(&[("grant_type", "authorization_code"), ("client_id", &client), ("code", "x")]).await;
         assert_error(missing, 400, "invalid_request").await;

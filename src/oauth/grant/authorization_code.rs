@@ -4,6 +4,7 @@
 //! started (RFC 6749 §4.1.2).
 //! With `openid` in the scope an ID token comes too.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Grants, Issued};
@@ -53,7 +54,7 @@ impl Grants {
             user,
         }) = started
         else {
-            return Err(self.not_redeemed(client, &hash, &presented).await);
+            return Err(self.not_redeemed(client, &hash, &presented, now).await);
         };
         let access = self.access_in(&user, session.id, client, &grant.scope)?;
         let id_token = if grant.scope.contains("openid") {
@@ -81,8 +82,9 @@ impl Grants {
         client: &AuthenticatedClient,
         hash: &[u8],
         presented: &CodeRedemption,
+        now: DateTime<Utc>,
     ) -> Error {
-        let (grant, user) = match self.codes.redeem(hash, self.clock.now()).await {
+        let (grant, user) = match self.codes.redeem(hash, now).await {
             Err(e) => return e,
             Ok(None) => return Error::InvalidGrant("unknown or expired code"),
             Ok(Some(Redeemed::Again { session })) => {
