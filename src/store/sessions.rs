@@ -1053,32 +1053,12 @@ mod tests {
     }
 
     async fn with_code(n: u8) -> WithCode {
-        use crate::{
-            ports::{CodeGrant, Codes, NewCode},
-            store::sign_in::SignInStore,
-        };
         let (_dir, db, _) = sessions(n).await;
         let user = alice(&db).await;
         let scope = Scope::parse("profile").unwrap();
         let now = Utc::now();
         let code = [7; 32];
-        let grant = CodeGrant {
-            client_id: "c".into(),
-            user_id: user.id,
-            sign_in_session: None,
-            redirect_uri: None,
-            code_challenge: "challenge".into(),
-            scope: scope.clone(),
-            nonce: None,
-            auth_time: now,
-        };
-        let new_code = NewCode {
-            hash: code.to_vec(),
-            grant: &grant,
-            expires_at: later(now, TTL),
-        };
-        let created = Codes::create(&SignInStore::new(db.clone()), new_code).await;
-        assert!(created.unwrap(), "the code's client exists");
+        store_code(&db, &code, &user, &scope, now, None).await;
         WithCode {
             _dir,
             db,
@@ -1101,6 +1081,39 @@ mod tests {
             expires_at: later(now, TTL),
             refresh: Some((vec![token; 32], later(now, TTL))),
         }
+    }
+
+    /// Stores a code of client `c` for `user`, hashing to `code`, with the challenge [`code_start`]
+    /// presents, asked for with `redirect_uri`.
+    async fn store_code(
+        db: &Db,
+        code: &[u8],
+        user: &User,
+        scope: &Scope,
+        now: DateTime<Utc>,
+        redirect_uri: Option<&str>,
+    ) {
+        use crate::{
+            ports::{CodeGrant, Codes, NewCode},
+            store::sign_in::SignInStore,
+        };
+        let grant = CodeGrant {
+            client_id: "c".into(),
+            user_id: user.id,
+            sign_in_session: None,
+            redirect_uri: redirect_uri.map(str::to_owned),
+            code_challenge: "challenge".into(),
+            scope: scope.clone(),
+            nonce: None,
+            auth_time: now,
+        };
+        let new_code = NewCode {
+            hash: code.to_vec(),
+            grant: &grant,
+            expires_at: later(now, TTL),
+        };
+        let created = Codes::create(&SignInStore::new(db.clone()), new_code).await;
+        assert!(created.unwrap(), "the code's client exists");
     }
 
     type Answered = oneshot::Receiver<Result<Option<Begun>, String>>;
@@ -1168,10 +1181,7 @@ mod tests {
     /// changed their password or was disabled, starts nothing and leaves the code unused.
     #[tokio::test]
     async fn a_redemption_unlike_its_code_starts_nothing() {
-        use crate::{
-            ports::{CodeGrant, Codes, NewCode},
-            store::{clients::ClientStore, sign_in::SignInStore},
-        };
+        use crate::store::clients::ClientStore;
         let WithCode {
             _dir,
             db,
@@ -1186,26 +1196,8 @@ mod tests {
             .unwrap();
         // A second code, asked for with a redirect URI.
         let with_uri = [9; 32];
-        let grant = CodeGrant {
-            client_id: "c".into(),
-            user_id: user.id,
-            sign_in_session: None,
-            redirect_uri: Some("https://app.example/cb".into()),
-            code_challenge: "challenge".into(),
-            scope: scope.clone(),
-            nonce: None,
-            auth_time: now,
-        };
-        let new_code = NewCode {
-            hash: with_uri.to_vec(),
-            grant: &grant,
-            expires_at: later(now, TTL),
-        };
-        assert!(
-            Codes::create(&SignInStore::new(db.clone()), new_code)
-                .await
-                .unwrap()
-        );
+        let uri = Some("https://app.example/cb");
+        store_code(&db, &with_uri, &user, &scope, now, uri).await;
         let store = SessionStore::new(db.clone());
         let other_code = [8; 32];
         let presentations = [
