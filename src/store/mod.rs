@@ -89,6 +89,12 @@ async fn pool(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnect
         // enough for a server, proxy or firewall to have dropped it is worth the ping; a broken one that
         // slips through fails its query and is discarded on release.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
+        // Without an idle timeout or a lifetime sqlx starts no maintenance task, whose sweep can spin a
+        // core forever, and hang the process's exit, after a race in its idle count (sqlx#3645, unfixed in
+        // sqlx-core 0.9.0). Connections then live until the pool closes; the check above still replaces
+        // one a server or proxy has dropped.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -192,5 +198,19 @@ mod tests {
         let db = super::connect(&url, 4).await.unwrap();
         assert_eq!(max_connections(db.writer()), 1);
         assert_eq!(max_connections(db.reader()), 4);
+    }
+
+    #[tokio::test]
+    async fn no_pool_runs_the_maintenance_task_that_can_spin() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let db = super::connect(&url, 2).await.unwrap();
+        for pool in [db.reader(), db.writer()] {
+            // sqlx spawns the task when any of these is set.
+            let options = pool.get_sqlite_connection_pool().options();
+            assert_eq!(options.get_idle_timeout(), None);
+            assert_eq!(options.get_max_lifetime(), None);
+            assert_eq!(options.get_min_connections(), 0);
+        }
     }
 }

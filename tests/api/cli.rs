@@ -4,12 +4,14 @@
 use std::{
     io::Write,
     process::{Command, Output, Stdio},
+    time::Duration,
 };
 
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Backend, TestDatabase, assert_error, password_form, spawn_app_with, test_keys_dir,
+    Backend, TestDatabase, assert_error, finished_within, password_form, spawn_app_with,
+    test_keys_dir,
 };
 
 pub fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
@@ -32,7 +34,7 @@ pub fn portcullis(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    child.wait_with_output().unwrap()
+    finished_within(child, Duration::from_secs(60))
 }
 
 pub fn ok(out: &Output) -> String {
@@ -153,8 +155,11 @@ async fn the_cli_refuses_a_weak_password_and_a_bad_configuration_naming_the_key(
         .args(["migrate", "status"])
         .current_dir(tempfile::tempdir().unwrap().path())
         .env("PORTCULLIS__TOKENS__ACCESS_TTL", "soon")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let bad = finished_within(bad, Duration::from_secs(60));
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("tokens.access_ttl"), "{stderr}");

@@ -4,7 +4,7 @@
 use std::{
     future::Future,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -187,6 +187,29 @@ pub fn own_key_dir(age: chrono::Duration) -> tempfile::TempDir {
         .join(format!("{}-test.pem", created.format("%Y%m%dT%H%M%SZ")));
     std::fs::write(&path, test_signing_pem()).unwrap();
     dir
+}
+
+/// Waits for a process the test started and returns what it printed; one still running after `limit` is
+/// killed and the test fails, for a hung child would otherwise stall the whole suite, not fail one test.
+pub fn finished_within(child: Child, limit: Duration) -> Output {
+    let pid = child.id().to_string();
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = watch.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if late {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        late
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "the process had not finished after {limit:?} and was killed; it printed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A port free now, for a test that must know its server's address (its issuer) before starting it.
