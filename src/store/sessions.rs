@@ -21,11 +21,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    Iterable, QueryFilter, QueryOrder, QuerySelect,
+    Iterable, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
     sea_query::{
-        Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement,
+        Alias, Asterisk, CommonTableExpression, DynIden, Expr, ExprTrait, Func, InsertStatement,
         IntoCondition, IntoIden, IntoTableRef, LockType, OnConflict, Query, SelectStatement,
-        UnionType, UpdateStatement, WithClause,
+        SqliteQueryBuilder, UnionType, UpdateStatement, Values, WithClause,
     },
 };
 use tokio::sync::{mpsc, oneshot};
@@ -144,6 +144,21 @@ impl Starting {
             user_id: code.user_id,
             scope: Scope::parse(&code.scope).unwrap_or_default(),
             ..self.session.clone()
+        }
+    }
+
+    /// From the row the start gave back: the code's row as it claimed it and its user's; `None` for a
+    /// start without a code.
+    fn claimed(
+        &self,
+        row: &QueryResult,
+    ) -> Result<Option<(authorization_code::Model, User)>, sea_orm::DbErr> {
+        match self.from {
+            Source::Code(_) => Ok(Some((
+                authorization_code::Model::from_query_result(row, "")?,
+                user::Model::from_query_result(row, "B_")?.into(),
+            ))),
+            Source::User { .. } => Ok(None),
         }
     }
 
@@ -487,10 +502,10 @@ pub(super) fn unexpired_token(at: DateTime<Utc>) -> SelectStatement {
 }
 
 /// Starts each session of `batch` that may start, in one transaction: one commit and one WAL write for
-/// them all. A code's session starts only once [`claim`] has claimed the code, from its row; a user's
-/// only as [`as_verified`] says; each with its first token. So a start whose check fails writes
-/// nothing, and a later redemption of a code claimed here finds it claimed. Those that started, by
-/// session id, each with the row of the code it claimed and that code's user.
+/// them all, and one round trip to the writer for each start, its [`Steps`] run one after another. So a
+/// start whose check fails writes nothing, and a later redemption of a code claimed here finds it
+/// claimed. Those that started, by session id, each with the row of the code it claimed and that code's
+/// user.
 async fn start_in_transaction(
     db: &Db,
     batch: &[Starting],
@@ -498,133 +513,189 @@ async fn start_in_transaction(
     let txn = super::begin_write(db).await?;
     let mut started = HashMap::with_capacity(batch.len());
     for s in batch {
-        let (session, code) = match &s.from {
-            Source::Code(code) => {
-                let Some(row) = txn
-                    .query_one(&claim(s, code).returning_all().to_owned())
-                    .await?
-                else {
-                    continue;
-                };
-                let row = authorization_code::Model::from_query_result(&row, "")?;
-                // The claim saw the user's row, in this transaction.
-                let user = user::Entity::find_by_id(row.user_id)
-                    .unique(&txn)
-                    .await?
-                    .ok_or_else(|| {
-                        sea_orm::DbErr::Custom("a claimed code's user is gone".into())
-                    })?;
-                let session = s.session_of(&row);
-                let values = session_row(&session, own(&session, row.sign_in_session_id));
-                txn.execute(&insert_session(values)?).await?;
-                (session, Some((row, user.into())))
-            }
-            Source::User { .. } => {
-                let mut row = session_row(&s.session, own(&s.session, None));
-                as_verified(&mut row, s);
-                if txn.execute(&insert_session(row)?).await?.rows_affected() != 1 {
-                    continue;
-                }
-                (s.session.clone(), None)
-            }
-        };
-        if let Some((hash, idle_expiry)) = &s.refresh {
-            let scope = Expr::value(session.scope.to_string());
-            let token = first_token(&session, hash, *idle_expiry, scope);
-            txn.execute(&insert_token(token)?).await?;
+        let steps = Steps::of(s, &Chain::Tables)?;
+        if let Some(row) = txn.query_one_raw(steps.in_sequence()).await? {
+            started.insert(s.session.id, s.claimed(&row)?);
         }
-        started.insert(session.id, code);
     }
     txn.commit().await?;
     Ok(started)
 }
 
-/// Starts `s` in one statement, which PostgreSQL makes atomic as a transaction is, in one round trip.
-/// Each step selects from the one before: a code is claimed only as [`claim`] says, and the session
-/// inserted from the claim (or, without a code, only as [`as_verified`] says), its first token only
-/// from the session; so a check that fails writes nothing, and of concurrent redemptions of one code
-/// the later waits on the code's row lock and then claims nothing. A code's claimed row comes back
-/// with its user's.
+/// Starts `s` in one statement, which PostgreSQL makes atomic as a transaction is, in one round trip:
+/// its [`Steps`] as `WITH` queries. Of concurrent redemptions of one code the later waits on the
+/// code's row lock and then claims nothing.
 async fn start_in_one_statement(
     db: &DatabaseConnection,
     s: Starting,
 ) -> Result<Option<Begun>, sea_orm::DbErr> {
-    use authorization_code::Column as C;
-    let (claimed, started) = (Alias::new("claimed"), Alias::new("started"));
+    let steps = Steps::of(&s, &Chain::With)?;
     let mut with = WithClause::new();
-    let (row, scope) = match &s.from {
-        Source::Code(code) => {
-            with.cte(cte(
-                claimed.clone(),
-                claim(&s, code).returning_all().to_owned(),
-            ));
-            let of_code = |c: C| Expr::col((claimed.clone(), c));
-            let mut row = session_row(
-                &s.session,
-                [
-                    of_code(C::UserId),
-                    of_code(C::Scope),
-                    of_code(C::SignInSessionId),
-                ],
-            );
-            row.from(claimed.clone());
-            (row, of_code(C::Scope))
-        }
-        Source::User { .. } => {
-            let mut row = session_row(&s.session, own(&s.session, None));
-            as_verified(&mut row, &s);
-            (row, Expr::value(s.session.scope.to_string()))
-        }
-    };
-    let mut insert = insert_session(row)?;
-    insert.returning_col(session::Column::Id);
-    with.cte(cte(started.clone(), insert));
-    if let Some((hash, idle_expiry)) = &s.refresh {
-        let mut token = first_token(&s.session, hash, *idle_expiry, scope);
-        token.from(started.clone());
-        if let Source::Code(_) = s.from {
-            token.from(claimed.clone());
-        }
-        with.cte(cte(Alias::new("token"), insert_token(token)?));
+    if let Some(mut claim) = steps.claim {
+        with.cte(cte(CLAIMED, claim.returning_all().to_owned()));
     }
-    let mut result = Query::select();
-    result
-        .column((started.clone(), session::Column::Id))
-        .from(started);
-    if let Source::Code(_) = s.from {
-        // The code's row as claimed, and its user's, prefixed as a joined select prefixes them.
-        result.column((claimed.clone(), Asterisk));
-        for column in user::Column::iter() {
-            result.expr_as(
-                Expr::col((user::Entity, column)),
-                Alias::new(format!("B_{}", sea_orm::IdenStatic::as_str(&column))),
-            );
-        }
-        result.from(claimed.clone()).inner_join(
-            user::Entity,
-            Expr::col((user::Entity, user::Column::Id)).equals((claimed, C::UserId)),
-        );
+    let mut session = steps.session;
+    session.returning(Query::returning().columns([session::Column::Id, session::Column::Scope]));
+    with.cte(cte(STARTED, session));
+    if let Some(token) = steps.token {
+        with.cte(cte("token", token));
     }
-    let Some(row) = db.query_one(&with.query(result)).await? else {
+    let Some(row) = db.query_one(&with.query(steps.result)).await? else {
         return Ok(None);
     };
-    let code = match s.from {
-        Source::Code(_) => Some((
-            authorization_code::Model::from_query_result(&row, "")?,
-            user::Model::from_query_result(&row, "B_")?.into(),
-        )),
-        Source::User { .. } => None,
-    };
+    let code = s.claimed(&row)?;
     Ok(Some(s.begun(code)))
 }
 
+const CLAIMED: &str = "claimed";
+const STARTED: &str = "started";
+
+/// A start, step by step, each step selecting from the one before: a code's claim, as [`claim`] says;
+/// the session, from the claimed row (or, without a code, only as [`as_verified`] says); its first
+/// token, from the session; and what the start gives back, a row only when it started: the session's
+/// id and, for a code, its row as claimed and its user's. So a check that fails writes nothing.
+struct Steps {
+    claim: Option<UpdateStatement>,
+    session: InsertStatement,
+    token: Option<InsertStatement>,
+    result: SelectStatement,
+}
+
+/// Where each of [`Steps`] finds the rows the step before wrote.
+enum Chain {
+    /// PostgreSQL: in the `WITH` query named for them ([`CLAIMED`], [`STARTED`]); one query of a
+    /// statement does not see another's writes in their table.
+    With,
+    /// SQLite: in their tables, by key, each step a statement of its own.
+    Tables,
+}
+
+impl Chain {
+    fn claimed(&self) -> DynIden {
+        match self {
+            Self::With => Alias::new(CLAIMED).into_iden(),
+            Self::Tables => authorization_code::Entity.into_iden(),
+        }
+    }
+
+    fn started(&self) -> DynIden {
+        match self {
+            Self::With => Alias::new(STARTED).into_iden(),
+            Self::Tables => session::Entity.into_iden(),
+        }
+    }
+
+    /// Makes `select` select from the row `s` claimed: by the code's hash and the session the claim
+    /// wrote into it.
+    fn select_claimed(&self, select: &mut SelectStatement, s: &Starting, code: &PresentedCode) {
+        use authorization_code::Column as C;
+        let claimed = self.claimed();
+        select.from(claimed.clone());
+        if let Self::Tables = self {
+            select
+                .and_where(Expr::col((claimed.clone(), C::CodeHash)).eq(code.hash.clone()))
+                .and_where(Expr::col((claimed, C::SessionId)).eq(s.session.id));
+        }
+    }
+
+    /// Makes `select` select from the session `s` started.
+    fn select_started(&self, select: &mut SelectStatement, s: &Starting) {
+        let started = self.started();
+        select.from(started.clone());
+        if let Self::Tables = self {
+            select.and_where(Expr::col((started, session::Column::Id)).eq(s.session.id));
+        }
+    }
+}
+
+impl Steps {
+    fn of(s: &Starting, chain: &Chain) -> Result<Self, sea_orm::DbErr> {
+        use authorization_code::Column as C;
+        let claimed = chain.claimed();
+        let started = chain.started();
+        let (claim, row) = match &s.from {
+            Source::Code(code) => {
+                let of_code = |c: C| Expr::col((claimed.clone(), c));
+                let mut row = session_row(
+                    &s.session,
+                    [
+                        of_code(C::UserId),
+                        of_code(C::Scope),
+                        of_code(C::SignInSessionId),
+                    ],
+                );
+                chain.select_claimed(&mut row, s, code);
+                (Some(claim(s, code)), row)
+            }
+            Source::User { .. } => {
+                let mut row = session_row(&s.session, own(&s.session, None));
+                as_verified(&mut row, s);
+                (None, row)
+            }
+        };
+        let token = match &s.refresh {
+            Some((hash, idle_expiry)) => {
+                let scope = Expr::col((started.clone(), session::Column::Scope));
+                let mut token = first_token(&s.session, hash, *idle_expiry, scope);
+                chain.select_started(&mut token, s);
+                Some(insert_token(token)?)
+            }
+            None => None,
+        };
+        let mut result = Query::select();
+        result.column((started, session::Column::Id));
+        chain.select_started(&mut result, s);
+        if let Source::Code(code) = &s.from {
+            // The code's row as claimed, and its user's, prefixed as a joined select prefixes them.
+            result.column((claimed.clone(), Asterisk));
+            for column in user::Column::iter() {
+                result.expr_as(
+                    Expr::col((user::Entity, column)),
+                    Alias::new(format!("B_{}", sea_orm::IdenStatic::as_str(&column))),
+                );
+            }
+            chain.select_claimed(&mut result, s, code);
+            result.inner_join(
+                user::Entity,
+                Expr::col((user::Entity, user::Column::Id)).equals((claimed, C::UserId)),
+            );
+        }
+        Ok(Self {
+            claim,
+            session: insert_session(row)?,
+            token,
+            result,
+        })
+    }
+
+    /// The steps as SQLite statements in one query, run one after another in one round trip to the
+    /// connection's thread; only the last gives rows.
+    fn in_sequence(&self) -> Statement {
+        let mut sql = Vec::with_capacity(4);
+        let mut values = Vec::new();
+        let mut add = |(text, Values(mut v)): (String, Values)| {
+            sql.push(text);
+            values.append(&mut v);
+        };
+        if let Some(claim) = &self.claim {
+            add(claim.build(SqliteQueryBuilder));
+        }
+        add(self.session.build(SqliteQueryBuilder));
+        if let Some(token) = &self.token {
+            add(token.build(SqliteQueryBuilder));
+        }
+        add(self.result.build(SqliteQueryBuilder));
+        Statement::from_sql_and_values(DbBackend::Sqlite, sql.join(";\n"), values)
+    }
+}
+
 fn cte(
-    name: Alias,
+    name: &str,
     query: impl Into<sea_orm::sea_query::SubQueryStatement>,
 ) -> CommonTableExpression {
     CommonTableExpression::new()
         .query(query)
-        .table_name(name)
+        .table_name(Alias::new(name))
         .to_owned()
 }
 
