@@ -155,6 +155,7 @@ async fn the_cli_refuses_a_weak_password_and_a_bad_configuration_naming_the_key(
         .args(["migrate", "status"])
         .current_dir(tempfile::tempdir().unwrap().path())
         .env("PORTCULLIS__TOKENS__ACCESS_TTL", "soon")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -207,4 +208,17 @@ async fn the_cli_accepts_only_client_secrets_the_token_endpoint_accepts() {
         .token_basic("longest", &longest, &[("grant_type", "client_credentials")])
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// The deadline every command of these tests runs under: one that hangs is killed, and its test fails
+/// instead of stalling the suite.
+#[test]
+#[should_panic(expected = "had not finished after")]
+fn a_command_that_hangs_is_killed_and_fails_its_test() {
+    let child = Command::new("sleep")
+        .arg("30")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finished_within(child, Duration::from_millis(200));
 }

@@ -191,25 +191,45 @@ pub fn own_key_dir(age: chrono::Duration) -> tempfile::TempDir {
 
 /// Waits for a process the test started and returns what it printed; one still running after `limit` is
 /// killed and the test fails, for a hung child would otherwise stall the whole suite, not fail one test.
-pub fn finished_within(child: Child, limit: Duration) -> Output {
-    let pid = child.id().to_string();
-    let (done, watch) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let late = watch.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
-        if late {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+pub fn finished_within(mut child: Child, limit: Duration) -> Output {
+    // Drained while it runs: a child blocked writing to a full pipe would never finish.
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
-        late
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "the process had not finished after {limit:?} and was killed; it printed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "the process had not finished after {limit:?} and was killed; it printed:\n{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Everything `pipe` gives until it closes, read on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut read = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut read);
+        }
+        read
+    })
 }
 
 /// A port free now, for a test that must know its server's address (its issuer) before starting it.

@@ -12,8 +12,8 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, TestDatabase, assert_error, password_form, postgres_url, spawn_app,
-    spawn_app_with, test_keys_dir,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, finished_within, password_form,
+    postgres_url, spawn_app, spawn_app_with, test_keys_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,22 +389,23 @@ impl Served {
         format!("{}{path}", self.base)
     }
 
-    /// SIGTERM, then everything it printed.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// SIGTERM, then everything it printed; a server that has not stopped within 30 s fails the test.
+    fn stop(self) -> (std::process::ExitStatus, String) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        let status = self.child.wait().unwrap();
+        let mut log = self.log;
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            log.read_to_string(&mut rest).unwrap();
+            rest
+        });
+        let stopped = finished_within(self.child, Duration::from_secs(30));
         let mut out = self.read;
-        self.log.read_to_string(&mut out).unwrap();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        (status, out)
+        out.push_str(&rest.join().unwrap());
+        out.push_str(&String::from_utf8_lossy(&stopped.stderr));
+        (stopped.status, out)
     }
 }
 
