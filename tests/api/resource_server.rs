@@ -38,10 +38,20 @@ impl Example {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        // Read on a thread of its own: an example that never says where it listens is killed and the
+        // test fails, rather than waiting forever.
+        let stdout = child.stdout.take().unwrap();
+        let (said, heard) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = said.send(line);
+        });
+        let Ok(line) = heard.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the example did not say where it listens within 30 s");
+        };
         let port = line.trim().rsplit(':').next().unwrap().to_owned();
         assert!(line.starts_with("listening on"), "{line}");
         Self {
