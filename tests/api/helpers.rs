@@ -192,8 +192,17 @@ pub fn own_key_dir(age: chrono::Duration) -> tempfile::TempDir {
 /// Waits for a process the test started and returns what it printed; one still running after `limit` is
 /// killed and the test fails, for a hung child would otherwise stall the whole suite, not fail one test.
 pub fn finished_within(mut child: Child, limit: Duration) -> Output {
-    // Drained while it runs: a child blocked writing to a full pipe would never finish.
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let stdout = drain(child.stdout.take());
+    finished_reading(child, stdout, limit)
+}
+
+/// As [`finished_within`], for a child whose standard output `stdout` is already draining.
+pub fn finished_reading(
+    mut child: Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    limit: Duration,
+) -> Output {
+    let stderr = drain(child.stderr.take());
     let deadline = std::time::Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -221,8 +230,11 @@ pub fn finished_within(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-/// Everything `pipe` gives until it closes, read on a thread of its own.
-fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+/// Everything `pipe` gives until it closes, read on a thread of its own: a child blocked writing to a
+/// full pipe would never finish.
+pub fn drain<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut read = Vec::new();
         if let Some(mut pipe) = pipe {
@@ -230,6 +242,25 @@ fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::Joi
         }
         read
     })
+}
+
+/// What `read`, reading `child`'s output on a thread of its own, gives within `limit`; a child that has
+/// not said it by then is killed and the test fails.
+pub fn read_within<T: Send + 'static>(
+    child: &mut Child,
+    limit: Duration,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = said.send(read());
+    });
+    let Ok(said) = heard.recv_timeout(limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the process had not said what the test waits for after {limit:?} and was killed");
+    };
+    said
 }
 
 /// A port free now, for a test that must know its server's address (its issuer) before starting it.

@@ -2,7 +2,7 @@
 //! a secret, and graceful shutdown.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
@@ -12,8 +12,8 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, TestDatabase, assert_error, finished_within, password_form,
-    postgres_url, spawn_app, spawn_app_with, test_keys_dir,
+    Backend, PASSWORD, TestApp, TestDatabase, assert_error, drain, finished_reading, password_form,
+    postgres_url, read_within, spawn_app, spawn_app_with, test_keys_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,9 +332,10 @@ fn listening_at(log: &mut BufReader<ChildStdout>, read: &mut String) -> Option<S
 struct Served {
     child: Child,
     base: String,
-    /// The log, read up to the line that says where the server listens.
-    log: BufReader<ChildStdout>,
+    /// The log up to the line that says where the server listens.
     read: String,
+    /// The rest of the log, drained while the server runs.
+    rest: std::thread::JoinHandle<Vec<u8>>,
     _cwd: tempfile::TempDir,
 }
 
@@ -358,20 +359,12 @@ impl Served {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        // A server that never says where it listens is killed, so that the test fails, not waits.
-        let (listening, watch) = std::sync::mpsc::channel::<()>();
-        let pid = child.id().to_string();
-        std::thread::spawn(move || {
-            if watch.recv_timeout(Duration::from_secs(30))
-                == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-            {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            }
-        });
         let mut log = BufReader::new(child.stdout.take().unwrap());
-        let mut read = String::new();
-        let addr = listening_at(&mut log, &mut read);
-        let _ = listening.send(());
+        let (log, read, addr) = read_within(&mut child, Duration::from_secs(30), move || {
+            let mut read = String::new();
+            let addr = listening_at(&mut log, &mut read);
+            (log, read, addr)
+        });
         let Some(addr) = addr else {
             let _ = child.wait();
             panic!("the server stopped before it listened:\n{read}");
@@ -379,8 +372,8 @@ impl Served {
         Self {
             child,
             base: format!("http://{addr}"),
-            log,
             read,
+            rest: drain(Some(log)),
             _cwd: cwd,
         }
     }
@@ -395,15 +388,9 @@ impl Served {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        let mut log = self.log;
-        let rest = std::thread::spawn(move || {
-            let mut rest = String::new();
-            log.read_to_string(&mut rest).unwrap();
-            rest
-        });
-        let stopped = finished_within(self.child, Duration::from_secs(30));
+        let stopped = finished_reading(self.child, self.rest, Duration::from_secs(30));
         let mut out = self.read;
-        out.push_str(&rest.join().unwrap());
+        out.push_str(&String::from_utf8_lossy(&stopped.stdout));
         out.push_str(&String::from_utf8_lossy(&stopped.stderr));
         (stopped.status, out)
     }

@@ -14,8 +14,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, TestClient, claims_of, eventually, listen_at_issuer, own_key_dir, spawn_app_with,
-    test_signing_pem,
+    Backend, TestClient, claims_of, eventually, listen_at_issuer, own_key_dir, read_within,
+    spawn_app_with, test_signing_pem,
 };
 
 struct Example {
@@ -38,20 +38,12 @@ impl Example {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Read on a thread of its own: an example that never says where it listens is killed and the
-        // test fails, rather than waiting forever.
         let stdout = child.stdout.take().unwrap();
-        let (said, heard) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let line = read_within(&mut child, Duration::from_secs(30), move || {
             let mut line = String::new();
             let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = said.send(line);
+            line
         });
-        let Ok(line) = heard.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the example did not say where it listens within 30 s");
-        };
         let port = line.trim().rsplit(':').next().unwrap().to_owned();
         assert!(line.starts_with("listening on"), "{line}");
         Self {
